@@ -1,0 +1,200 @@
+"""What every driver shares: readings, device health, the sink and the clock.
+
+A driver turns frames into typed ``Reading``s and hands them to a
+``ReadingSink``. A ``Reading`` has no identity; only the outbox gives it an
+``epoch``/``seq`` (CONTRACT.md, "Readings"). Contract strings are defined once
+here, as ``StrEnum`` members whose values match CONTRACT.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ReadingType(StrEnum):
+    """Reading types of CONTRACT.md."""
+
+    DOOR_EVENT = "door.event"
+    EBIKE_PASS = "ebike.pass"
+    TEMPERATURE_BODY = "temperature.body"
+    WEARABLE_VITALS = "wearable.vitals"
+    WEARABLE_SOS = "wearable.sos"
+    WEARABLE_FALL = "wearable.fall"
+    WEARABLE_PRESENCE = "wearable.presence"
+    DEVICE_STATUS = "device.status"
+    AUDIT_COMMAND = "audit.command"
+    GATEWAY_DROPPED = "gateway.dropped"
+
+
+class Priority(StrEnum):
+    ROUTINE = "routine"
+    ALARM = "alarm"
+
+
+class DeviceState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ERROR = "error"
+
+
+class DeviceError(Exception):
+    """The device answered, but with an exception or a reported fault."""
+
+    def __init__(self, device: str, reason: str) -> None:
+        super().__init__(f"device={device}: {reason}")
+        self.device = device
+        self.reason = reason
+
+
+class ActionNotSupportedError(DeviceError):
+    """The driver has no such action (the command path maps it to not_permitted)."""
+
+
+class Clock(Protocol):
+    """Time source injected everywhere, so tests control time."""
+
+    def wall(self) -> float:
+        """Seconds since the Unix epoch (may be wrong before NTP sync)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on the system-wide monotonic clock (CLOCK_MONOTONIC)."""
+        ...
+
+
+class SystemClock:
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One device event, before the outbox gives it an identity.
+
+    ``wall_ts`` is the wall clock when the event was read, ``mono_ts`` the
+    monotonic clock at the same moment; the outbox uses the second to correct
+    the first once the system clock is synchronised.
+    """
+
+    device: str
+    type: ReadingType
+    data: Mapping[str, Any]
+    priority: Priority
+    wall_ts: float
+    mono_ts: float
+
+    @property
+    def sheddable(self) -> bool:
+        """Whether the size cap may drop this reading (CONTRACT.md: never alarms or audit)."""
+        return self.priority is Priority.ROUTINE and self.type is not ReadingType.AUDIT_COMMAND
+
+
+class ReadingSink(Protocol):
+    """Where drivers put readings. ``put`` never blocks and never raises for capacity."""
+
+    def put(self, reading: Reading) -> None: ...
+
+
+def make_reading(
+    clock: Clock,
+    device: str,
+    type_: ReadingType,
+    data: Mapping[str, Any],
+    priority: Priority = Priority.ROUTINE,
+) -> Reading:
+    """Stamp a reading with both clocks, now."""
+    return Reading(
+        device=device,
+        type=type_,
+        data=data,
+        priority=priority,
+        wall_ts=clock.wall(),
+        mono_ts=clock.monotonic(),
+    )
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """A device's online state and counters, shared with status and metrics.
+
+    ``set_state`` emits a ``device.status`` reading on transitions only: an
+    expected condition is a state, not a stream of log lines (STYLE.md §6).
+    Going offline is an alarm (CONTRACT.md, ``device.status``).
+    """
+
+    device: str
+    sink: ReadingSink
+    clock: Clock
+    state: DeviceState | None = None
+    detail: str = ""
+    last_seen_wall: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def set_state(self, state: DeviceState, detail: str = "") -> bool:
+        """Record the state; return True (and emit a reading) when it changed."""
+        if state is self.state:
+            self.detail = detail
+            return False
+        self.state = state
+        self.detail = detail
+        priority = Priority.ALARM if state is DeviceState.OFFLINE else Priority.ROUTINE
+        self.sink.put(
+            make_reading(
+                self.clock,
+                self.device,
+                ReadingType.DEVICE_STATUS,
+                {"state": state.value, "detail": detail},
+                priority,
+            )
+        )
+        return True
+
+    def seen(self) -> None:
+        """The device answered or spoke just now."""
+        self.last_seen_wall = self.clock.wall()
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Bump a named counter (``frames_rejected``, ``timeouts``...)."""
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+class Driver(Protocol):
+    """One device: polls or listens, emits readings, executes its actions."""
+
+    device_id: str
+    health: DeviceHealth
+
+    async def run(self) -> None:
+        """Run until cancelled. Raise on a failure the supervisor should restart."""
+        ...
+
+    def actions(self) -> frozenset[str]:
+        """Command actions this device supports (``door.open``, ``door.set_mode``)."""
+        ...
+
+    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+        """Carry out an action; raise DeviceError or TransportError on failure."""
+        ...
+
+
+class DeviceConfigBase(BaseModel):
+    """Fields every ``devices[]`` entry has. Each kind subclasses this with
+    ``kind: Literal[...]``, its ``transport`` and its own options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9-]{1,64}$", description="Device id, unique per gateway.")
+    simulate: bool = Field(
+        default=False,
+        description="Start this kind's simulator on a pseudo-terminal (or loopback TCP) "
+        "and attach to it instead of hardware.",
+    )

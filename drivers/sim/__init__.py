@@ -1,0 +1,1 @@
+"""Device simulators that speak the real protocols over ptys or loopback TCP."""

@@ -1,0 +1,1 @@
+"""Thin transports: serial ports and Modbus buses. They know nothing of devices."""
