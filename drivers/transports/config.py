@@ -30,7 +30,9 @@ class SerialTransportConfig(_Strict):
     baudrate: Baudrate = 9600
     parity: Parity = "N"
     stopbits: Literal[1, 2] = 1
-    reopen_max_s: float = Field(default=30.0, gt=0, le=600, description="Cap of the reopen backoff.")
+    reopen_max_s: float = Field(
+        default=30.0, gt=0, le=600, description="Cap of the reopen backoff."
+    )
 
 
 class ModbusRtuTransportConfig(_Strict):

@@ -1,0 +1,617 @@
+"""The durable outbox: the only place readings live between a device and the broker.
+
+Implements CONTRACT.md "Readings": every accepted reading gets ``epoch``/``seq``
+when it is committed, leaves only after the broker's PUBACK, and is shed only
+by the size cap (oldest routine first, explained by ``gateway.dropped``).
+
+Durability windows (README, "Delivery guarantee"):
+
+* Readings are group-committed every ``commit_interval_ms``: a process crash
+  loses at most the readings of the last interval.
+* The database runs WAL with ``synchronous=NORMAL``, which does not sync on
+  commit; the outbox itself ``fdatasync``s the WAL at most every
+  ``sync_interval_ms`` while there is something unsynced, so a power cut loses
+  at most that window, and an idle gateway writes nothing.
+* Alarms and command results are committed and synced at once.
+
+Lanes are separate tables keyed by ``seq`` (the rowid), so appends touch the
+rightmost pages only and a drained batch is deleted as one range. Each row
+holds the reading already encoded as its JSON object, so a batch is built by
+joining strings. Rows whose wall clock could not be vouched for also keep
+their monotonic stamp and boot, to be corrected once the clock syncs
+(CONTRACT.md: ``"clock": "unsynced"``).
+
+One worker thread owns the SQLite connection; the event loop never blocks on
+it (STYLE.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import string
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from drivers.base import Clock, Priority, Reading, ReadingType
+from gateway.clock import ClockSync
+from gateway.timefmt import TimestampFormatter, rfc3339
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+DB_NAME = "outbox.sqlite3"
+SHED_TARGET_FRACTION = 0.9  # shed down to 90 % of the cap, so shedding is not per-commit
+_EPOCH_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class Lane(StrEnum):
+    """Outbox lanes, in drain order: results and alarms before routine."""
+
+    RESULT = "result"
+    ALARM = "alarm"
+    ROUTINE = "routine"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rows fetched for one MQTT message. ``first``/``last`` bound the rows to delete."""
+
+    lane: Lane
+    first: int
+    last: int
+    bodies: list[str]
+    # Result lane only: where the message goes (None: the results topic).
+    topic: str | None = None
+    correlation: bytes | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.bodies)
+
+
+@dataclass(slots=True)
+class OutboxStats:
+    epoch: str = ""
+    last_seq: int = 0
+    backlog: dict[Lane, int] = field(default_factory=lambda: dict.fromkeys(Lane, 0))
+    accepted: int = 0
+    committed: int = 0
+    dropped: int = 0
+    syncs: int = 0
+    last_ack_at: float | None = None
+
+
+def _new_epoch() -> str:
+    return "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(8))
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    # One statement per execute: executescript() would commit the migration's
+    # transaction half-way.
+    for statement in (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE boots (id INTEGER PRIMARY KEY, boot_id TEXT NOT NULL UNIQUE)",
+        # mono/boot are set only while the row's ts is unsynced.
+        "CREATE TABLE alarm (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, mono REAL, boot INTEGER)",
+        "CREATE TABLE routine (seq INTEGER PRIMARY KEY, body TEXT NOT NULL,"
+        " sheddable INTEGER NOT NULL, mono REAL, boot INTEGER)",
+        "CREATE TABLE result (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT,"
+        " correlation BLOB, body TEXT NOT NULL)",
+    ):
+        db.execute(statement)
+
+
+# Index i migrates from version i to i + 1.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+class OutboxOpenError(Exception):
+    """The database exists but cannot be used (corrupt, or from a newer version)."""
+
+
+def open_database(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """Open (creating or migrating) the outbox database.
+
+    A database that is corrupt or from a newer version is never deleted: it is
+    moved aside and a new one started. Returns the connection and, when that
+    happened, where the old file went.
+    """
+    moved: str | None = None
+    try:
+        db = _open_checked(path)
+    except (sqlite3.DatabaseError, OutboxOpenError) as exc:
+        moved = _move_aside(path)
+        _LOGGER.error(
+            "outbox database unusable, moved aside and starting a new one: path=%s moved_to=%s "
+            "error=%s",
+            path,
+            moved,
+            exc,
+        )
+        db = _open_checked(path)
+    return db, moved
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise OutboxOpenError(
+                f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
+            )
+        if version > 0:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise OutboxOpenError(f"integrity check failed: {check}")
+        for step in range(version, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[step](db)
+            db.execute(f"PRAGMA user_version={step + 1}")
+            if step == 0:
+                db.execute("INSERT INTO meta VALUES ('epoch', ?)", (_new_epoch(),))
+                db.execute("INSERT INTO meta VALUES ('last_seq', '0')")
+            db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.unusable-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(Path(f"{target}{suffix}"))
+    return str(target)
+
+
+class Outbox:
+    """Durable, prioritised buffer of readings and command results.
+
+    ``put`` and ``put_result`` are called from the event loop and never block;
+    ``run`` is the owner task that commits and syncs.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        site: str,
+        gateway_id: str,
+        clock: Clock,
+        clock_sync: ClockSync,
+        boot_id: str,
+        commit_interval_s: float = 0.2,
+        sync_interval_s: float = 1.0,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.path = data_dir / DB_NAME
+        self._site = site
+        self._gateway_id = gateway_id
+        self._clock = clock
+        self._clock_sync = clock_sync
+        self._boot_id = boot_id
+        self._commit_interval_s = commit_interval_s
+        self._sync_interval_s = sync_interval_s
+        self._max_bytes = max_bytes
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._boot_key = 0
+        self._synced_since_mono: float | None = None
+        self._offset = 0.0  # wall - monotonic, once the clock is synchronised
+        self._has_unsynced = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._id_prefix = ""
+        self._format_ts = TimestampFormatter()
+        self._device_json: dict[str, str] = {}
+        # Work gathered on the loop, handed to the worker at each commit.
+        self._pending: list[Reading] = []
+        self._pending_results: list[tuple[str | None, bytes | None, str]] = []
+        self._pending_acks: list[Batch] = []
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._unsynced = asyncio.Event()
+        self._last_sync_mono = 0.0
+        self.new_data = asyncio.Event()
+        self.stats = OutboxStats()
+        self.moved_aside: str | None = None
+
+    # ----------------------------------------------------------------- life
+
+    async def open(self) -> None:
+        """Open the database (creating, migrating or moving aside as needed)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()  # the worker signals events on it
+        await self._call(self._open_sync)
+
+    def _open_sync(self) -> None:
+        db, self.moved_aside = open_database(self.path)
+        self._db = db
+        row = db.execute("SELECT id FROM boots WHERE boot_id = ?", (self._boot_id,)).fetchone()
+        if row is None:
+            cursor = db.execute("INSERT INTO boots (boot_id) VALUES (?)", (self._boot_id,))
+            self._boot_key = int(cursor.lastrowid or 0)
+        else:
+            self._boot_key = int(row[0])
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self.stats.epoch = meta["epoch"]
+        self.stats.last_seq = int(meta["last_seq"])
+        if "last_ack_at" in meta:
+            self.stats.last_ack_at = float(meta["last_ack_at"])
+        for lane in Lane:
+            self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
+        self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
+
+    async def close(self) -> None:
+        """Commit what is pending, sync, and close the database."""
+        if self._db is not None:
+            await self.flush()
+            await self._call(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # Shield: once submitted, the worker finishes the transaction even if
+        # the caller is cancelled, so the database never sees half a commit.
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.shield(future)
+
+    # ------------------------------------------------------------ producers
+
+    def put(self, reading: Reading) -> None:
+        """Accept a reading; it is durable after the next commit (alarms: at once)."""
+        self._pending.append(reading)
+        self.stats.accepted += 1
+        if reading.priority is Priority.ALARM:
+            self._urgent.set()
+        self._wake.set()
+
+    def put_result(
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+    ) -> None:
+        """Queue a command result for the results topic (and the MQTT 5 response topic)."""
+        body = result_json.decode("utf-8")
+        self._pending_results.append((None, None, body))
+        if response_topic:
+            self._pending_results.append((response_topic, correlation_data, body))
+        self._urgent.set()
+        self._wake.set()
+
+    def ack(self, batch: Batch) -> None:
+        """The broker PUBACKed ``batch``: delete its rows at the next commit."""
+        self._pending_acks.append(batch)
+        self._wake.set()
+
+    # ------------------------------------------------------------ the owner
+
+    async def run(self) -> None:
+        """Commit and sync until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._commit_loop(), name="outbox-commit")
+            group.create_task(self._sync_loop(), name="outbox-sync")
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._urgent.is_set():
+                # Group commit: gather readings for one interval, unless an alarm comes.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._commit_interval_s):
+                        await self._urgent.wait()
+            await self.commit()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._unsynced.wait()
+            due = self._last_sync_mono + self._sync_interval_s - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+            await self._call(self._sync_sync)
+
+    async def commit(self) -> None:
+        """Commit everything gathered so far (and sync at once if it holds alarms)."""
+        readings, self._pending = self._pending, []
+        results, self._pending_results = self._pending_results, []
+        acks, self._pending_acks = self._pending_acks, []
+        urgent = self._urgent.is_set()
+        self._wake.clear()
+        self._urgent.clear()
+        if not (readings or results or acks):
+            return
+        added = await self._call(self._commit_sync, readings, results, acks, urgent)
+        if added:
+            self.new_data.set()
+
+    async def flush(self) -> None:
+        """Commit what is pending and sync now (shutdown)."""
+        await self.commit()
+        if self._unsynced.is_set():
+            await self._call(self._sync_sync)
+
+    # -------------------------------------------------------- worker thread
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db
+
+    def _commit_sync(
+        self,
+        readings: list[Reading],
+        results: list[tuple[str | None, bytes | None, str]],
+        acks: list[Batch],
+        urgent: bool,
+    ) -> bool:
+        db = self._conn()
+        stats = self.stats
+        synced = self._observe_clock()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if synced and self._synced_since_mono is not None and self._has_unsynced:
+                self._correct_unsynced(db)
+            if readings:
+                self._insert_readings(db, readings, synced)
+            if results:
+                db.executemany(
+                    "INSERT INTO result (topic, correlation, body) VALUES (?, ?, ?)", results
+                )
+            acked = self._delete_acked(db, acks)
+            dropped = self._shed_if_over_cap(db, synced)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        stats.committed += len(readings)
+        stats.backlog[Lane.RESULT] += len(results)
+        if acked:
+            stats.last_ack_at = self._clock.wall()
+        if dropped:
+            _LOGGER.warning("outbox over its size cap: dropped=%d oldest routine readings", dropped)
+        if urgent:
+            self._sync_sync()
+        else:
+            self._mark_unsynced()
+        return bool(readings or results or dropped)
+
+    def _observe_clock(self) -> bool:
+        synced = self._clock_sync.is_synced()
+        if synced and self._synced_since_mono is None:
+            self._synced_since_mono = self._clock.monotonic()
+            self._offset = self._clock.wall() - self._synced_since_mono
+            self._has_unsynced = True  # rows of this boot from before may need correcting
+            _LOGGER.info("clock synchronised; correcting earlier timestamps of this boot")
+        elif not synced:
+            self._synced_since_mono = None
+        return synced
+
+    def _insert_readings(
+        self, db: sqlite3.Connection, readings: list[Reading], synced: bool
+    ) -> None:
+        seq = self.stats.last_seq
+        prefix = self._id_prefix
+        fmt = self._format_ts
+        since = self._synced_since_mono
+        offset = self._offset
+        alarms: list[tuple[int, str, float | None, int | None]] = []
+        routine: list[tuple[int, str, int, float | None, int | None]] = []
+        for reading in readings:
+            seq += 1
+            if synced:
+                # Taken before we saw the clock sync: its wall stamp was not vouched for.
+                wall = (
+                    reading.wall_ts
+                    if since is None or reading.mono_ts >= since
+                    else (reading.mono_ts + offset)
+                )
+                body = self._encode(prefix, seq, fmt(wall), reading, "")
+                mono: float | None = None
+                boot: int | None = None
+            else:
+                body = self._encode(
+                    prefix, seq, fmt(reading.wall_ts), reading, ',"clock":"unsynced"'
+                )
+                mono, boot = reading.mono_ts, self._boot_key
+            if reading.priority is Priority.ALARM:
+                alarms.append((seq, body, mono, boot))
+            else:
+                routine.append((seq, body, int(reading.sheddable), mono, boot))
+        if alarms:
+            db.executemany("INSERT INTO alarm VALUES (?, ?, ?, ?)", alarms)
+        if routine:
+            db.executemany("INSERT INTO routine VALUES (?, ?, ?, ?, ?)", routine)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
+        self.stats.last_seq = seq
+        self.stats.backlog[Lane.ALARM] += len(alarms)
+        self.stats.backlog[Lane.ROUTINE] += len(routine)
+
+    def _encode(self, prefix: str, seq: int, ts: str, reading: Reading, extra: str) -> str:
+        device = self._device_json.get(reading.device)
+        if device is None:
+            device = self._device_json.setdefault(
+                reading.device, json.dumps(reading.device, ensure_ascii=False)
+            )
+        data = json.dumps(reading.data, separators=(",", ":"), ensure_ascii=False)
+        return (
+            f'{{"id":"{prefix}{seq}","seq":{seq},"ts":"{ts}","device":{device},'
+            f'"type":"{reading.type.value}","priority":"{reading.priority.value}",'
+            f'"data":{data}{extra}}}'
+        )
+
+    def _correct_unsynced(self, db: sqlite3.Connection) -> None:
+        """Rewrite the ``ts`` of this boot's unsynced rows from their monotonic stamps."""
+        corrected = 0
+        for table in (Lane.ALARM, Lane.ROUTINE):
+            rows = db.execute(
+                f"SELECT seq, mono, body FROM {table} WHERE boot = ?", (self._boot_key,)
+            ).fetchall()
+            updates = []
+            for seq, mono, body in rows:
+                obj = json.loads(body)
+                obj["ts"] = rfc3339(mono + self._offset)
+                obj.pop("clock", None)
+                updates.append((json.dumps(obj, separators=(",", ":"), ensure_ascii=False), seq))
+            db.executemany(
+                f"UPDATE {table} SET body = ?, mono = NULL, boot = NULL WHERE seq = ?", updates
+            )
+            corrected += len(updates)
+        self._has_unsynced = False
+        if corrected:
+            _LOGGER.info("clock: corrected ts of %d readings taken before the sync", corrected)
+
+    def _delete_acked(self, db: sqlite3.Connection, acks: list[Batch]) -> bool:
+        for batch in acks:
+            key = "id" if batch.lane is Lane.RESULT else "seq"
+            cursor = db.execute(
+                f"DELETE FROM {batch.lane} WHERE {key} BETWEEN ? AND ?", (batch.first, batch.last)
+            )
+            self.stats.backlog[batch.lane] -= cursor.rowcount
+        if acks:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_ack_at', ?)", (repr(self._clock.wall()),)
+            )
+        return bool(acks)
+
+    def _used_bytes(self, db: sqlite3.Connection) -> int:
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        return (pages - free) * size
+
+    def _shed_if_over_cap(self, db: sqlite3.Connection, synced: bool) -> int:
+        used = self._used_bytes(db)
+        if used <= self._max_bytes:
+            return 0
+        rows = max(1, sum(self.stats.backlog.values()))
+        excess = used - int(self._max_bytes * SHED_TARGET_FRACTION)
+        want = max(1, -(-excess * rows // used))  # ceil: rows to free the excess
+        victims = db.execute(
+            "SELECT min(seq), max(seq), count(*) FROM "
+            "(SELECT seq FROM routine WHERE sheddable = 1 ORDER BY seq LIMIT ?)",
+            (want,),
+        ).fetchone()
+        first, last, count = victims
+        if not count:
+            _LOGGER.error("outbox over its size cap with nothing sheddable: used_bytes=%d", used)
+            return 0
+        db.execute("DELETE FROM routine WHERE sheddable = 1 AND seq BETWEEN ? AND ?", (first, last))
+        self.stats.backlog[Lane.ROUTINE] -= count
+        self.stats.dropped += count
+        notice = Reading(
+            device=self._gateway_id,
+            type=ReadingType.GATEWAY_DROPPED,
+            data={"from_seq": first, "to_seq": last, "count": count, "reason": "size_cap"},
+            priority=Priority.ALARM,
+            wall_ts=self._clock.wall(),
+            mono_ts=self._clock.monotonic(),
+        )
+        self._insert_readings(db, [notice], synced)
+        return int(count)
+
+    def _mark_unsynced(self) -> None:
+        # Called in the worker; the event lives on the loop.
+        self._loop_call(self._unsynced.set)
+
+    def _loop_call(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(fn)
+
+    def _sync_sync(self) -> None:
+        """fdatasync the WAL: everything committed so far survives a power cut."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.stats.syncs += 1
+        self._last_sync_mono = time.monotonic()
+        self._loop_call(self._unsynced.clear)
+
+    # ---------------------------------------------------------------- reads
+
+    async def fetch(self, lane: Lane, after: int, max_count: int, max_bytes: int) -> Batch | None:
+        """The next rows of ``lane`` after ``after``, bounded by count and bytes."""
+        return await self._call(self._fetch_sync, lane, after, max_count, max_bytes)
+
+    def _fetch_sync(self, lane: Lane, after: int, max_count: int, max_bytes: int) -> Batch | None:
+        db = self._conn()
+        if lane is Lane.RESULT:
+            row = db.execute(
+                "SELECT id, topic, correlation, body FROM result WHERE id > ? ORDER BY id LIMIT 1",
+                (after,),
+            ).fetchone()
+            if row is None:
+                return None
+            return Batch(lane, row[0], row[0], [row[3]], topic=row[1], correlation=row[2])
+        rows = db.execute(
+            f"SELECT seq, body FROM {lane} WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_count)
+        ).fetchall()
+        if not rows:
+            return None
+        bodies: list[str] = []
+        size = 0
+        last = rows[0][0]
+        for seq, body in rows:
+            size += len(body) + 1
+            if bodies and size > max_bytes:
+                break
+            bodies.append(body)
+            last = seq
+        return Batch(lane, rows[0][0], last, bodies)
+
+    async def oldest_unsent_ts(self) -> str | None:
+        """``ts`` of the oldest reading still waiting, for the status message."""
+        return await self._call(self._oldest_sync)
+
+    def _oldest_sync(self) -> str | None:
+        return oldest_unsent(self._conn())
+
+
+def oldest_unsent(db: sqlite3.Connection) -> str | None:
+    """The smallest ``ts`` among the first reading of each lane."""
+    stamps: list[str] = []
+    for table in (Lane.ALARM, Lane.ROUTINE):
+        row = db.execute(f"SELECT body FROM {table} ORDER BY seq LIMIT 1").fetchone()
+        if row is not None:
+            stamps.append(json.loads(row[0])["ts"])
+    return min(stamps) if stamps else None
+
+
+@contextlib.contextmanager
+def open_readonly(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection for ``status`` while the daemon writes."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()
