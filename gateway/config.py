@@ -1,0 +1,364 @@
+"""The configuration file: pydantic v2 models, YAML loading and readable errors.
+
+Every model forbids unknown keys and is frozen, so a typo fails loudly at
+start-up instead of being ignored (the shape of Frigate's config). The keys of
+``gateway``, ``mqtt``, ``commands``, ``outbox`` and ``devices`` are fixed by the
+backbone issue: operators' tooling writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from drivers.registry import DeviceConfig
+from gateway.command_model import CommandsConfig
+
+ID_PATTERN = r"^[a-z0-9-]{1,64}$"
+DEFAULT_TOPIC_ROOT = "estates/{site}/gateways/{gateway_id}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Model):
+    site: str = Field(pattern=ID_PATTERN, description="The estate, e.g. changqing.")
+    id: str = Field(pattern=ID_PATTERN, description="This gateway, e.g. north-gate-1.")
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the SQLite files live; relative to the config file.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class TlsConfig(_Model):
+    ca: Path | None = Field(default=None, description="CA bundle; the system CAs when absent.")
+    cert: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key: Path | None = Field(default=None, description="Client private key (PEM).")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: set both or neither")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse ``mqtt://host:port`` or ``mqtts://host:port`` (port defaults 1883/8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"broker URL has no host: {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("put credentials in mqtt.username / mqtt.password_file, not in the URL")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"broker URL takes no path or query: {url!r}")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ValueError(f"broker URL has a bad port: {url!r}") from exc
+    return BrokerUrl(parts.hostname, port, tls)
+
+
+class MqttConfig(_Model):
+    brokers: list[str] = Field(
+        min_length=1,
+        description="mqtt://host:port or mqtts://host:port, tried in order, failing over "
+        "to the next and back to the first.",
+    )
+    username: str | None = None
+    password_file: Path | None = Field(
+        default=None, description="File holding the password (never written inline)."
+    )
+    password_env: str | None = Field(
+        default=None, description="Or: the environment variable holding the password."
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    topic_root: str = Field(
+        default=DEFAULT_TOPIC_ROOT,
+        description="Topic root; {site} and {gateway_id} are substituted.",
+    )
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version.")
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    session_expiry_s: int = Field(
+        default=3600,
+        ge=0,
+        description="How long the broker keeps our session (and queued commands) across a drop.",
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=600,
+        description="Cap of the reconnect backoff (full jitter, so a fleet does not stampede).",
+    )
+    failback_s: float = Field(
+        default=300.0, ge=10, description="While on a fallback broker, retry the first this often."
+    )
+    batch_max_readings: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_inflight: int = Field(default=8, ge=1, le=64, description="Batches awaiting PUBACK.")
+    status_interval_s: float = Field(default=30.0, ge=1, le=60)
+
+    @field_validator("brokers")
+    @classmethod
+    def _valid_urls(cls, brokers: list[str]) -> list[str]:
+        for url in brokers:
+            parse_broker_url(url)
+        return brokers
+
+    @field_validator("topic_root")
+    @classmethod
+    def _valid_root(cls, root: str) -> str:
+        if any(c in root for c in "#+") or root.startswith("/") or root.endswith("/"):
+            raise ValueError("topic_root has no wildcards and no leading or trailing '/'")
+        return root
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set mqtt.password_file or mqtt.password_env, not both")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
+        return self
+
+    @property
+    def broker_urls(self) -> list[BrokerUrl]:
+        return [parse_broker_url(url) for url in self.brokers]
+
+    def password(self, base_dir: Path) -> SecretStr | None:
+        """Read the password from its file or variable (never from the config itself)."""
+        if self.password_file is not None:
+            path = resolve(base_dir, self.password_file)
+            return SecretStr(path.read_text(encoding="utf-8").strip())
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError([f"mqtt.password_env: variable {self.password_env} is not set"])
+            return SecretStr(value)
+        return None
+
+
+class OutboxConfig(_Model):
+    max_mb: float = Field(
+        default=256, gt=0, description="Size cap; above it the oldest routine readings go."
+    )
+    commit_interval_ms: int = Field(
+        default=200, ge=10, le=10_000, description="Crash window: readings are group-committed."
+    )
+    sync_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="Power-cut window: the WAL is synced this often.",
+    )
+
+    @model_validator(mode="after")
+    def _sync_not_faster_than_commit(self) -> OutboxConfig:
+        if self.sync_interval_ms < self.commit_interval_ms:
+            raise ValueError("outbox.sync_interval_ms must be >= outbox.commit_interval_ms")
+        return self
+
+
+class ClockConfig(_Model):
+    source: Literal["kernel", "trust"] = Field(
+        default="kernel",
+        description="kernel: ask the kernel whether NTP has synchronised the clock "
+        "(adjtimex); trust: assume the wall clock is always right.",
+    )
+
+
+class AccessConfig(_Model):
+    cards: Path | None = Field(
+        default=None, description="File of allowed card ids; relative to the config file."
+    )
+
+
+class Config(_Model):
+    gateway: GatewaySection
+    mqtt: MqttConfig
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_device_ids(self) -> Config:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} is used twice")
+            seen.add(device.id)
+        return self
+
+    @property
+    def topic_root(self) -> str:
+        return self.mqtt.topic_root.format(site=self.gateway.site, gateway_id=self.gateway.id)
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.gateway.site}-{self.gateway.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and the folder its relative paths are relative to."""
+
+    config: Config
+    base_dir: Path
+
+    def path(self, p: Path) -> Path:
+        return resolve(self.base_dir, p)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.config.gateway.data_dir)
+
+
+def resolve(base_dir: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base_dir / p
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: with one line per problem (dotted path, message, YAML line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: not valid YAML: {problem}{where}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, raw, lines)) from exc
+    return LoadedConfig(config, path.resolve().parent)
+
+
+def format_errors(exc: ValidationError, raw: Any, lines: dict[str, int]) -> list[str]:
+    """One line per error: ``devices[2].transport.baudrate: message (line N)``.
+
+    Input values are not echoed: they may be secrets.
+    """
+    problems: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        dotted = _dotted_path(error["loc"], raw)
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        ctx = error.get("ctx") or {}
+        if error["type"] == "union_tag_invalid" and "expected_tags" in ctx:
+            message = f"unknown value; valid: {ctx['expected_tags']}"
+        line = _nearest_line(dotted, lines)
+        suffix = f" (line {line})" if line is not None else ""
+        problems.append(f"{dotted or '(top level)'}: {message}{suffix}")
+    return problems
+
+
+def _dotted_path(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Turn a pydantic location into ``a.b[2].c``, skipping union tags it inserts."""
+    out = ""
+    node = raw
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list):
+            out += f"[{part}]"
+            node = node[part] if part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            out += f".{part}" if out else str(part)
+            node = node[part]
+        elif isinstance(node, dict) or node is None:
+            # A key the input lacks (a missing field) or a discriminator tag.
+            if isinstance(node, dict) and _is_union_tag(part, node):
+                continue
+            out += f".{part}" if out else str(part)
+            node = None
+        else:
+            continue
+    return out
+
+
+def _is_union_tag(part: int | str, node: dict[str, Any]) -> bool:
+    return isinstance(part, str) and part in (node.get("kind"), node.get("type"))
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map dotted paths to 1-based YAML line numbers, from the node tree."""
+    index: dict[str, int] = {}
+    root = yaml.compose(text)
+
+    def walk(node: yaml.Node, path: str) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = f"{path}.{key.value}" if path else str(key.value)
+                index[child] = key.start_mark.line + 1
+                walk(value, child)
+                index[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    if root is not None:
+        walk(root, "")
+    return index
+
+
+def _nearest_line(dotted: str, lines: dict[str, int]) -> int | None:
+    path = dotted
+    while path:
+        if path in lines:
+            return lines[path]
+        path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+    return None
