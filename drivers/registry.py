@@ -1,5 +1,80 @@
-"""Placeholder until the device kinds land (replaced in the drivers integration)."""
+"""The device kinds: their config union, driver factories and simulators.
 
-from drivers.base import DeviceConfigBase
+The one place that knows every kind, so the gateway builds drivers from
+configuration without importing each driver itself. Simulators are imported
+only when a device asks for one, so a gateway on real hardware never loads them.
+"""
 
-DeviceConfig = DeviceConfigBase
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from drivers import ble_receiver, door_node, temperature_gate, uhf_reader
+from drivers.access import AccessList
+from drivers.base import Clock, Driver, ReadingSink
+from drivers.ble_receiver import BleReceiverConfig
+from drivers.door_node import DoorNodeConfig
+from drivers.sim.base import SimEndpoint, Simulator
+from drivers.temperature_gate import TemperatureGateConfig
+from drivers.transports.modbus import BusPool
+from drivers.uhf_reader import UhfReaderConfig
+
+AnyDeviceConfig = DoorNodeConfig | UhfReaderConfig | TemperatureGateConfig | BleReceiverConfig
+DeviceConfig = Annotated[AnyDeviceConfig, Field(discriminator="kind")]
+
+_SIMULATORS = {
+    "door_node": "drivers.sim.door_node",
+    "uhf_reader": "drivers.sim.uhf_reader",
+    "temperature_gate": "drivers.sim.temperature_gate",
+    "ble_receiver": "drivers.sim.ble_receiver",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DriverDeps:
+    """What drivers may be given: never MQTT or SQLite (DESIGN.md)."""
+
+    sink: ReadingSink
+    clock: Clock
+    buses: BusPool
+    access: AccessList
+
+
+def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
+    """Make the driver of one configured device."""
+    if isinstance(config, DoorNodeConfig):
+        return door_node.build_driver(
+            config, sink=deps.sink, clock=deps.clock, buses=deps.buses, access=deps.access
+        )
+    if isinstance(config, TemperatureGateConfig):
+        return temperature_gate.build_driver(
+            config, sink=deps.sink, clock=deps.clock, buses=deps.buses
+        )
+    if isinstance(config, UhfReaderConfig):
+        return uhf_reader.build_driver(config, sink=deps.sink, clock=deps.clock)
+    return ble_receiver.build_driver(config, sink=deps.sink, clock=deps.clock)
+
+
+def make_simulator(config: AnyDeviceConfig, workdir: Path, *, ambient: bool = True) -> Simulator:
+    """The simulator of the device's kind, speaking its protocol on a pty or loopback TCP."""
+    module = importlib.import_module(_SIMULATORS[config.kind])
+    simulator: Simulator = module.make_simulator(config, workdir, ambient=ambient)
+    return simulator
+
+
+def attach(config: AnyDeviceConfig, endpoint: SimEndpoint) -> AnyDeviceConfig:
+    """The device's config pointed at a started simulator."""
+    update: dict[str, Any] = {}
+    if endpoint.port is not None:
+        update["port"] = endpoint.port
+    if endpoint.host is not None:
+        update["host"] = endpoint.host
+    if endpoint.tcp_port is not None:
+        update["port"] = endpoint.tcp_port
+    transport = config.transport.model_copy(update=update)
+    return config.model_copy(update={"transport": transport})

@@ -1,0 +1,87 @@
+"""``status``: what the local outbox holds, read while the daemon runs.
+
+Reads the outbox database through a read-only connection (WAL lets it read
+while the daemon writes) and reports the figures an installer or operator
+asks first: epoch, last seq, backlog per priority, the oldest unsent reading's
+age, the last successful sync (the last PUBACK-driven delete) and the size.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gateway.outbox import DB_NAME, Lane, oldest_unsent, open_readonly
+from gateway.timefmt import parse_rfc3339, rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxReport:
+    database: str
+    epoch: str
+    last_seq: int
+    backlog: dict[str, int]
+    oldest_unsent: str | None
+    oldest_unsent_age_s: float | None
+    last_sync: str | None
+    database_bytes: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def to_text(self) -> str:
+        age = "-" if self.oldest_unsent_age_s is None else f"{self.oldest_unsent_age_s:.1f} s"
+        size = self.database_bytes / (1024 * 1024)
+        return "\n".join(
+            [
+                f"database       {self.database} ({size:.2f} MiB)",
+                f"epoch          {self.epoch}",
+                f"last seq       {self.last_seq}",
+                f"backlog        {self.backlog['alarm']} alarm, {self.backlog['routine']} routine, "
+                f"{self.backlog['result']} command results",
+                f"oldest unsent  {self.oldest_unsent or '-'} (age {age})",
+                f"last sync      {self.last_sync or 'never'}",
+            ]
+        )
+
+
+class NoDatabaseError(Exception):
+    """No outbox database where the config says it is."""
+
+
+def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
+    """Read the outbox figures.
+
+    Raises:
+        NoDatabaseError: the daemon has not created the database yet.
+        sqlite3.DatabaseError: the file is not a readable outbox.
+    """
+    path = data_dir / DB_NAME
+    if not path.exists():
+        raise NoDatabaseError(f"no outbox database at {path} (has the gateway run yet?)")
+    now = time.time() if now is None else now
+    with open_readonly(path) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        backlog = {
+            lane.value: int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
+            for lane in Lane
+        }
+        oldest = oldest_unsent(db)
+    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    last_ack = meta.get("last_ack_at")
+    return OutboxReport(
+        database=str(path),
+        epoch=meta["epoch"],
+        last_seq=int(meta["last_seq"]),
+        backlog=backlog,
+        oldest_unsent=oldest,
+        oldest_unsent_age_s=None if oldest is None else max(0.0, now - parse_rfc3339(oldest)),
+        last_sync=None if last_ack is None else rfc3339(float(last_ack)),
+        database_bytes=size,
+    )
+
+
+__all__ = ["NoDatabaseError", "OutboxReport", "read_report", "sqlite3"]

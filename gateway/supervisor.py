@@ -1,0 +1,347 @@
+"""The daemon: starts every part, keeps each one running, and stops them in order.
+
+One ``asyncio.TaskGroup`` holds the outbox, the uplink, one task per Modbus
+bus, one supervised task per device and the command worker. A device task
+that fails is logged, its device marked offline, and restarted with backoff;
+it never stops anything else (STYLE.md §5). Shutdown on SIGTERM/SIGINT runs in
+stages, each with its own budget; their sum stays under systemd's
+``TimeoutStopSec`` and under the 5 s the backbone issue asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from drivers.access import AccessList
+from drivers.base import Clock, DeviceState, Driver, SystemClock
+from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
+from drivers.sim.base import Simulator
+from drivers.transports.backoff import Backoff
+from drivers.transports.modbus import BusPool
+from gateway import sdnotify
+from gateway.clock import ClockSync, current_boot_id, make_clock_sync
+from gateway.command_store import CommandStore
+from gateway.commands import CommandProcessor
+from gateway.config import LoadedConfig
+from gateway.outbox import Lane, Outbox
+from gateway.timefmt import rfc3339
+from gateway.uplink import Uplink
+
+_LOGGER = logging.getLogger(__name__)
+
+# Shutdown stages and their budgets, in seconds. Their sum must stay below the
+# 5 s of the backbone issue and systemd's TimeoutStopSec (tests assert both).
+STOP_DRIVERS_S = 1.0
+FLUSH_OUTBOX_S = 1.0
+GOODBYE_S = 2.0
+CLOSE_S = 0.8
+SHUTDOWN_BUDGET_S = STOP_DRIVERS_S + FLUSH_OUTBOX_S + GOODBYE_S + CLOSE_S
+
+RESTART_INITIAL_S = 1.0
+RESTART_CAP_S = 60.0
+STABLE_RUN_S = 60.0  # a run this long resets the restart backoff
+COMMAND_QUEUE_MAX = 1000
+
+
+class CommandQueue:
+    """Takes commands from the uplink without blocking it; one worker executes them."""
+
+    def __init__(self, processor: CommandProcessor) -> None:
+        self._processor = processor
+        self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None, float]] = asyncio.Queue(
+            COMMAND_QUEUE_MAX
+        )
+        self.overflowed = 0
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        received_mono: float,
+    ) -> None:
+        try:
+            self._queue.put_nowait((payload, response_topic, correlation_data, received_mono))
+        except asyncio.QueueFull:
+            # A flood of commands: the platform sees no result for these and retries.
+            self.overflowed += 1
+            _LOGGER.error("command queue full, command dropped: overflowed=%d", self.overflowed)
+
+    async def run(self) -> None:
+        while True:
+            payload, response_topic, correlation, received = await self._queue.get()
+            try:
+                await self._processor.handle(
+                    payload,
+                    response_topic=response_topic,
+                    correlation_data=correlation,
+                    received_mono=received,
+                )
+            except Exception:  # one bad command must not stop the next
+                _LOGGER.exception("command handling failed")
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    *,
+    on_failure: Callable[[BaseException], None],
+) -> None:
+    """Run ``run`` forever: log, report and restart it with backoff when it fails."""
+    backoff = Backoff(initial_s=RESTART_INITIAL_S, cap_s=RESTART_CAP_S)
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            _LOGGER.warning("task ended unexpectedly, restarting: task=%s", name)
+            on_failure(RuntimeError("task ended"))
+        except Exception as exc:
+            _LOGGER.error("task failed, restarting: task=%s error=%r", name, exc, exc_info=True)
+            on_failure(exc)
+        if time.monotonic() - started >= STABLE_RUN_S:
+            backoff.reset()
+        await asyncio.sleep(next(backoff))
+
+
+class Gateway:
+    """Everything one ``run`` owns."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Clock | None = None,
+        clock_sync: ClockSync | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock or SystemClock()
+        self.clock_sync = clock_sync or make_clock_sync(self.config.clock.source)
+        cfg = self.config
+        self.outbox = Outbox(
+            loaded.data_dir,
+            site=cfg.gateway.site,
+            gateway_id=cfg.gateway.id,
+            clock=self.clock,
+            clock_sync=self.clock_sync,
+            boot_id=current_boot_id(),
+            commit_interval_s=cfg.outbox.commit_interval_ms / 1000,
+            sync_interval_s=cfg.outbox.sync_interval_ms / 1000,
+            max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
+        )
+        self.buses = BusPool()
+        self.drivers: dict[str, Driver] = {}
+        self.simulators: dict[str, Simulator] = {}
+        self.store: CommandStore | None = None
+        self.commands: CommandQueue | None = None
+        self.uplink: Uplink | None = None
+        self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    # ------------------------------------------------------------- assembly
+
+    async def _start_simulators(self) -> list[AnyDeviceConfig]:
+        devices: list[AnyDeviceConfig] = []
+        for device in self.config.devices:
+            if not device.simulate:
+                devices.append(device)
+                continue
+            if self._sim_dir is None:
+                self._sim_dir = tempfile.TemporaryDirectory(prefix="estate-gateway-sim-")
+            workdir = Path(self._sim_dir.name) / device.id
+            workdir.mkdir()
+            simulator = make_simulator(device, workdir)
+            endpoint = await simulator.start()
+            self.simulators[device.id] = simulator
+            _LOGGER.info(
+                "simulator started: device=%s kind=%s port=%s host=%s tcp_port=%s",
+                device.id,
+                device.kind,
+                endpoint.port,
+                endpoint.host,
+                endpoint.tcp_port,
+            )
+            devices.append(attach(device, endpoint))
+        return devices
+
+    def _access_list(self) -> AccessList:
+        cards = self.config.access.cards
+        path = self.loaded.path(cards) if cards is not None else self.loaded.data_dir / "cards.txt"
+        return AccessList(path)
+
+    async def _assemble(self) -> None:
+        await self.outbox.open()
+        devices = await self._start_simulators()
+        deps = DriverDeps(
+            sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access_list()
+        )
+        for device in devices:
+            self.drivers[device.id] = build_driver(device, deps)
+        self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock)
+        processor = CommandProcessor(
+            self.config.commands,
+            gateway_id=self.config.gateway.id,
+            drivers=self.drivers,
+            store=self.store,
+            readings=self.outbox,
+            results=self.outbox,
+            clock=self.clock,
+        )
+        for result in processor.report_unfinished():
+            _LOGGER.warning(
+                "command accepted before a crash never finished; reported, not re-run: id=%s",
+                result.id,
+            )
+        self.commands = CommandQueue(processor)
+        mqtt = self.config.mqtt
+        password = mqtt.password(self.loaded.base_dir)
+        tls = mqtt.tls
+        self.uplink = Uplink(
+            mqtt,
+            site=self.config.gateway.site,
+            gateway_id=self.config.gateway.id,
+            topic_root=self.config.topic_root,
+            client_id=self.config.client_id,
+            outbox=self.outbox,
+            commands=self.commands,
+            device_states=self.device_states,
+            password=password.get_secret_value() if password else None,
+            tls_files=(
+                self.loaded.path(tls.ca) if tls.ca else None,
+                self.loaded.path(tls.cert) if tls.cert else None,
+                self.loaded.path(tls.key) if tls.key else None,
+            ),
+        )
+
+    # --------------------------------------------------------------- status
+
+    def device_states(self) -> Mapping[str, Mapping[str, Any]]:
+        states: dict[str, dict[str, Any]] = {}
+        for device_id, driver in self.drivers.items():
+            health = driver.health
+            entry: dict[str, Any] = {
+                "state": (health.state or DeviceState.OFFLINE).value,
+            }
+            if health.last_seen_wall is not None:
+                entry["last_seen"] = rfc3339(health.last_seen_wall)
+            states[device_id] = entry
+        return states
+
+    def status_line(self) -> str:
+        backlog = self.outbox.stats.backlog
+        online = sum(1 for d in self.drivers.values() if d.health.state is DeviceState.ONLINE)
+        broker = "connected" if self.uplink and self.uplink.stats.connected else "disconnected"
+        return (
+            f"backlog {backlog[Lane.ROUTINE]} routine / {backlog[Lane.ALARM]} alarm; "
+            f"devices {online}/{len(self.drivers)} online; broker {broker}"
+        )
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down in stages."""
+        await self._assemble()
+        assert self.uplink is not None and self.commands is not None
+        async with asyncio.TaskGroup() as group:
+            core = [
+                group.create_task(self.outbox.run(), name="outbox"),
+                group.create_task(self.uplink.run(), name="uplink"),
+            ]
+            core += [
+                group.create_task(bus.run(), name=f"bus-{bus.name}") for bus in self.buses.buses
+            ]
+            workers = [group.create_task(self.commands.run(), name="commands")]
+            for device_id, driver in self.drivers.items():
+                workers.append(
+                    group.create_task(
+                        supervise(
+                            f"device-{device_id}",
+                            driver.run,
+                            on_failure=_mark_failed(driver),
+                        ),
+                        name=f"device-{device_id}",
+                    )
+                )
+            watchdog = group.create_task(sdnotify.watchdog_loop(self.status_line), name="watchdog")
+            sdnotify.ready()
+            _LOGGER.info(
+                "gateway running: site=%s gateway=%s devices=%d epoch=%s",
+                self.config.gateway.site,
+                self.config.gateway.id,
+                len(self.drivers),
+                self.outbox.stats.epoch,
+            )
+            await stop.wait()
+            sdnotify.stopping()
+            _LOGGER.info("shutting down")
+            await _stage("stop drivers and commands", STOP_DRIVERS_S, _cancel_all(workers))
+            await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
+            await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
+            await _stage("close", CLOSE_S, _cancel_all([*core, watchdog]))
+        await self._close()
+
+    async def _goodbye(self, uplink_task: asyncio.Task[None]) -> None:
+        assert self.uplink is not None
+        await self.uplink.shutdown()
+        await asyncio.wait({uplink_task})
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.outbox.close(), CLOSE_S)
+        if self.store is not None:
+            self.store.close()
+        for device_id, simulator in self.simulators.items():
+            try:
+                await asyncio.wait_for(simulator.stop(), 1.0)
+            except Exception:  # a simulator must not block the exit
+                _LOGGER.warning(
+                    "simulator did not stop cleanly: device=%s", device_id, exc_info=True
+                )
+        if self._sim_dir is not None:
+            self._sim_dir.cleanup()
+
+
+def _mark_failed(driver: Driver) -> Callable[[BaseException], None]:
+    def mark(exc: BaseException) -> None:
+        driver.health.set_state(DeviceState.OFFLINE, f"driver failed: {exc!r}"[:200])
+
+    return mark
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _stage(name: str, budget_s: float, work: Awaitable[None]) -> None:
+    """Run one shutdown stage; if it overruns, say what and move on."""
+    try:
+        async with asyncio.timeout(budget_s):
+            await work
+    except TimeoutError:
+        _LOGGER.warning("shutdown stage overran its budget: stage=%r budget_s=%.1f", name, budget_s)
+    except Exception:  # the next stage must still run
+        _LOGGER.exception("shutdown stage failed: stage=%r", name)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` once; a second signal kills the default way."""
+    loop = asyncio.get_running_loop()
+
+    def handler(signum: int) -> None:
+        _LOGGER.info("signal received: signal=%s", signal.Signals(signum).name)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler, sig)
