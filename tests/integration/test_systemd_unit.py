@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.supervisor import SHUTDOWN_BUDGET_S as DAEMON_SHUTDOWN_BUDGET_S
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,12 +39,23 @@ EXEC_PATH = "/opt/estate-gateway/venv/bin/estate-gateway"
 MAX_EXPOSURE = 2.0
 # The daemon's staged shutdown budget (DESIGN.md, STYLE.md section 5). The lead replaces
 # this literal with the supervisor's own constant once gateway/supervisor.py has it.
-DAEMON_SHUTDOWN_BUDGET_S = 5.0
+
 SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
 
-needs_systemd_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
-)
+
+# scripts/test installs systemd (for systemd-analyze) and python3-seccomp:
+# these tests fail, never skip, when their tools are missing.
+def _require(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} missing: apt-get install {package} (scripts/test does this)")
+
+
+needs_systemd_analyze = pytest.mark.usefixtures("systemd_analyze")
+
+
+@pytest.fixture
+def systemd_analyze() -> None:
+    _require("systemd-analyze", "systemd")
 
 
 def unit_settings(path: Path | None = None) -> list[tuple[str, str, str]]:
@@ -107,7 +120,7 @@ def scratch_root(tmp_path: Path) -> Path:
     """A root with the unit installed, its ExecStart binary, and the host's targets."""
     root = tmp_path / "root"
     if not SYSTEMD_UNIT_DIR.is_dir():
-        pytest.skip(f"{SYSTEMD_UNIT_DIR} missing: no systemd units to verify against")
+        pytest.fail(f"{SYSTEMD_UNIT_DIR} missing: apt-get install systemd (scripts/test does this)")
     shutil.copytree(SYSTEMD_UNIT_DIR, root / "usr/lib/systemd/system", symlinks=True)
     unit_dir = root / "etc/systemd/system"
     unit_dir.mkdir(parents=True)
@@ -456,7 +469,9 @@ def _run_workload(tmp_path: Path, label: str, prefix: list[str]) -> dict[str, ob
 def test_python_workload_runs_under_the_units_seccomp_filters(tmp_path: Path) -> None:
     launcher_python = _seccomp_python()
     if launcher_python is None:
-        pytest.skip("python3-seccomp not installed (apt-get install python3-seccomp)")
+        pytest.fail(
+            "python3-seccomp missing: apt-get install python3-seccomp (scripts/test does this)"
+        )
     assert setting("MemoryDenyWriteExecute") == ["yes"]
     assert setting("SystemCallErrorNumber") == ["EPERM"]
     assert setting("RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6"]

@@ -129,7 +129,7 @@ async def test_readings_arrive_batched_gapless_and_leave_the_outbox(
 ) -> None:
     sub = Subscriber(broker.port, ROOT)
     await sub.start()
-    async with gateway(tmp_path, [broker.url]) as (outbox, uplink, _):
+    async with gateway(tmp_path, [broker.url]) as (outbox, _uplink, _):
         put_routine(outbox, 1000)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 1000)
         async with asyncio.timeout(5):
