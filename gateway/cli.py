@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import sqlite3
 import sys
@@ -54,6 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_INVALID
     setup_logging(args.log_level or loaded.config.gateway.log_level)
+    # A watchdog kill is SIGABRT: dump every thread's stack to the journal first.
+    faulthandler.enable()
     try:
         asyncio.run(_run(loaded))
     except ConfigError as exc:  # secrets resolved at start (password_env)

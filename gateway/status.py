@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gateway.outbox import DB_NAME, Lane, oldest_unsent, open_readonly
+from gateway.outbox import DB_NAME, Lane, oldest_unsent, open_readonly, read_last_seq
 from gateway.timefmt import parse_rfc3339, rfc3339
 
 
@@ -70,12 +70,13 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
             for lane in Lane
         }
         oldest = oldest_unsent(db)
+        last_seq = read_last_seq(db)
     size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     last_ack = meta.get("last_ack_at")
     return OutboxReport(
         database=str(path),
         epoch=meta["epoch"],
-        last_seq=int(meta["last_seq"]),
+        last_seq=last_seq,
         backlog=backlog,
         oldest_unsent=oldest,
         oldest_unsent_age_s=None if oldest is None else max(0.0, now - parse_rfc3339(oldest)),

@@ -6,11 +6,20 @@ import time
 from datetime import UTC, datetime
 
 
+def to_ms(ts: float) -> int:
+    """Seconds since the epoch to whole milliseconds, rounded (not truncated)."""
+    return round(ts * 1000)
+
+
 def rfc3339(ts: float) -> str:
     """Format seconds since the epoch as ``2026-11-29T08:00:00.123Z``."""
-    whole = int(ts // 1)
-    millis = int((ts - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return rfc3339_ms(to_ms(ts))
+
+
+def rfc3339_ms(ms: int) -> str:
+    """Format whole milliseconds since the epoch as ``2026-11-29T08:00:00.123Z``."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def parse_rfc3339(text: str) -> float:
@@ -26,7 +35,7 @@ def parse_rfc3339(text: str) -> float:
 
 
 class TimestampFormatter:
-    """``rfc3339`` with the seconds part cached: the outbox stamps many rows a second."""
+    """``rfc3339_ms`` with the seconds part cached: batches stamp many rows a second."""
 
     __slots__ = ("_prefix", "_second")
 
@@ -34,9 +43,9 @@ class TimestampFormatter:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, ts: float) -> str:
-        whole = int(ts // 1)
-        if whole != self._second:
-            self._second = whole
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        return f"{self._prefix}.{int((ts - whole) * 1000):03d}Z"
+    def __call__(self, ms: int) -> str:
+        seconds, millis = divmod(ms, 1000)
+        if seconds != self._second:
+            self._second = seconds
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return f"{self._prefix}.{millis:03d}Z"

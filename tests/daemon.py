@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from gateway.outbox import read_last_seq
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -138,7 +140,7 @@ class Daemon:
     def last_seq(self) -> int:
         db = sqlite3.connect(self.database)
         try:
-            return int(db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0])
+            return read_last_seq(db)
         finally:
             db.close()
 

@@ -125,6 +125,8 @@ async def test_fetch_is_bounded_and_ack_deletes(tmp_path: Path) -> None:
     assert by_bytes is not None and (by_bytes.first, by_bytes.last) == (4, 5)
     outbox.ack(by_count)
     await outbox.commit()
+    assert outbox.stats.backlog[Lane.ROUTINE] == 10, "deletes wait for the sync interval"
+    await outbox.commit(include_acks=True)
     assert outbox.stats.backlog[Lane.ROUTINE] == 7
     assert outbox.stats.last_ack_at == clock.wall()
     assert [r["seq"] for r in await drain(outbox, Lane.ROUTINE)] == list(range(4, 11))

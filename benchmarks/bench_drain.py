@@ -1,0 +1,82 @@
+"""Drain a 1,000,000-reading backlog to a local mosquitto, with PUBACKs; peak RSS.
+
+Targets (backbone issue): >= 100,000 readings/s; peak RSS of the daemon <= 60 MB.
+The real daemon process (no devices) starts on a pre-filled outbox; the drain
+is timed from the first reading leaving the outbox to the last one.
+
+    .venv/bin/python -m benchmarks.bench_drain [--readings N] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.common import prefill, proc_status_kb, temp_dir
+from tests.broker import Mosquitto
+from tests.daemon import Daemon, write_config
+
+
+def backlog(database: Path) -> int:
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return sum(
+            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("alarm", "routine")
+        )
+    finally:
+        db.close()
+
+
+def one_run(readings: int) -> tuple[float, float]:
+    with temp_dir("bench-drain-") as tmp:
+        root = Path(tmp)
+        broker = Mosquitto(root / "mosquitto")
+        broker.start()
+        try:
+            config = write_config(root / "gw" / "config.yaml", brokers=[broker.url], devices=[])
+            asyncio.run(prefill(root / "gw" / "data", readings))
+            daemon = Daemon(config)
+            daemon.start()
+            assert daemon.proc is not None
+            try:
+                while backlog(daemon.database) >= readings:
+                    time.sleep(0.01)
+                started = time.perf_counter()
+                peak = 0
+                while True:
+                    left = backlog(daemon.database)
+                    peak = max(peak, proc_status_kb(daemon.proc.pid, "VmHWM"))
+                    if left == 0:
+                        break
+                    time.sleep(0.05)
+                elapsed = time.perf_counter() - started
+                peak = max(peak, proc_status_kb(daemon.proc.pid, "VmHWM"))
+            finally:
+                daemon.stop()
+        finally:
+            broker.stop()
+    return readings / elapsed, peak / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    results = [one_run(args.readings) for _ in range(args.runs)]
+    for n, (rate, rss) in enumerate(results, 1):
+        print(f"run {n}: {rate:,.0f} readings/s drained, peak RSS {rss:.1f} MB")
+    rate = statistics.median(r for r, _ in results)
+    rss = statistics.median(m for _, m in results)
+    print(
+        f"median: {rate:,.0f} readings/s (target 100,000/s -> {rate / 100_000:.2f}x); "
+        f"peak RSS {rss:.1f} MB (target 60 MB -> {rss / 60:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Ingest into the outbox: readings per second made durable (committed and synced).
+
+Target (backbone issue): >= 100,000 readings/s on this 2-core machine.
+
+    .venv/bin/python -m benchmarks.bench_outbox_ingest [--readings N] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from drivers.base import ReadingType, SystemClock, make_reading
+from gateway.clock import TrustedClockSync
+from gateway.outbox import Outbox
+
+
+async def one_run(readings: int, chunk: int) -> float:
+    clock = SystemClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        outbox = Outbox(
+            Path(tmp),
+            site="changqing",
+            gateway_id="north-gate-1",
+            clock=clock,
+            clock_sync=TrustedClockSync(),
+            boot_id="bench",
+            max_bytes=1 << 34,
+        )
+        await outbox.open()
+        runner = asyncio.create_task(outbox.run())
+        data = {"celsius": 36.6, "threshold": 37.3, "fever": False}
+        started = time.perf_counter()
+        for start in range(0, readings, chunk):
+            for _ in range(min(chunk, readings - start)):
+                outbox.put(make_reading(clock, "temp-gate-1", ReadingType.TEMPERATURE_BODY, data))
+            await asyncio.sleep(0)  # let the committer run, as a busy daemon would
+        await outbox.flush()  # committed and fdatasync'ed: durable
+        elapsed = time.perf_counter() - started
+        assert outbox.stats.committed == readings
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await outbox.close()
+    return readings / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readings", type=int, default=300_000)
+    parser.add_argument("--chunk", type=int, default=1000, help="readings put per loop turn")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rates = [asyncio.run(one_run(args.readings, args.chunk)) for _ in range(args.runs)]
+    for n, rate in enumerate(rates, 1):
+        print(f"run {n}: {rate:,.0f} readings/s")
+    median = statistics.median(rates)
+    print(f"median: {median:,.0f} readings/s durable; target 100,000/s -> {median / 100_000:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
