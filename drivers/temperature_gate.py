@@ -1,0 +1,263 @@
+"""The IR body-temperature gate driver, ``ir-body-temp-v1`` (PROTOCOLS.md).
+
+One gate is one Modbus slave on a shared ``ModbusBus`` (RTU or TCP). Every
+``poll_interval_ms`` the driver reads the six-register measurement block in
+one request (``drivers.codecs.temperature_gate_map``) and:
+
+- treats a reading as new when the measurement counter changed (16-bit,
+  wrapping). Readings it did not see between two polls are reported as a gap,
+  ``"missed": n`` on the next reading, never invented. A counter that jumps
+  backwards by more than half the range is taken as a restart of the gate
+  (a new baseline), not as 60 000 missed readings;
+- emits ``temperature.body`` ``{celsius, threshold, fever}``, an alarm when
+  ``celsius >= fever_threshold_c`` (the gateway's threshold decides, not the
+  gate's own flag; CONTRACT.md);
+- reports the gate ``online`` when it answers, ``error`` while it flags a
+  sensor error (or answers with a Modbus exception), and ``offline`` after
+  ``offline_after_failures`` polls in a row without an answer. The bus rations
+  polls to a slave that stopped answering; those fail fast and count as
+  failures too, so the state holds until the gate answers a probe.
+
+At start the block present on the gate is of unknown age: it is reported only
+if the gate still flags it as unread (status bit ``new``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drivers.base import (
+    ActionNotSupportedError,
+    Clock,
+    DeviceConfigBase,
+    DeviceError,
+    DeviceHealth,
+    DeviceState,
+    Driver,
+    Priority,
+    ReadingSink,
+    ReadingType,
+    make_reading,
+)
+from drivers.codecs.temperature_gate_map import (
+    BLOCK_LENGTH,
+    COUNTER_MODULUS,
+    GateBlock,
+    ReadFunction,
+    RegisterMap,
+    TemperatureGateMapError,
+    counter_delta,
+)
+from drivers.transports.config import ModbusTransportConfig
+from drivers.transports.errors import TransportError
+from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+
+_LOGGER = logging.getLogger(__name__)
+
+COUNTER_RESTART_DELTA = COUNTER_MODULUS // 2
+"""A counter step at least this big is a restart of the gate, not a gap."""
+
+
+class TemperatureGateRegisters(BaseModel):
+    """Where a gate model keeps its measurement block (PROTOCOLS.md defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_address: int = Field(
+        default=0x0000,
+        ge=0,
+        le=COUNTER_MODULUS - BLOCK_LENGTH,
+        description="First of the six measurement registers.",
+    )
+    scale: float = Field(default=0.1, description="degC per register unit: 0.1 or 0.01.")
+    function_code: Literal[3, 4] = Field(
+        default=3, description="3 (holding registers) or 4 (input registers)."
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _known_scale(cls, value: float) -> float:
+        if value not in (0.1, 0.01):
+            raise ValueError("scale must be 0.1 or 0.01")
+        return value
+
+    def register_map(self) -> RegisterMap:
+        return RegisterMap(
+            base_address=self.base_address,
+            scale=self.scale,
+            function=ReadFunction(self.function_code),
+        )
+
+
+class TemperatureGateConfig(DeviceConfigBase):
+    """An IR body-temperature gate (``ir-body-temp-v1``) on Modbus RTU or TCP."""
+
+    kind: Literal["temperature_gate"]
+    transport: ModbusTransportConfig
+    slave: int = Field(default=1, ge=1, le=247, description="Modbus slave id of the gate.")
+    poll_interval_ms: int = Field(
+        default=250, ge=20, le=60_000, description="Read of the measurement block, ms."
+    )
+    fever_threshold_c: float = Field(
+        default=37.3,
+        ge=30.0,
+        le=45.0,
+        description="Gateway-side fever threshold: a reading at or above it is an alarm.",
+    )
+    registers: TemperatureGateRegisters = Field(
+        default_factory=TemperatureGateRegisters,
+        description="Register map overrides for gate models that differ from the profile.",
+    )
+    offline_after_failures: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failed polls before the gate is offline."
+    )
+
+
+class TemperatureGateDriver:
+    """One temperature gate on a shared Modbus bus (module docstring)."""
+
+    def __init__(
+        self,
+        config: TemperatureGateConfig,
+        *,
+        sink: ReadingSink,
+        clock: Clock,
+        bus: ModbusBus,
+    ) -> None:
+        self.config = config
+        self.device_id = config.id
+        self.health = DeviceHealth(config.id, sink, clock)
+        self._sink = sink
+        self._clock = clock
+        self._bus = bus
+        self._map = config.registers.register_map()
+        self._failures = 0
+        self._last_counter: int | None = None
+        self._unseen = 0
+        """Readings the gate made that no poll saw, not yet reported."""
+
+    def actions(self) -> frozenset[str]:
+        """A gate takes no commands."""
+        return frozenset()
+
+    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+        """Raises ActionNotSupportedError: a gate takes no commands."""
+        raise ActionNotSupportedError(self.device_id, f"action {action} not supported")
+
+    async def run(self) -> None:
+        """Poll until cancelled; bus failures are states, not exceptions."""
+        interval_s = self.config.poll_interval_ms / 1000
+        next_at = time.monotonic()
+        while True:
+            await self.poll_once()
+            next_at += interval_s
+            now = time.monotonic()
+            # Overran (slow bus, outage): keep the rate, never burst to catch up.
+            next_at = max(next_at, now)
+            await asyncio.sleep(next_at - now)
+
+    async def poll_once(self) -> None:
+        """Read the block once and act on it; never raises for the bus or the gate."""
+        config = self.config
+        self.health.count("polls")
+        try:
+            if self._map.function is ReadFunction.READ_INPUT_REGISTERS:
+                words = await self._bus.read_input_registers(
+                    config.slave, self._map.base_address, BLOCK_LENGTH, priority=BusPriority.POLL
+                )
+            else:
+                words = await self._bus.read_holding_registers(
+                    config.slave, self._map.base_address, BLOCK_LENGTH, priority=BusPriority.POLL
+                )
+            block = self._map.decode(words)
+        except TransportError as exc:
+            self._no_answer(exc.reason)
+            return
+        except (DeviceError, TemperatureGateMapError) as exc:
+            # It answered, but not with a measurement: wrong map, or a device fault.
+            self._answered()
+            self.health.count("device_errors")
+            reason = exc.reason if isinstance(exc, DeviceError) else str(exc)
+            if self.health.set_state(DeviceState.ERROR, reason):
+                _LOGGER.warning("device=%s error: %s", self.device_id, reason)
+            return
+        self._answered()
+        self._handle(block)
+
+    def _answered(self) -> None:
+        self._failures = 0
+        self.health.seen()
+
+    def _no_answer(self, reason: str) -> None:
+        self._failures += 1
+        self.health.count("poll_failures")
+        if self._failures >= self.config.offline_after_failures and self.health.set_state(
+            DeviceState.OFFLINE, reason
+        ):
+            _LOGGER.warning("device=%s offline: %s", self.device_id, reason)
+
+    def _handle(self, block: GateBlock) -> None:
+        previous, self._last_counter = self._last_counter, block.counter
+        if block.sensor_error:
+            if self.health.set_state(DeviceState.ERROR, "sensor error"):
+                _LOGGER.warning("device=%s reports a sensor error", self.device_id)
+        elif self.health.set_state(DeviceState.ONLINE):
+            _LOGGER.info("device=%s online", self.device_id)
+        if previous is None:
+            if block.new:
+                self._reading(block, unseen=0)
+            return
+        delta = counter_delta(previous, block.counter)
+        if delta == 0:
+            return
+        if delta >= COUNTER_RESTART_DELTA:
+            self.health.count("counter_restarts")
+            self._unseen = 0
+            if block.new:
+                self._reading(block, unseen=0)
+            return
+        self._reading(block, unseen=delta - 1)
+
+    def _reading(self, block: GateBlock, *, unseen: int) -> None:
+        """Report one new block, carrying the gap of readings no poll saw."""
+        self._unseen += unseen
+        self.health.count("missed_readings", unseen)
+        if block.sensor_error or not block.valid:
+            # Seen, but not a temperature: nothing to report; a gap before it
+            # stays pending for the next valid reading.
+            self.health.count("invalid_readings")
+            return
+        threshold = self.config.fever_threshold_c
+        fever = block.celsius >= threshold
+        data: dict[str, Any] = {"celsius": block.celsius, "threshold": threshold, "fever": fever}
+        if self._unseen:
+            data["missed"] = self._unseen
+            self._unseen = 0
+        self.health.count("readings")
+        self._sink.put(
+            make_reading(
+                self._clock,
+                self.device_id,
+                ReadingType.TEMPERATURE_BODY,
+                data,
+                Priority.ALARM if fever else Priority.ROUTINE,
+            )
+        )
+
+
+def build_driver(
+    config: TemperatureGateConfig, *, sink: ReadingSink, clock: Clock, buses: BusPool
+) -> Driver:
+    """The temperature gate driver on the shared bus of its transport.
+
+    Raises:
+        ValueError: the transport has no port/host yet, or conflicts with
+            another device's settings on the same line.
+    """
+    return TemperatureGateDriver(config, sink=sink, clock=clock, bus=buses.get(config.transport))

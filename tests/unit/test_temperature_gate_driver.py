@@ -1,0 +1,278 @@
+"""The temperature gate driver's decisions, against a scripted in-memory bus.
+
+No pty and no sleeps: ``poll_once`` is driven by hand and the bus answers
+from a script. The same behaviour over a real pty is in
+tests/integration/test_temperature_gate.py.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, cast
+
+import pytest
+
+from drivers.base import DeviceError, Priority, Reading, ReadingType
+from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
+from drivers.transports.errors import TransportError, TransportTimeoutError
+from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
+
+VALID_NEW = 0x11
+SENSOR_ERROR = 0x04
+
+
+class FakeClock:
+    def wall(self) -> float:
+        return 1_800_000_000.0
+
+    def monotonic(self) -> float:
+        return 1000.0
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    def put(self, reading: Reading) -> None:
+        self.readings.append(reading)
+
+    def of(self, type_: ReadingType) -> list[Reading]:
+        return [reading for reading in self.readings if reading.type is type_]
+
+
+class ScriptedBus:
+    """Answers each read with the next scripted word list or exception."""
+
+    def __init__(self) -> None:
+        self.script: deque[list[int] | Exception] = deque()
+        self.calls: list[tuple[str, int, int, int, BusPriority]] = []
+
+    def block(self, tenths: int, status: int, counter: int) -> None:
+        self.script.append([tenths, status, 240, max(tenths - 8, 0), 40, counter])
+
+    async def _read(
+        self, kind: str, slave: int, address: int, count: int, priority: BusPriority
+    ) -> list[int]:
+        self.calls.append((kind, slave, address, count, priority))
+        step = self.script.popleft()
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def read_holding_registers(
+        self, slave: int, address: int, count: int, *, priority: BusPriority = BusPriority.POLL
+    ) -> list[int]:
+        return await self._read("holding", slave, address, count, priority)
+
+    async def read_input_registers(
+        self, slave: int, address: int, count: int, *, priority: BusPriority = BusPriority.POLL
+    ) -> list[int]:
+        return await self._read("input", slave, address, count, priority)
+
+
+def make(**overrides: Any) -> tuple[TemperatureGateDriver, ScriptedBus, ListSink]:
+    raw: dict[str, Any] = {
+        "id": "temp-gate-1",
+        "kind": "temperature_gate",
+        "transport": {"type": "modbus_rtu", "port": "/dev/ttyUSB0"},
+    }
+    raw.update(overrides)
+    config = TemperatureGateConfig.model_validate(raw)
+    bus = ScriptedBus()
+    sink = ListSink()
+    driver = TemperatureGateDriver(config, sink=sink, clock=FakeClock(), bus=cast(ModbusBus, bus))
+    return driver, bus, sink
+
+
+def temperatures(sink: ListSink) -> list[dict[str, Any]]:
+    return [dict(reading.data) for reading in sink.of(ReadingType.TEMPERATURE_BODY)]
+
+
+def states(sink: ListSink) -> list[str]:
+    return [reading.data["state"] for reading in sink.of(ReadingType.DEVICE_STATUS)]
+
+
+async def poll(driver: TemperatureGateDriver, times: int = 1) -> None:
+    for _ in range(times):
+        await driver.poll_once()
+
+
+async def test_reads_the_six_register_block_in_one_poll_request() -> None:
+    driver, bus, _ = make(slave=7)
+    bus.block(365, 0x01, 3)
+    await poll(driver)
+    assert bus.calls == [("holding", 7, 0, 6, BusPriority.POLL)]
+
+
+async def test_register_overrides_choose_address_and_function() -> None:
+    driver, bus, sink = make(registers={"base_address": 0x100, "function_code": 4, "scale": 0.01})
+    bus.script.append([0, 0x01, 0, 0, 0, 1])
+    bus.script.append([3731, VALID_NEW, 2400, 3650, 40, 2])
+    await poll(driver, 2)
+    assert bus.calls[0][:4] == ("input", 1, 0x100, 6)
+    assert temperatures(sink) == [{"celsius": 37.31, "threshold": 37.3, "fever": True}]
+
+
+async def test_first_block_is_reported_only_when_flagged_new() -> None:
+    driver, bus, sink = make()
+    bus.block(365, 0x01, 10)  # an old reading, already read by someone
+    await poll(driver)
+    assert temperatures(sink) == []
+    driver2, bus2, sink2 = make()
+    bus2.block(366, VALID_NEW, 10)
+    await poll(driver2)
+    assert temperatures(sink2) == [{"celsius": 36.6, "threshold": 37.3, "fever": False}]
+
+
+async def test_online_then_a_reading_per_counter_change() -> None:
+    driver, bus, sink = make()
+    bus.block(365, 0x01, 10)
+    bus.block(365, 0x01, 10)  # unchanged: nothing new
+    bus.block(367, VALID_NEW, 11)
+    await poll(driver, 3)
+    assert states(sink) == ["online"]
+    [reading] = sink.of(ReadingType.TEMPERATURE_BODY)
+    assert reading.data == {"celsius": 36.7, "threshold": 37.3, "fever": False}
+    assert reading.priority is Priority.ROUTINE
+    assert reading.device == "temp-gate-1"
+
+
+@pytest.mark.parametrize(("tenths", "fever"), [(372, False), (373, True), (385, True)])
+async def test_fever_at_or_above_the_gateway_threshold_is_an_alarm(
+    tenths: int, fever: bool
+) -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 1)
+    # The gate's own fever bit is deliberately wrong: the gateway decides.
+    bus.block(tenths, VALID_NEW | (0 if fever else 0x02), 2)
+    await poll(driver, 2)
+    [reading] = sink.of(ReadingType.TEMPERATURE_BODY)
+    assert reading.data["fever"] is fever
+    assert reading.priority is (Priority.ALARM if fever else Priority.ROUTINE)
+
+
+async def test_configured_threshold() -> None:
+    driver, bus, sink = make(fever_threshold_c=38.0)
+    bus.block(360, 0x01, 1)
+    bus.block(379, VALID_NEW, 2)
+    await poll(driver, 2)
+    assert temperatures(sink) == [{"celsius": 37.9, "threshold": 38.0, "fever": False}]
+
+
+async def test_missed_counts_are_a_gap_not_invented_readings() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 100)
+    bus.block(366, VALID_NEW, 104)  # 101..103 never seen
+    bus.block(367, VALID_NEW, 105)
+    await poll(driver, 3)
+    assert temperatures(sink) == [
+        {"celsius": 36.6, "threshold": 37.3, "fever": False, "missed": 3},
+        {"celsius": 36.7, "threshold": 37.3, "fever": False},
+    ]
+    assert driver.health.counters["missed_readings"] == 3
+
+
+async def test_counter_wrap_is_one_step() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 0xFFFF)
+    bus.block(366, VALID_NEW, 0)
+    bus.block(367, VALID_NEW, 2)
+    await poll(driver, 3)
+    assert [reading.get("missed") for reading in temperatures(sink)] == [None, 1]
+
+
+async def test_counter_going_back_is_a_restart_not_a_huge_gap() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 5000)
+    bus.block(366, VALID_NEW, 1)
+    await poll(driver, 2)
+    assert temperatures(sink) == [{"celsius": 36.6, "threshold": 37.3, "fever": False}]
+    assert driver.health.counters["counter_restarts"] == 1
+
+
+async def test_gap_before_an_invalid_reading_carries_to_the_next_valid_one() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 1)
+    bus.script.append([0, 0x18, 240, 240, 300, 4])  # out of range, two unseen before it
+    bus.block(366, VALID_NEW, 5)
+    await poll(driver, 3)
+    assert temperatures(sink) == [{"celsius": 36.6, "threshold": 37.3, "fever": False, "missed": 2}]
+    assert driver.health.counters["invalid_readings"] == 1
+
+
+async def test_sensor_error_is_an_error_state_until_it_clears() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 1)
+    bus.block(0, SENSOR_ERROR, 1)
+    bus.block(0, SENSOR_ERROR, 2)
+    bus.block(365, VALID_NEW, 3)
+    await poll(driver, 4)
+    assert states(sink) == ["online", "error", "online"]
+    assert sink.of(ReadingType.DEVICE_STATUS)[1].data["detail"] == "sensor error"
+    assert temperatures(sink) == [{"celsius": 36.5, "threshold": 37.3, "fever": False}]
+
+
+async def test_offline_after_the_configured_failures_and_back() -> None:
+    driver, bus, sink = make(offline_after_failures=3)
+    bus.block(360, 0x01, 1)
+    bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(2))
+    await poll(driver, 3)
+    assert states(sink) == ["online"]
+    bus.script.append(TransportError("bus", "slave 1 backing off"))
+    await poll(driver)
+    assert states(sink) == ["online", "offline"]
+    offline = sink.of(ReadingType.DEVICE_STATUS)[-1]
+    assert offline.priority is Priority.ALARM
+    bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(5))
+    await poll(driver, 5)
+    assert states(sink) == ["online", "offline"]  # logged once, reported once
+    bus.block(366, VALID_NEW, 9)
+    await poll(driver)
+    assert states(sink) == ["online", "offline", "online"]
+    # Readings made while it was unreachable are a gap on the first one back.
+    assert temperatures(sink) == [{"celsius": 36.6, "threshold": 37.3, "fever": False, "missed": 7}]
+
+
+async def test_a_failure_streak_is_reset_by_an_answer() -> None:
+    driver, bus, sink = make(offline_after_failures=2)
+    bus.block(360, 0x01, 1)
+    bus.script.append(TransportTimeoutError("bus", "no reply"))
+    bus.block(360, 0x01, 1)
+    bus.script.append(TransportTimeoutError("bus", "no reply"))
+    await poll(driver, 4)
+    assert states(sink) == ["online"]
+
+
+async def test_modbus_exception_is_an_error_state() -> None:
+    driver, bus, sink = make()
+    bus.script.append(ModbusExceptionError("bus", 1, 3, 2))
+    await poll(driver)
+    [status] = sink.of(ReadingType.DEVICE_STATUS)
+    assert status.data["state"] == "error"
+    assert "illegal_data_address" in status.data["detail"]
+
+
+async def test_no_actions() -> None:
+    driver, _, _ = make()
+    assert driver.actions() == frozenset()
+    with pytest.raises(DeviceError):
+        await driver.execute("door.open", {})
+
+
+def test_build_driver_shares_the_bus_of_its_port() -> None:
+    pool = BusPool()
+    sink = ListSink()
+    configs = [
+        TemperatureGateConfig.model_validate(
+            {
+                "id": f"temp-gate-{slave}",
+                "kind": "temperature_gate",
+                "slave": slave,
+                "transport": {"type": "modbus_rtu", "port": "/dev/ttyUSB0"},
+            }
+        )
+        for slave in (1, 2)
+    ]
+    drivers = [build_driver(config, sink=sink, clock=FakeClock(), buses=pool) for config in configs]
+    assert [driver.device_id for driver in drivers] == ["temp-gate-1", "temp-gate-2"]
+    assert len(pool.buses) == 1
