@@ -1,0 +1,386 @@
+"""Durable state of the command path: used ids, executions and the audit log.
+
+One SQLite file of its own (``commands.sqlite3`` in ``data_dir``), apart from
+the outbox, because its writes are rare and must each be on disk at once:
+WAL journal with ``synchronous=FULL``, so every commit is fsynced.
+
+Tables (schema version in ``PRAGMA user_version``):
+
+- ``seen_ids``: every command id that passed the signature check, kept until
+  ``expires_at + SEEN_RETENTION_S``, far past the moment the command could
+  be valid again (CONTRACT.md: "kept durably at least until it expires").
+  Pruned lazily, at most once per ``PRUNE_INTERVAL_S``.
+- ``executions``: a command is inserted "accepted" *in the same transaction*
+  as its id, before it runs, and updated "finished" after. A crash between
+  the two leaves it "accepted": ``unfinished()`` returns it at the next start
+  so it is reported (never run again, since its id is already used).
+- ``audit``: append-only (triggers refuse UPDATE and DELETE), one row per
+  command whatever its fate, including payloads too broken to have an id.
+
+A file that is not a database, fails ``quick_check``, or has a schema newer
+than this code is moved aside (``commands.sqlite3.corrupt-<UTC time>``, with
+its ``-wal``/``-shm``) and logged at ERROR; it is never deleted. Starting over
+forgets used ids, which re-opens replay only for commands still inside their
+validity window (at most ``max_ttl_s`` + skew), hence the loud log.
+
+The store is synchronous and owned by one task (STYLE.md §4): a command
+costs two short fsynced transactions (accept, finish).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.base import Clock
+from gateway.command_model import CommandStatus, RejectReason, VerifiedCommand
+
+_LOGGER = logging.getLogger(__name__)
+
+DB_FILENAME = "commands.sqlite3"
+SEEN_RETENTION_S = 86_400.0  # keep used ids a day past expiry: wall clocks jump on a Pi
+PRUNE_INTERVAL_S = 3_600.0  # prune at most hourly (monotonic seconds)
+SCHEMA_VERSION = 1
+
+# Each entry migrates from version i to i + 1, statement by statement, inside
+# one transaction together with the user_version bump.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE seen_ids (
+            id TEXT PRIMARY KEY,
+            keep_until REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX seen_ids_keep_until ON seen_ids (keep_until)",
+        """CREATE TABLE executions (
+            id TEXT PRIMARY KEY,
+            action TEXT NOT NULL,
+            device TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            response_topic TEXT,
+            correlation_data BLOB,
+            state TEXT NOT NULL CHECK (state IN ('accepted', 'finished')),
+            status TEXT,
+            reason TEXT,
+            finished_at REAL,
+            latency_ms REAL
+        )""",
+        "CREATE INDEX executions_accepted ON executions (state) WHERE state = 'accepted'",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT,
+            action TEXT,
+            device TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            received_at REAL NOT NULL,
+            key_id TEXT,
+            latency_ms REAL,
+            at REAL NOT NULL
+        )""",
+        """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
+        """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+class UnusableDatabaseError(Exception):
+    """The file is corrupt or from a newer version; it will be moved aside."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the audit log. ``received_at`` and ``at`` are wall seconds."""
+
+    id: str | None
+    action: str | None
+    device: str | None
+    status: CommandStatus
+    reason: RejectReason | None
+    received_at: float
+    key_id: str | None
+    latency_ms: float | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedCommand:
+    """A command accepted before a crash or kill, with no recorded outcome."""
+
+    id: str
+    action: str
+    device: str
+    key_id: str
+    received_at: float
+    response_topic: str | None
+    correlation_data: bytes | None
+
+
+class CommandStore:
+    """The command path's SQLite file. Open with ``CommandStore.open``.
+
+    Raises ``sqlite3.Error`` from any method when the disk fails.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._next_prune_mono = float("-inf")
+
+    @classmethod
+    def open(cls, data_dir: Path, *, clock: Clock, filename: str = DB_FILENAME) -> CommandStore:
+        """Open (creating or migrating) the store in ``data_dir``.
+
+        A corrupt or newer file is moved aside and a new one created.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / filename
+        try:
+            conn = _connect(path)
+        except (sqlite3.DatabaseError, UnusableDatabaseError) as exc:
+            aside = _move_aside(path, wall=clock.wall())
+            _LOGGER.error(
+                "command store unusable, moved aside and started empty: used command ids "
+                "are forgotten path=%s moved_to=%s reason=%s",
+                path,
+                aside,
+                exc,
+            )
+            conn = _connect(path)
+        store = cls(conn, clock=clock)
+        store.prune()
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- ids and executions ---------------------------------------------------
+
+    def is_seen(self, command_id: str) -> bool:
+        """Whether this id was used before (``command_verify.SeenIds``)."""
+        row = self._conn.execute("SELECT 1 FROM seen_ids WHERE id = ?", (command_id,)).fetchone()
+        return row is not None
+
+    def accept(
+        self,
+        command: VerifiedCommand,
+        *,
+        received_at: float,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+    ) -> bool:
+        """Use the command's id and record it "accepted", in one transaction.
+
+        Returns False, writing nothing, when the id was already used: the
+        atomic guard that keeps a command from running twice.
+        """
+        self._prune_if_due()
+        with self._transaction() as conn:
+            inserted = conn.execute(
+                "INSERT INTO seen_ids (id, keep_until) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (command.id, command.expires_at + SEEN_RETENTION_S),
+            ).rowcount
+            if inserted == 0:
+                return False
+            conn.execute(
+                "INSERT INTO executions (id, action, device, key_id, received_at, "
+                "response_topic, correlation_data, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'accepted')",
+                (
+                    command.id,
+                    command.action,
+                    command.device,
+                    command.key_id,
+                    received_at,
+                    response_topic,
+                    correlation_data,
+                ),
+            )
+        return True
+
+    def finish(self, record: AuditRecord) -> None:
+        """Mark an accepted command finished and append its audit row, in one transaction."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE executions SET state = 'finished', status = ?, reason = ?, "
+                "finished_at = ?, latency_ms = ? WHERE id = ?",
+                (
+                    record.status.value,
+                    _value(record.reason),
+                    record.at,
+                    record.latency_ms,
+                    record.id,
+                ),
+            )
+            _insert_audit(conn, record)
+
+    def record(self, record: AuditRecord, *, keep_id_until: float | None = None) -> None:
+        """Append the audit row of a command that was not accepted.
+
+        ``keep_id_until`` (the command's ``expires_at``) also marks its id used:
+        an authentic command refused for its device or permission is spent.
+        """
+        with self._transaction() as conn:
+            if record.id is not None and keep_id_until is not None:
+                conn.execute(
+                    "INSERT INTO seen_ids (id, keep_until) VALUES (?, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (record.id, keep_id_until + SEEN_RETENTION_S),
+                )
+            _insert_audit(conn, record)
+
+    def unfinished(self) -> list[UnfinishedCommand]:
+        """Commands accepted but never finished (the gateway stopped mid-command)."""
+        rows = self._conn.execute(
+            "SELECT id, action, device, key_id, received_at, response_topic, correlation_data "
+            "FROM executions WHERE state = 'accepted' ORDER BY received_at"
+        ).fetchall()
+        return [
+            UnfinishedCommand(
+                id=row[0],
+                action=row[1],
+                device=row[2],
+                key_id=row[3],
+                received_at=row[4],
+                response_topic=row[5],
+                correlation_data=row[6],
+            )
+            for row in rows
+        ]
+
+    def audit_log(self, *, limit: int = 1000) -> list[AuditRecord]:
+        """The newest ``limit`` audit rows, oldest first (for inspection and tests)."""
+        rows = self._conn.execute(
+            "SELECT id, action, device, status, reason, received_at, key_id, latency_ms, at "
+            "FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (limit,),
+        ).fetchall()
+        return [
+            AuditRecord(
+                id=row[0],
+                action=row[1],
+                device=row[2],
+                status=CommandStatus(row[3]),
+                reason=None if row[4] is None else RejectReason(row[4]),
+                received_at=row[5],
+                key_id=row[6],
+                latency_ms=row[7],
+                at=row[8],
+            )
+            for row in rows
+        ]
+
+    def prune(self) -> int:
+        """Forget ids past their retention and old finished executions; return ids removed."""
+        cutoff = self._clock.wall()
+        with self._transaction() as conn:
+            removed = conn.execute("DELETE FROM seen_ids WHERE keep_until < ?", (cutoff,)).rowcount
+            conn.execute(
+                "DELETE FROM executions WHERE state = 'finished' AND finished_at < ?",
+                (cutoff - SEEN_RETENTION_S,),
+            )
+        self._next_prune_mono = self._clock.monotonic() + PRUNE_INTERVAL_S
+        return removed
+
+    def _prune_if_due(self) -> None:
+        if self._clock.monotonic() >= self._next_prune_mono:
+            self.prune()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front; the connection is in
+        # autocommit mode so this is the only transaction control in play.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _value(reason: RejectReason | None) -> str | None:
+    return None if reason is None else reason.value
+
+
+def _insert_audit(conn: sqlite3.Connection, record: AuditRecord) -> None:
+    conn.execute(
+        "INSERT INTO audit (id, action, device, status, reason, received_at, key_id, "
+        "latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.id,
+            record.action,
+            record.device,
+            record.status.value,
+            _value(record.reason),
+            record.received_at,
+            record.key_id,
+            record.latency_ms,
+            record.at,
+        ),
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open, check and migrate the file; close it again on any failure.
+
+    Raises:
+        sqlite3.DatabaseError: not a database, or corrupt.
+        UnusableDatabaseError: fails ``quick_check`` or has a newer schema.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise UnusableDatabaseError(f"quick_check: {check}")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise UnusableDatabaseError(
+                f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
+            )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn, version)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target:d}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        _LOGGER.info("command store migrated version=%d", target)
+
+
+def _move_aside(path: Path, *, wall: float) -> Path:
+    """Rename the database and its WAL/SHM files out of the way; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    suffix = 0
+    while aside.exists():
+        suffix += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
+    for extra in ("-wal", "-shm"):
+        sibling = path.with_name(path.name + extra)
+        if sibling.exists():
+            sibling.rename(aside.with_name(aside.name + extra))
+    if path.exists():
+        path.rename(aside)
+    return aside

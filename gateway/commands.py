@@ -1,0 +1,399 @@
+"""The command path: verify, authorise, dedupe, run, audit, report (CONTRACT.md, "Commands").
+
+``CommandProcessor.handle`` takes one payload from ``{root}/commands`` and:
+
+1. verifies it (``gateway.command_verify``, the contract's checks in order);
+2. for an accepted command, records it "accepted" together with its id in
+   one fsynced transaction (``CommandStore.accept``), *then* runs it, so a
+   crash can never run it twice;
+3. runs it under ``execute_timeout_s``: ``gateway.ping`` is answered by the
+   gateway itself, anything else by the device's driver;
+4. records it "finished" with its audit row, puts an ``audit.command``
+   reading to the ``ReadingSink`` and the result to the ``ResultSink``.
+
+Every command, executed or not, gets an audit row, a reading and a result.
+
+Outcome mapping of ``Driver.execute``:
+
+=============================  =========  ==================
+raised                         status     reason
+=============================  =========  ==================
+nothing                        done       null
+``TimeoutError`` (our budget)  failed     ``timeout``
+``TransportTimeoutError``      failed     ``timeout``
+``TransportError``             failed     ``device_offline``
+``ActionNotSupportedError``    rejected   ``not_permitted``
+``DeviceError``                failed     ``device_error``
+any other ``Exception``        failed     ``device_error`` (logged)
+=============================  =========  ==================
+
+A transport timeout is the device not answering in time, the same fact as
+our own budget running out, so both are ``timeout``.
+
+Commands found "accepted" but not "finished" at start-up (the gateway died
+mid-command) are reported by ``report_unfinished`` as failed / ``timeout``:
+the gateway never learned the outcome, exactly as when a device does not
+answer in time; ``device_error`` would blame the device for our crash. They
+are never run again. The same applies when the processor is cancelled
+(shutdown) while a device is executing.
+
+``gateway.ping`` is addressed to the gateway itself: its ``device`` is the
+gateway's own id, and it must be granted under that id in ``permissions``.
+
+When the store itself fails (disk error) before a command runs, the command
+is not run (its id could not be made durable) and fails with
+``device_error``: the contract has no reason for the gateway's own faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from drivers.base import (
+    ActionNotSupportedError,
+    Clock,
+    DeviceError,
+    Driver,
+    Priority,
+    ReadingSink,
+    ReadingType,
+    make_reading,
+)
+from drivers.transports.errors import TransportError, TransportTimeoutError
+from gateway.command_model import (
+    CommandRejected,
+    CommandResult,
+    CommandsConfig,
+    CommandStatus,
+    RejectReason,
+    VerifiedCommand,
+)
+from gateway.command_store import AuditRecord, CommandStore
+from gateway.command_verify import CommandVerifier
+
+_LOGGER = logging.getLogger(__name__)
+
+# Authentic commands refused after the replay check: their id is spent.
+_SPENDS_ID = frozenset({RejectReason.UNKNOWN_DEVICE, RejectReason.NOT_PERMITTED})
+
+
+class ResultSink(Protocol):
+    """Where results go: the outbox, which sends each to ``{root}/commands/results``
+    and, when given, to ``response_topic`` with ``correlation_data``."""
+
+    def put_result(
+        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+    ) -> None: ...
+
+
+class _DriverActions(Mapping[str, frozenset[str]]):
+    """A live view of ``device_id -> driver.actions()``."""
+
+    def __init__(self, drivers: Mapping[str, Driver]) -> None:
+        self._drivers = drivers
+
+    def __getitem__(self, device_id: str) -> frozenset[str]:
+        return self._drivers[device_id].actions()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._drivers)
+
+    def __len__(self) -> int:
+        return len(self._drivers)
+
+
+class CommandProcessor:
+    """Runs the command path for one gateway.
+
+    Args:
+        config: the ``commands:`` section.
+        gateway_id: this gateway's id (``gateway`` field, and the ``device`` of a ping).
+        drivers: device id -> driver; read live, so the mapping may be filled later.
+        store: the open ``CommandStore`` (owned by the caller, who closes it).
+        readings: sink for ``audit.command`` readings.
+        results: sink for result JSON.
+        clock: wall clock for validity and stamps, monotonic clock for latency.
+    """
+
+    def __init__(
+        self,
+        config: CommandsConfig,
+        *,
+        gateway_id: str,
+        drivers: Mapping[str, Driver],
+        store: CommandStore,
+        readings: ReadingSink,
+        results: ResultSink,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._gateway_id = gateway_id
+        self._drivers = drivers
+        self._store = store
+        self._readings = readings
+        self._results = results
+        self._clock = clock
+        self._verifier = CommandVerifier(
+            config,
+            gateway_id=gateway_id,
+            device_actions=_DriverActions(drivers),
+            seen=store,
+            clock=clock,
+        )
+
+    async def handle(
+        self,
+        payload: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        received_mono: float,
+    ) -> CommandResult:
+        """Process one command payload to its result (never raises for a bad command).
+
+        ``received_mono`` is the monotonic time the message arrived; latency is
+        measured from it to the end of the device's ``execute``.
+
+        Raises:
+            asyncio.CancelledError: after recording and reporting an interrupted command.
+        """
+        received_at = self._clock.wall() - max(0.0, self._clock.monotonic() - received_mono)
+        reply = _Reply(response_topic, correlation_data)
+        command: VerifiedCommand | None = None
+        try:
+            command = self._verifier.verify(payload)
+            accepted = self._store.accept(
+                command,
+                received_at=received_at,
+                response_topic=response_topic,
+                correlation_data=correlation_data,
+            )
+        except CommandRejected as rejected:
+            return self._reject(rejected, received_at, received_mono, reply)
+        except sqlite3.Error:
+            # The id cannot be checked or made durable: running the command
+            # could run it twice, so it is not run.
+            _LOGGER.exception("command store failed; command not run")
+            result = self._result(
+                None if command is None else command.id,
+                CommandStatus.FAILED,
+                RejectReason.DEVICE_ERROR,
+                None if command is None else command.device,
+                received_mono,
+            )
+            action = None if command is None else command.action
+            key_id = None if command is None else command.key_id
+            self._emit(result, action, key_id, received_at, reply, store=False)
+            return result
+        if not accepted:
+            # The same id arrived twice at once: the store's atomic insert decides.
+            return self._reject(
+                CommandRejected(
+                    RejectReason.REPLAYED,
+                    "id used concurrently",
+                    command_id=command.id,
+                    device=command.device,
+                    action=command.action,
+                    key_id=command.key_id,
+                ),
+                received_at,
+                received_mono,
+                reply,
+            )
+
+        # Cancelled (shutdown) mid-command, the outcome is unknown: the finally
+        # reports it as such now, rather than at the next start.
+        status: CommandStatus = CommandStatus.FAILED
+        reason: RejectReason | None = RejectReason.TIMEOUT
+        try:
+            status, reason = await self._execute(command)
+        finally:
+            result = self._result(command.id, status, reason, command.device, received_mono)
+            self._emit(result, command.action, command.key_id, received_at, reply, finish=True)
+        return result
+
+    def report_unfinished(self) -> list[CommandResult]:
+        """Report commands a previous run accepted but never finished; call once at start-up.
+
+        Each becomes failed / ``timeout`` (outcome unknown) and is never run again.
+        """
+        results = []
+        for pending in self._store.unfinished():
+            _LOGGER.warning(
+                "command interrupted by a restart, reported failed id=%s action=%s device=%s",
+                pending.id,
+                pending.action,
+                pending.device,
+            )
+            result = CommandResult(
+                id=pending.id,
+                status=CommandStatus.FAILED,
+                reason=RejectReason.TIMEOUT,
+                device=pending.device,
+                at=self._clock.wall(),
+                latency_ms=None,
+            )
+            self._emit(
+                result,
+                pending.action,
+                pending.key_id,
+                pending.received_at,
+                _Reply(pending.response_topic, pending.correlation_data),
+                finish=True,
+            )
+            results.append(result)
+        return results
+
+    async def _execute(self, command: VerifiedCommand) -> tuple[CommandStatus, RejectReason | None]:
+        if command.device == self._gateway_id:
+            return CommandStatus.DONE, None  # gateway.ping: answering is the whole job
+        driver = self._drivers.get(command.device)
+        if driver is None:  # the driver vanished between verification and now
+            return CommandStatus.REJECTED, RejectReason.UNKNOWN_DEVICE
+        try:
+            async with asyncio.timeout(self._config.execute_timeout_s):
+                await driver.execute(command.action, command.params)
+        except TimeoutError:
+            return CommandStatus.FAILED, RejectReason.TIMEOUT
+        except TransportTimeoutError:
+            return CommandStatus.FAILED, RejectReason.TIMEOUT
+        except TransportError:
+            return CommandStatus.FAILED, RejectReason.DEVICE_OFFLINE
+        except ActionNotSupportedError:
+            return CommandStatus.REJECTED, RejectReason.NOT_PERMITTED
+        except DeviceError:
+            return CommandStatus.FAILED, RejectReason.DEVICE_ERROR
+        except Exception:  # a driver bug fails one command, never the gateway
+            _LOGGER.error(
+                "driver raised unexpectedly id=%s device=%s",
+                command.id,
+                command.device,
+                exc_info=True,
+            )
+            return CommandStatus.FAILED, RejectReason.DEVICE_ERROR
+        return CommandStatus.DONE, None
+
+    def _reject(
+        self,
+        rejected: CommandRejected,
+        received_at: float,
+        received_mono: float,
+        reply: _Reply,
+    ) -> CommandResult:
+        result = self._result(
+            rejected.command_id,
+            CommandStatus.REJECTED,
+            rejected.reason,
+            rejected.device,
+            received_mono,
+        )
+        spent = rejected.expires_at if rejected.reason in _SPENDS_ID else None
+        self._emit(
+            result,
+            rejected.action,
+            rejected.key_id,
+            received_at,
+            reply,
+            keep_id_until=spent,
+            detail=rejected.detail,
+        )
+        return result
+
+    def _result(
+        self,
+        command_id: str | None,
+        status: CommandStatus,
+        reason: RejectReason | None,
+        device: str | None,
+        received_mono: float,
+    ) -> CommandResult:
+        return CommandResult(
+            id=command_id,
+            status=status,
+            reason=reason,
+            device=device,
+            at=self._clock.wall(),
+            latency_ms=max(0.0, (self._clock.monotonic() - received_mono) * 1000.0),
+        )
+
+    def _emit(
+        self,
+        result: CommandResult,
+        action: str | None,
+        key_id: str | None,
+        received_at: float,
+        reply: _Reply,
+        *,
+        finish: bool = False,
+        store: bool = True,
+        keep_id_until: float | None = None,
+        detail: str = "",
+    ) -> None:
+        """Audit row, audit reading, result: in that order (durable first)."""
+        record = AuditRecord(
+            id=result.id,
+            action=action,
+            device=result.device,
+            status=result.status,
+            reason=result.reason,
+            received_at=received_at,
+            key_id=key_id,
+            latency_ms=result.latency_ms,
+            at=result.at,
+        )
+        if store:
+            try:
+                if finish:
+                    self._store.finish(record)
+                else:
+                    self._store.record(record, keep_id_until=keep_id_until)
+            except sqlite3.Error:
+                _LOGGER.exception("command audit row not written id=%s", result.id)
+        level = logging.INFO if result.status is CommandStatus.DONE else logging.WARNING
+        # Never the payload or its signature (STYLE.md §6): fields and reason only.
+        _LOGGER.log(
+            level,
+            "command id=%s action=%s device=%s key_id=%s status=%s reason=%s latency_ms=%s%s",
+            result.id,
+            action,
+            result.device,
+            key_id,
+            result.status.value,
+            None if result.reason is None else result.reason.value,
+            None if result.latency_ms is None else f"{result.latency_ms:.1f}",
+            f" detail={detail}" if detail else "",
+        )
+        self._readings.put(
+            make_reading(
+                self._clock,
+                result.device or self._gateway_id,
+                ReadingType.AUDIT_COMMAND,
+                {
+                    "id": result.id,
+                    "action": action,
+                    "device": result.device,
+                    "status": result.status.value,
+                    "reason": None if result.reason is None else result.reason.value,
+                    "key_id": key_id,
+                },
+                Priority.ROUTINE,
+            )
+        )
+        self._results.put_result(
+            result.to_json(),
+            response_topic=reply.response_topic,
+            correlation_data=reply.correlation_data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """Where the result also goes (MQTT 5 response topic and correlation data)."""
+
+    response_topic: str | None
+    correlation_data: bytes | None

@@ -1,0 +1,271 @@
+"""send-command against a real mosquitto: signed payload, expiry, response topic, exit codes.
+
+The platform side of each test is a plain aiomqtt client; the gateway side of
+the round trip is the real ``CommandProcessor`` (verify, store, audit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from drivers.base import Reading, SystemClock
+from gateway.command_model import CommandsConfig
+from gateway.command_store import CommandStore
+from gateway.command_verify import CommandVerifier
+from gateway.commands import CommandProcessor
+from gateway.operator_tools import (
+    EXIT_MQTT,
+    EXIT_NOT_DONE,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    keygen,
+    send_command,
+)
+from tests.broker import Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+SITE = "changqing"
+GATEWAY = "north-gate-1"
+ROOT = f"estates/{SITE}/gateways/{GATEWAY}"
+
+
+@dataclass
+class Inbox:
+    messages: list[aiomqtt.Message] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, predicate: Callable[[aiomqtt.Message], bool]) -> aiomqtt.Message:
+        async with asyncio.timeout(5):
+            while True:
+                for message in self.messages:
+                    if predicate(message):
+                        return message
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait for it, without swallowing our own cancellation."""
+    task.cancel()
+    await asyncio.wait([task])
+
+
+@contextlib.asynccontextmanager
+async def listening(port: int, topic: str) -> AsyncIterator[tuple[aiomqtt.Client, Inbox]]:
+    """An MQTT 5 client subscribed to ``topic`` before the test goes on."""
+    inbox = Inbox()
+    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.subscribe(topic, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                inbox.messages.append(message)
+                inbox.arrived.set()
+
+        task = asyncio.create_task(collect(), name="test-listener")
+        try:
+            yield client, inbox
+        finally:
+            await stop(task)
+
+
+def config_for(public_line: str) -> CommandsConfig:
+    key_id, _, public_b64 = public_line.partition(": ")
+    return CommandsConfig.model_validate(
+        {
+            "public_keys": {key_id: public_b64},
+            "permissions": {GATEWAY: {"actions": ["gateway.ping"], "key_ids": [key_id]}},
+        }
+    )
+
+
+def send_args(broker_url: str, keys: Path, **overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "broker": broker_url,
+        "key_file": keys / "ops.pem",
+        "key_id": "ops",
+        "site": SITE,
+        "gateway": GATEWAY,
+        "action": "gateway.ping",
+        "device": GATEWAY,
+        "params": {},
+        "ttl_s": 20.0,
+        "timeout_s": 5.0,
+        "out": io.StringIO(),
+        "err": io.StringIO(),
+    }
+    args.update(overrides)
+    return args
+
+
+class NoneSeen:
+    def is_seen(self, command_id: str) -> bool:
+        return False
+
+
+async def test_publishes_a_signed_command_with_expiry(broker: Mosquitto, tmp_path: Path) -> None:
+    line = keygen(tmp_path, key_id="ops")
+    async with listening(broker.port, f"{ROOT}/commands") as (_, inbox):
+        code = await send_command(**send_args(broker.url, tmp_path, command_id="cmd-int-1"))
+        assert code == EXIT_OK
+        async with asyncio.timeout(5):
+            await inbox.arrived.wait()
+    [message] = inbox.messages
+    assert message.qos == 1
+    assert message.properties is not None
+    expiry = getattr(message.properties, "MessageExpiryInterval", None)
+    assert expiry is not None
+    assert 15 <= expiry <= 20
+    assert not hasattr(message.properties, "ResponseTopic")  # only with --wait
+
+    verifier = CommandVerifier(
+        config_for(line),
+        gateway_id=GATEWAY,
+        device_actions={},
+        seen=NoneSeen(),
+        clock=SystemClock(),
+    )
+    assert isinstance(message.payload, bytes)
+    verified = verifier.verify(message.payload)
+    assert (verified.id, verified.action, verified.device) == ("cmd-int-1", "gateway.ping", GATEWAY)
+    assert verified.expires_at - verified.issued_at == pytest.approx(20.0)
+
+
+@dataclass
+class PublishingResults:
+    """A ResultSink that queues results for the test's gateway loop to publish."""
+
+    queue: asyncio.Queue[tuple[bytes, str | None, bytes | None]] = field(
+        default_factory=asyncio.Queue
+    )
+
+    def put_result(
+        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+    ) -> None:
+        self.queue.put_nowait((result_json, response_topic, correlation_data))
+
+
+class NoReadings:
+    def put(self, reading: Reading) -> None:
+        del reading
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    port: int, config: CommandsConfig, data_dir: Path
+) -> AsyncIterator[asyncio.Event]:
+    """A minimal gateway: commands in, ``CommandProcessor``, results out on both topics.
+
+    Yields an event set each time a command's results are all published; tests
+    wait for it before leaving, so the serving task is never cancelled inside a
+    publish (Python 3.11's ``wait_for``, under aiomqtt's publish, can swallow
+    a cancellation that races with the PUBACK).
+    """
+    store = CommandStore.open(data_dir, clock=SystemClock())
+    results = PublishingResults()
+    served = asyncio.Event()
+    processor = CommandProcessor(
+        config,
+        gateway_id=GATEWAY,
+        drivers={},
+        store=store,
+        readings=NoReadings(),
+        results=results,
+        clock=SystemClock(),
+    )
+
+    async def serve(client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            props = message.properties
+            assert isinstance(message.payload, bytes)
+            await processor.handle(
+                message.payload,
+                response_topic=getattr(props, "ResponseTopic", None),
+                correlation_data=getattr(props, "CorrelationData", None),
+                received_mono=time.monotonic(),
+            )
+            body, response_topic, correlation = results.queue.get_nowait()
+            await client.publish(f"{ROOT}/commands/results", body, qos=1)
+            if response_topic is not None:
+                reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                if correlation is not None:
+                    reply.CorrelationData = correlation
+                await client.publish(response_topic, body, qos=1, properties=reply)
+            served.set()
+
+    try:
+        async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.subscribe(f"{ROOT}/commands", qos=1)
+            task = asyncio.create_task(serve(client), name="test-gateway")
+            try:
+                yield served
+            finally:
+                await stop(task)
+    finally:
+        store.close()
+
+
+async def test_wait_round_trip_through_the_processor(broker: Mosquitto, tmp_path: Path) -> None:
+    line = keygen(tmp_path / "keys", key_id="ops")
+    out = io.StringIO()
+    async with (
+        gateway(broker.port, config_for(line), tmp_path / "data") as served,
+        listening(broker.port, f"{ROOT}/commands/results/#") as (_, replies),
+    ):
+        code = await send_command(
+            **send_args(broker.url, tmp_path / "keys", wait=True, command_id="cmd-int-2", out=out)
+        )
+        async with asyncio.timeout(5):
+            await served.wait()
+        # The reply also went to the sender's own response topic, with its correlation data.
+        reply = await replies.wait_for(lambda m: m.topic.value != f"{ROOT}/commands/results")
+    assert code == EXIT_OK, out.getvalue()
+    printed = out.getvalue()
+    result_line = next(x for x in printed.splitlines() if x.startswith("result: "))
+    result = json.loads(result_line.removeprefix("result: "))
+    assert (result["id"], result["status"], result["device"]) == ("cmd-int-2", "done", GATEWAY)
+    assert "round-trip: " in printed
+    assert reply.properties is not None
+    assert getattr(reply.properties, "CorrelationData", None) == b"cmd-int-2"
+
+
+async def test_rejected_result_exits_non_zero(broker: Mosquitto, tmp_path: Path) -> None:
+    line = keygen(tmp_path / "keys", key_id="ops")
+    async with gateway(broker.port, config_for(line), tmp_path / "data") as served:
+        code = await send_command(
+            **send_args(broker.url, tmp_path / "keys", wait=True, device="door-nowhere")
+        )
+        async with asyncio.timeout(5):
+            await served.wait()
+    assert code == EXIT_NOT_DONE
+
+
+async def test_no_answer_times_out(broker: Mosquitto, tmp_path: Path) -> None:
+    keygen(tmp_path, key_id="ops")
+    err = io.StringIO()
+    code = await send_command(**send_args(broker.url, tmp_path, wait=True, timeout_s=0.3, err=err))
+    assert code == EXIT_TIMEOUT
+    assert "no result" in err.getvalue()
+
+
+async def test_unreachable_broker(tmp_path: Path) -> None:
+    keygen(tmp_path, key_id="ops")
+    err = io.StringIO()
+    # Nothing listens on a free port.
+    args = send_args(f"mqtt://127.0.0.1:{free_port()}", tmp_path, err=err)
+    assert await send_command(**args) == EXIT_MQTT
+    assert "MQTT" in err.getvalue()

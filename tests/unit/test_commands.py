@@ -1,0 +1,363 @@
+"""CommandProcessor: outcomes, audit, results, ping, latency, recovery, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from drivers.base import (
+    ActionNotSupportedError,
+    DeviceError,
+    DeviceHealth,
+    Driver,
+    Priority,
+    Reading,
+    ReadingType,
+)
+from drivers.transports.errors import TransportError, TransportTimeoutError
+from gateway.command_model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
+from gateway.command_store import CommandStore
+from gateway.commands import CommandProcessor
+from gateway.operator_tools import (
+    build_command,
+    encode_command,
+    public_key_b64,
+    sign_command,
+)
+from tests.fakes import FakeClock
+
+GATEWAY = "north-gate-1"
+T0 = 1_795_939_200.0
+KEY = Ed25519PrivateKey.generate()
+RECEIVED_MONO = 500.0
+EXECUTE_MS = 14.2
+
+
+class ListReadings:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    def put(self, reading: Reading) -> None:
+        self.readings.append(reading)
+
+
+@dataclass
+class ListResults:
+    results: list[tuple[dict[str, Any], str | None, bytes | None]] = field(default_factory=list)
+
+    def put_result(
+        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+    ) -> None:
+        self.results.append((json.loads(result_json), response_topic, correlation_data))
+
+
+class FakeDoor:
+    """A Driver in-test: records calls, takes EXECUTE_MS of fake time, may raise or block."""
+
+    def __init__(self, device_id: str, clock: FakeClock) -> None:
+        self.device_id = device_id
+        self.health = DeviceHealth(device_id, ListReadings(), clock)
+        self.clock = clock
+        self.calls: list[tuple[str, Mapping[str, Any]]] = []
+        self.raises: BaseException | None = None
+        self.block = False
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    def actions(self) -> frozenset[str]:
+        return frozenset({"door.open", "door.set_mode"})
+
+    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+        self.calls.append((action, params))
+        self.started.set()
+        self.clock.advance(EXECUTE_MS / 1000)
+        if self.block:
+            await asyncio.Event().wait()
+        if self.raises is not None:
+            raise self.raises
+
+
+@dataclass
+class Rig:
+    processor: CommandProcessor
+    door: FakeDoor
+    store: CommandStore
+    readings: ListReadings
+    results: ListResults
+    clock: FakeClock
+
+
+def make_config(**overrides: Any) -> CommandsConfig:
+    raw: dict[str, Any] = {
+        "public_keys": {"platform-2026": public_key_b64(KEY)},
+        "permissions": {
+            "door-east-1": {
+                "actions": ["door.open", "door.set_mode"],
+                "key_ids": ["platform-2026"],
+            },
+            GATEWAY: {"actions": ["gateway.ping"], "key_ids": ["platform-2026"]},
+        },
+    }
+    raw.update(overrides)
+    return CommandsConfig.model_validate(raw)
+
+
+def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -> Rig:
+    # The message arrived 1 ms ago.
+    clock = clock or FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
+    door = FakeDoor("door-east-1", clock)
+    store = CommandStore.open(tmp_path, clock=clock)
+    readings, results = ListReadings(), ListResults()
+    drivers: dict[str, Driver] = {"door-east-1": door}
+    processor = CommandProcessor(
+        make_config(**overrides),
+        gateway_id=GATEWAY,
+        drivers=drivers,
+        store=store,
+        readings=readings,
+        results=results,
+        clock=clock,
+    )
+    return Rig(processor, door, store, readings, results, clock)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    made = make_rig(tmp_path)
+    yield made
+    made.store.close()
+
+
+def payload(
+    *,
+    command_id: str = "cmd-1",
+    action: str = "door.open",
+    device: str = "door-east-1",
+    params: Mapping[str, Any] | None = None,
+) -> bytes:
+    command = build_command(
+        command_id=command_id,
+        gateway=GATEWAY,
+        action=action,
+        device=device,
+        params={} if params is None else params,
+        key_id="platform-2026",
+        issued_at=T0,
+        ttl_s=30,
+    )
+    return encode_command(sign_command(command, KEY))
+
+
+async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    result = await rig.processor.handle(
+        data,
+        response_topic=kwargs.get("response_topic"),
+        correlation_data=kwargs.get("correlation_data"),
+        received_mono=RECEIVED_MONO,
+    )
+    body: dict[str, Any] = json.loads(result.to_json())
+    assert rig.results.results[-1][0] == body  # what was returned is what was sent
+    return body
+
+
+async def test_door_open_done(rig: Rig) -> None:
+    body = await handle(rig, payload(), response_topic="reply/to", correlation_data=b"c1")
+    assert body == {
+        "v": 1,
+        "id": "cmd-1",
+        "status": "done",
+        "reason": None,
+        "device": "door-east-1",
+        "at": "2026-11-29T08:00:01.014Z",
+        "latency_ms": pytest.approx(1.0 + EXECUTE_MS),
+    }
+    assert rig.door.calls == [("door.open", {"hold_seconds": 5})]  # default filled in
+    assert rig.results.results[-1][1:] == ("reply/to", b"c1")
+
+    [reading] = rig.readings.readings
+    assert reading.type is ReadingType.AUDIT_COMMAND
+    assert reading.priority is Priority.ROUTINE
+    assert reading.device == "door-east-1"
+    assert reading.data == {
+        "id": "cmd-1",
+        "action": "door.open",
+        "device": "door-east-1",
+        "status": "done",
+        "reason": None,
+        "key_id": "platform-2026",
+    }
+    [row] = rig.store.audit_log()
+    assert (row.id, row.status, row.reason, row.key_id) == (
+        "cmd-1",
+        CommandStatus.DONE,
+        None,
+        "platform-2026",
+    )
+    assert row.latency_ms == pytest.approx(1.0 + EXECUTE_MS)
+    assert rig.store.unfinished() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (TransportError("/dev/ttyUSB0", "gone"), "failed", "device_offline"),
+        (TransportTimeoutError("/dev/ttyUSB0", "no reply"), "failed", "timeout"),
+        (DeviceError("door-east-1", "exception 04"), "failed", "device_error"),
+        (TimeoutError(), "failed", "timeout"),
+        (RuntimeError("driver bug"), "failed", "device_error"),
+        (ActionNotSupportedError("door-east-1", "no"), "rejected", "not_permitted"),
+    ],
+)
+async def test_execute_failures_map_to_reasons(
+    rig: Rig, error: BaseException, status: str, reason: str
+) -> None:
+    rig.door.raises = error
+    body = await handle(rig, payload(params={"hold_seconds": 3}))
+    assert (body["status"], body["reason"]) == (status, reason)
+    assert body["latency_ms"] == pytest.approx(1.0 + EXECUTE_MS)
+    assert rig.readings.readings[-1].data["reason"] == reason
+    assert rig.store.audit_log()[-1].reason == RejectReason(reason)
+    assert rig.store.unfinished() == []
+
+
+async def test_execute_timeout_budget(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, execute_timeout_s=0.01)
+    rig.door.block = True
+    try:
+        body = await handle(rig, payload())
+    finally:
+        rig.store.close()
+    assert (body["status"], body["reason"]) == ("failed", "timeout")
+
+
+async def test_ping_is_answered_by_the_gateway(rig: Rig) -> None:
+    body = await handle(rig, payload(action="gateway.ping", device=GATEWAY))
+    assert (body["status"], body["reason"], body["device"]) == ("done", None, GATEWAY)
+    assert rig.door.calls == []
+    assert rig.readings.readings[0].device == GATEWAY
+    assert rig.store.is_seen("cmd-1")
+
+
+async def test_bad_json_is_audited_with_null_id(rig: Rig) -> None:
+    body = await handle(rig, b"\x00\xff garbage", response_topic="reply/to")
+    assert body["id"] is None
+    assert (body["status"], body["reason"], body["device"]) == ("rejected", "bad_json", None)
+    assert body["latency_ms"] == pytest.approx(1.0)
+    [reading] = rig.readings.readings
+    assert reading.device == GATEWAY  # no device to name: the gateway's own id
+    assert reading.data["id"] is None
+    [row] = rig.store.audit_log()
+    assert (row.id, row.reason) == (None, RejectReason.BAD_JSON)
+    assert rig.results.results[0][1] == "reply/to"
+
+
+async def test_replay_is_rejected_and_runs_once(rig: Rig) -> None:
+    data = payload()
+    assert (await handle(rig, data))["status"] == "done"
+    body = await handle(rig, data)
+    assert (body["status"], body["reason"]) == ("rejected", "replayed")
+    assert len(rig.door.calls) == 1
+    assert [r.reason for r in rig.store.audit_log()] == [None, RejectReason.REPLAYED]
+
+
+async def test_refused_authentic_command_spends_its_id(rig: Rig) -> None:
+    data = payload(device="door-nowhere")
+    assert (await handle(rig, data))["reason"] == "unknown_device"
+    assert (await handle(rig, data))["reason"] == "replayed"
+
+
+async def test_expired_command_does_not_spend_its_id(rig: Rig) -> None:
+    rig.clock.step_wall(30)
+    assert (await handle(rig, payload()))["reason"] == "expired"
+    assert not rig.store.is_seen("cmd-1")
+
+
+async def test_concurrent_duplicate_runs_once(rig: Rig) -> None:
+    rig.door.block = True
+    data = payload()
+    first = asyncio.create_task(handle(rig, data), name="first")
+    await rig.door.started.wait()
+    second = await handle(rig, data)
+    assert second["reason"] == "replayed"
+    rig.door.block = False
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert len(rig.door.calls) == 1
+
+
+async def test_cancelled_mid_command_is_reported_then_reraised(rig: Rig) -> None:
+    rig.door.block = True
+    task = asyncio.create_task(
+        rig.processor.handle(
+            payload(), response_topic="r", correlation_data=b"c", received_mono=RECEIVED_MONO
+        ),
+        name="cancelled",
+    )
+    await rig.door.started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [(body, topic, corr)] = rig.results.results
+    assert (body["status"], body["reason"], topic, corr) == ("failed", "timeout", "r", b"c")
+    assert rig.store.unfinished() == []
+
+
+async def test_unfinished_commands_are_reported_after_restart(tmp_path: Path) -> None:
+    clock = FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
+    # Accepted, then the gateway died before finishing: the store alone shows it.
+    store = CommandStore.open(tmp_path, clock=clock)
+    store.accept(
+        VerifiedCommand("cmd-7", "door.open", "door-east-1", {}, "platform-2026", T0, T0 + 30),
+        received_at=T0,
+        response_topic="reply/to",
+        correlation_data=b"c7",
+    )
+    store.close()
+
+    rig = make_rig(tmp_path, clock)
+    try:
+        [result] = rig.processor.report_unfinished()
+        assert (result.id, result.status, result.reason, result.latency_ms) == (
+            "cmd-7",
+            CommandStatus.FAILED,
+            RejectReason.TIMEOUT,
+            None,
+        )
+        [(body, topic, corr)] = rig.results.results
+        assert (body["id"], body["latency_ms"], topic, corr) == ("cmd-7", None, "reply/to", b"c7")
+        assert rig.readings.readings[0].data["status"] == "failed"
+        assert rig.door.calls == []  # never run again
+        assert rig.processor.report_unfinished() == []
+        assert (await handle(rig, payload(command_id="cmd-7")))["reason"] == "replayed"
+    finally:
+        rig.store.close()
+
+
+async def test_store_failure_fails_without_running(rig: Rig) -> None:
+    rig.store.close()
+    body = await handle(rig, payload())
+    assert (body["status"], body["reason"]) == ("failed", "device_error")
+    assert rig.door.calls == []
+    assert rig.readings.readings[0].data["reason"] == "device_error"
+
+
+async def test_signature_never_logged(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    data = payload(device="door-nowhere")
+    sig = json.loads(data)["sig"]
+    caplog.set_level("DEBUG")
+    await handle(rig, data)
+    await handle(rig, payload(command_id="cmd-2"))
+    assert "cmd-1" in caplog.text
+    assert "cmd-2" in caplog.text
+    assert sig not in caplog.text
+    assert sig[:16] not in caplog.text
