@@ -1,0 +1,379 @@
+"""Remote door commands end to end: real daemon, real mosquitto, door simulator on a pty.
+
+The door simulator runs in the test process (not inside the daemon) so the
+tests can see every relay pulse that reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from drivers.door_node import DoorNodeConfig
+from drivers.sim.door_node import DoorNodeSimulator
+from gateway.operator_tools import build_command, keygen, load_private_key, sign_command
+from tests.broker import Mosquitto
+from tests.daemon import REPO, Daemon, write_config
+from tests.subscriber import Subscriber
+
+pytestmark = pytest.mark.integration
+
+ROOT = "estates/changqing/gateways/north-gate-1"
+KEY_ID = "platform-2026"
+OTHER_KEY_ID = "maintenance"  # known, but granted nothing on the door
+
+
+@dataclass
+class Rig:
+    daemon: Daemon
+    sim: DoorNodeSimulator
+    sub: Subscriber
+    broker: Mosquitto
+    keys: Path
+
+    def command(
+        self,
+        *,
+        action: str = "door.open",
+        device: str = "door-east-1",
+        params: dict[str, Any] | None = None,
+        key_id: str = KEY_ID,
+        issued_at: float | None = None,
+        ttl_s: float = 30,
+        gateway: str = "north-gate-1",
+        command_id: str | None = None,
+    ) -> dict[str, Any]:
+        unsigned = build_command(
+            command_id=command_id or str(uuid.uuid4()),
+            gateway=gateway,
+            action=action,
+            device=device,
+            params=params if params is not None else {"hold_seconds": 2},
+            key_id=key_id,
+            issued_at=time.time() if issued_at is None else issued_at,
+            ttl_s=ttl_s,
+        )
+        return sign_command(unsigned, load_private_key(self.keys / f"{key_id}.pem"))
+
+    async def publish(
+        self, payload: bytes | dict[str, Any], *, response_topic: str | None = None
+    ) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        props = None
+        if response_topic:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = response_topic
+            props.CorrelationData = b"corr-42"
+        async with aiomqtt.Client(
+            "127.0.0.1", self.broker.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            await client.publish(f"{ROOT}/commands", body, qos=1, properties=props)
+
+    def results(self) -> list[dict[str, Any]]:
+        return [m.json() for m in self.sub.on("commands/results")]
+
+    async def result_for(self, command_id: str | None, *, count: int = 1) -> dict[str, Any]:
+        await self.sub.wait_for(
+            lambda: len([r for r in self.results() if r["id"] == command_id]) >= count
+        )
+        return [r for r in self.results() if r["id"] == command_id][count - 1]
+
+    def audits(self) -> list[dict[str, Any]]:
+        return [r for r in self.sub.readings() if r["type"] == "audit.command"]
+
+    def door_events(self, event: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.sub.readings()
+            if r["type"] == "door.event" and r["data"]["event"] == event
+        ]
+
+
+def door_config(port: str | None = None) -> dict[str, Any]:
+    transport: dict[str, Any] = {"type": "modbus_rtu"}
+    if port:
+        transport["port"] = port
+    return {
+        "id": "door-east-1",
+        "kind": "door_node",
+        "transport": transport,
+        "poll_interval_ms": 100,
+    }
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
+    keys = tmp_path / "keys"
+    public = dict(
+        line.split(": ")
+        for line in (keygen(keys, key_id=KEY_ID), keygen(keys, key_id=OTHER_KEY_ID))
+    )
+    sim = DoorNodeSimulator(
+        DoorNodeConfig.model_validate(door_config()), tmp_path / "sim", ambient=False
+    )
+    endpoint = await sim.start()
+    config = write_config(
+        tmp_path / "gw" / "config.yaml",
+        brokers=[broker.url],
+        devices=[door_config(endpoint.port)],
+        commands={
+            "public_keys": public,
+            "permissions": {
+                "door-east-1": {"actions": ["door.open", "door.set_mode"], "key_ids": [KEY_ID]},
+                "north-gate-1": {"actions": ["gateway.ping"], "key_ids": [KEY_ID]},
+            },
+        },
+    )
+    sub = Subscriber(broker.port, ROOT)
+    await sub.start()
+    daemon = Daemon(config)
+    daemon.start()
+    the_rig = Rig(daemon, sim, sub, broker, keys)
+    try:
+        await wait_ready(the_rig)
+        yield the_rig
+    finally:
+        daemon.stop()
+        await sub.stop()
+        await sim.stop()
+
+
+async def wait_ready(the_rig: Rig) -> None:
+    """Online status published (the subscription to commands precedes it) and door polled."""
+    start = len(the_rig.sub.on("status"))
+    await the_rig.sub.wait_for(
+        lambda: any(m.json()["state"] == "online" for m in the_rig.sub.on("status")[start:])
+    )
+    await the_rig.sub.wait_for(
+        lambda: any(
+            r["type"] == "device.status" and r["data"]["state"] == "online"
+            for r in the_rig.sub.readings()
+        )
+    )
+
+
+async def test_door_open_pulses_the_relay_and_answers_done(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        command = r.command(params={"hold_seconds": 4})
+        await r.publish(command, response_topic=f"{ROOT}/replies/test")
+        result = await r.result_for(command["id"])
+        assert result["status"] == "done" and result["reason"] is None
+        assert result["device"] == "door-east-1" and result["v"] == 1
+        assert result["latency_ms"] > 0 and result["at"].endswith("Z")
+        pulses = r.sim.node.pulses
+        assert [(p.relay, p.tenths) for p in pulses] == [(1, 40)]
+        await r.sub.wait_for(lambda: bool(r.door_events("remote_open")) and bool(r.audits()))
+        assert r.audits()[0]["data"]["status"] == "done"
+        assert r.audits()[0]["data"]["id"] == command["id"]
+        await r.sub.wait_for(lambda: bool(r.sub.on("replies/test")))
+        reply = r.sub.on("replies/test")[0]
+        assert json.loads(reply.payload)["id"] == command["id"]
+
+
+REJECTIONS = [
+    "bad_json",
+    "bad_schema",
+    "unknown_key",
+    "bad_signature",
+    "wrong_gateway",
+    "not_yet_valid",
+    "expired",
+    "ttl_too_long",
+    "unknown_device",
+    "not_permitted",
+]
+
+
+def rejected_payload(r: Rig, reason: str) -> tuple[bytes | dict[str, Any], str | None]:
+    now = time.time()
+    if reason == "bad_json":
+        return b'{"v": 1, "id": "x"', None
+    if reason == "bad_schema":
+        command = r.command()
+        command["params"] = {"hold_seconds": 99}
+        return command, command["id"]
+    if reason == "unknown_key":
+        command = r.command()
+        command["key_id"] = "nobody"
+        return command, command["id"]
+    if reason == "bad_signature":
+        command = r.command()
+        command["params"] = {"hold_seconds": 3}  # changed after signing
+        return command, command["id"]
+    builders = {
+        "wrong_gateway": lambda: r.command(gateway="south-gate-2"),
+        "not_yet_valid": lambda: r.command(issued_at=now + 300),
+        "expired": lambda: r.command(issued_at=now - 120, ttl_s=30),
+        "ttl_too_long": lambda: r.command(ttl_s=3600),
+        "unknown_device": lambda: r.command(device="door-west-9"),
+        "not_permitted": lambda: r.command(key_id=OTHER_KEY_ID),
+    }
+    command = builders[reason]()
+    return command, command["id"]
+
+
+@pytest.mark.parametrize("reason", REJECTIONS)
+async def test_each_rejection_reason_leaves_the_relay_alone(
+    tmp_path: Path, broker: Mosquitto, reason: str
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        payload, command_id = rejected_payload(r, reason)
+        await r.publish(payload)
+        result = await r.result_for(command_id)
+        assert result["status"] == "rejected"
+        assert result["reason"] == reason
+        # A valid command afterwards still works: the rejection cost nothing.
+        ok = r.command()
+        await r.publish(ok)
+        assert (await r.result_for(ok["id"]))["status"] == "done"
+        assert len(r.sim.node.pulses) == 1, "only the valid command moved the relay"
+        await r.sub.wait_for(lambda: len(r.audits()) >= 2)
+        assert r.audits()[0]["data"]["reason"] == reason
+
+
+async def test_replay_is_rejected_before_and_after_a_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        command = r.command()
+        await r.publish(command)
+        assert (await r.result_for(command["id"]))["status"] == "done"
+        await r.publish(command)
+        again = await r.result_for(command["id"], count=2)
+        assert (again["status"], again["reason"]) == ("rejected", "replayed")
+        r.daemon.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
+        r.daemon.start()
+        await wait_ready(r)
+        await r.publish(command)
+        third = await r.result_for(command["id"], count=3)
+        assert (third["status"], third["reason"]) == ("rejected", "replayed")
+        assert len(r.sim.node.pulses) == 1
+
+
+async def test_command_delivered_after_it_expired_is_rejected(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        r.daemon.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
+        # The broker keeps the gateway's session: a QoS 1 command with no MQTT
+        # expiry waits there while the gateway is away.
+        command = r.command(ttl_s=1)
+        await r.publish(command)
+        await asyncio.sleep(1.5)
+        r.daemon.start()
+        result = await r.result_for(command["id"])
+        assert (result["status"], result["reason"]) == ("rejected", "expired")
+        assert r.sim.node.pulses == []
+
+
+async def test_crash_between_accept_and_finish_never_reopens(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        r.sim.stop_answering()  # the door node hangs: the command stays in flight
+        command = r.command()
+        await r.publish(command)
+        store = r.daemon.config.parent / "data" / "commands.sqlite3"
+
+        def accepted() -> bool:
+            db = sqlite3.connect(store)
+            try:
+                return any(command["id"] in str(row) for row in db.execute("SELECT * FROM audit"))
+            except sqlite3.Error:
+                return False
+            finally:
+                db.close()
+
+        async with asyncio.timeout(10):
+            while not accepted():
+                await asyncio.sleep(0.02)
+        r.daemon.kill()
+        r.sim.resume_answering()
+        r.daemon.start()
+        result = await r.result_for(command["id"])
+        assert result["status"] == "failed"
+        await asyncio.sleep(1.0)  # the door is polled meanwhile: a re-run would show
+        assert r.sim.node.pulses == []
+
+
+HOSTILE = [
+    b"\x00\xff\xfe garbage \x80",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"v":1,"id":"a","params":' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}",
+    json.dumps({"v": "one", "id": 7, "gateway": ["x"], "action": None}).encode(),
+    b"x" * 200_000,
+    b"",
+]
+
+
+async def test_hostile_payloads_are_rejected_and_the_daemon_keeps_serving(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with rig(tmp_path, broker) as r:
+        for payload in HOSTILE:
+            await r.publish(payload)
+        await r.sub.wait_for(lambda: len(r.results()) >= len(HOSTILE))
+        assert {x["status"] for x in r.results()} == {"rejected"}
+        assert {x["reason"] for x in r.results()} <= {"bad_json", "bad_schema"}
+        ok = r.command()
+        await r.publish(ok)
+        assert (await r.result_for(ok["id"]))["status"] == "done"
+        assert r.daemon.proc is not None and r.daemon.proc.poll() is None
+
+
+async def test_send_command_wait_prints_done(tmp_path: Path, broker: Mosquitto) -> None:
+    async with rig(tmp_path, broker) as r:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "send-command",
+                "--broker",
+                broker.url,
+                "--key",
+                str(r.keys / f"{KEY_ID}.pem"),
+                "--key-id",
+                KEY_ID,
+                "--site",
+                "changqing",
+                "--gateway",
+                "north-gate-1",
+                "--action",
+                "door.open",
+                "--device",
+                "door-east-1",
+                "--param",
+                "hold_seconds=3",
+                "--wait",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "done" in result.stdout
+        assert [(p.relay, p.tenths) for p in r.sim.node.pulses] == [(1, 30)]
