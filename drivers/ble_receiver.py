@@ -1,0 +1,484 @@
+"""Elder-care wearable receiver driver, ``ble-gprp-v1`` (PROTOCOLS.md, "Elder-care wearables").
+
+The configured device is the BLE receiver (an Ingics iGS-style box printing
+``$GPRP`` lines on USB serial); the wristbands and pendants it hears are the
+configured ``wearers``. Emits CONTRACT.md ``wearable.sos`` / ``wearable.fall``
+(alarm), ``wearable.vitals`` and ``wearable.presence`` (routine), and the
+receiver's ``device.status`` through ``DeviceHealth``.
+
+``WearableTracker`` is the policy, a pure state machine with time passed in:
+
+- only configured bands are reported; every other beacon is dropped and
+  counted (no tracking of passers-by);
+- one SOS per press: BTHome bands by packet id (a repeat of the same id while
+  the band keeps advertising it is the same press), iBS01 bands by a hold-off
+  window after the last SOS; one fall per fall the same way;
+- vitals (battery) at most once per ``vitals_interval_s`` per wearer;
+- ``absent`` once a band has been unheard for ``absent_after_s``, ``present``
+  when it is heard again.
+
+Battery: BTHome reports percent (``battery``); iBS01 bands report volts, which
+go out as ``battery_v`` with ``battery: null`` (no percent curve is invented).
+MACs and wearer ids are logged only at DEBUG, partly masked (STYLE.md §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers.base import (
+    ActionNotSupportedError,
+    Clock,
+    DeviceConfigBase,
+    DeviceHealth,
+    DeviceState,
+    Driver,
+    Priority,
+    Reading,
+    ReadingSink,
+    ReadingType,
+)
+from drivers.codecs.ble_gprp import (
+    BtHomeButton,
+    BtHomePayload,
+    Discarded,
+    GprpDecoder,
+    GprpError,
+    GprpReport,
+    Ignored,
+    IngicsPayload,
+    decode_payload,
+)
+from drivers.transports.config import SerialTransportConfig
+from drivers.transports.serial import SerialTransport, run_serial
+
+__all__ = [
+    "BleReceiverConfig",
+    "BleReceiverDriver",
+    "WearableEvent",
+    "WearableTracker",
+    "build_driver",
+    "mask",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_BAUDRATE = 115200
+"""PROTOCOLS.md: the receiver prints at 115200 8N1."""
+TICK_S = 0.5
+"""Longest a read waits before presence and silence are re-checked."""
+
+_MAC_RE = re.compile(r"[0-9A-F]{12}")
+_WEARER_RE = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def mask(text: str) -> str:
+    """Partly mask an identifier for DEBUG logs: ``A4C1******01``."""
+    if len(text) <= 4:
+        return "*" * len(text)
+    return text[:4] + "*" * (len(text) - 6) + text[-2:]
+
+
+def normalise_mac(value: str) -> str:
+    """``a4:c1:38:00:00:01`` or ``a4c138000001`` -> ``A4C138000001``.
+
+    Raises:
+        ValueError: not 12 hex digits.
+    """
+    mac = value.replace(":", "").replace("-", "").upper()
+    if not _MAC_RE.fullmatch(mac):
+        raise ValueError(f"not a MAC address (12 hex digits): {mask(value)}")
+    return mac
+
+
+class BleReceiverConfig(DeviceConfigBase):
+    """A BLE receiver (``ble-gprp-v1``) and the wearables it watches."""
+
+    kind: Literal["ble_receiver"]
+    transport: SerialTransportConfig = Field(
+        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=DEFAULT_BAUDRATE),
+        description="Serial line; baudrate defaults to 115200 for this kind.",
+    )
+    wearers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Band MAC (12 hex digits, any case, colons allowed) -> wearer id "
+        "(the band's device id). Beacons of other MACs are dropped.",
+    )
+    sos_holdoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="iBS01 bands: button advertisements within this time of the last SOS "
+        "are the same press (also bounds how long a BTHome packet id is remembered).",
+    )
+    fall_holdoff_s: float = Field(
+        default=30.0, gt=0, le=3600, description="iBS01 bands: the same for falls."
+    )
+    vitals_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="At most one wearable.vitals per wearer in this many seconds.",
+    )
+    absent_after_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="A band unheard this long is reported absent.",
+    )
+    silent_offline_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="The receiver is offline when it has printed nothing for this long.",
+    )
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_defaults(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = {"type": "serial", "baudrate": DEFAULT_BAUDRATE, **value}
+        return value
+
+    @field_validator("wearers", mode="after")
+    @classmethod
+    def _normalise_wearers(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for raw, wearer in value.items():
+            mac = normalise_mac(raw)
+            if mac in out:
+                raise ValueError(f"band {mask(mac)} listed twice")
+            if not _WEARER_RE.fullmatch(wearer):
+                raise ValueError("wearer ids must match [a-z0-9-]{1,64}")
+            out[mac] = wearer
+        if len(set(out.values())) != len(out):
+            raise ValueError("each wearer id names one band: ids must be unique")
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> BleReceiverConfig:
+        if self.transport.port is None and not self.simulate:
+            raise ValueError("transport.port is required unless simulate is true")
+        return self
+
+
+# --- policy (pure) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WearableEvent:
+    """What the tracker decided to report."""
+
+    type: ReadingType
+    priority: Priority
+    data: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class _Band:
+    wearer: str
+    last_heard: float
+    present: bool | None = None
+    last_sos: float | None = None
+    last_fall: float | None = None
+    button_packet: int | None = None
+    button_packet_seen: float | None = None
+    last_vitals: float | None = None
+
+
+class WearableTracker:
+    """Dedupe, rate limits and presence for the configured bands. Time is passed in."""
+
+    def __init__(
+        self,
+        wearers: Mapping[str, str],
+        *,
+        now: float,
+        sos_holdoff_s: float = 30.0,
+        fall_holdoff_s: float = 30.0,
+        vitals_interval_s: float = 600.0,
+        absent_after_s: float = 900.0,
+    ) -> None:
+        # A band not heard since start counts from start: absent only after the
+        # full absent_after_s, not at once when the gateway boots.
+        self._bands = {mac: _Band(wearer, now) for mac, wearer in wearers.items()}
+        self._sos_holdoff_s = sos_holdoff_s
+        self._fall_holdoff_s = fall_holdoff_s
+        self._vitals_interval_s = vitals_interval_s
+        self._absent_after_s = absent_after_s
+
+    def wearer(self, mac: str) -> str | None:
+        band = self._bands.get(mac)
+        return None if band is None else band.wearer
+
+    def observe(
+        self,
+        mac: str,
+        payload: IngicsPayload | BtHomePayload | None,
+        *,
+        now: float,
+        rssi: int | None = None,
+    ) -> list[WearableEvent]:
+        """One advertisement of a band; unknown MACs give nothing."""
+        band = self._bands.get(mac)
+        if band is None:
+            return []
+        out: list[WearableEvent] = []
+        band.last_heard = now
+        if band.present is False:
+            out.append(self._presence(band, "present"))
+        band.present = True
+        if isinstance(payload, IngicsPayload):
+            self._ingics(band, payload, now, rssi, out)
+        elif isinstance(payload, BtHomePayload):
+            self._bthome(band, payload, now, rssi, out)
+        return out
+
+    def resume(self, now: float) -> None:
+        """The receiver is back after an outage: give every band a fresh grace period.
+
+        Bands were not unheard while the receiver was down, only unlistened to.
+        """
+        for band in self._bands.values():
+            if band.present is not False:
+                band.last_heard = max(band.last_heard, now)
+
+    def tick(self, now: float) -> list[WearableEvent]:
+        """Presence transitions due at ``now``."""
+        out = []
+        for band in self._bands.values():
+            if band.present is not False and now - band.last_heard >= self._absent_after_s:
+                band.present = False
+                out.append(self._presence(band, "absent"))
+        return out
+
+    @staticmethod
+    def _presence(band: _Band, state: str) -> WearableEvent:
+        return WearableEvent(
+            ReadingType.WEARABLE_PRESENCE, Priority.ROUTINE, {"wearer": band.wearer, "state": state}
+        )
+
+    def _ingics(
+        self,
+        band: _Band,
+        p: IngicsPayload,
+        now: float,
+        rssi: int | None,
+        out: list[WearableEvent],
+    ) -> None:
+        battery = {"battery": None, "battery_v": p.battery_v}
+        if p.button and (band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s):
+            band.last_sos = now
+            out.append(
+                WearableEvent(
+                    ReadingType.WEARABLE_SOS,
+                    Priority.ALARM,
+                    {"wearer": band.wearer, **battery, "rssi": rssi, "source": p.model},
+                )
+            )
+        if p.fall and (band.last_fall is None or now - band.last_fall >= self._fall_holdoff_s):
+            band.last_fall = now
+            out.append(
+                WearableEvent(
+                    ReadingType.WEARABLE_FALL,
+                    Priority.ALARM,
+                    {"wearer": band.wearer, "rssi": rssi, "source": p.model},
+                )
+            )
+        self._vitals(band, battery, now, rssi, out)
+
+    def _bthome(
+        self,
+        band: _Band,
+        p: BtHomePayload,
+        now: float,
+        rssi: int | None,
+        out: list[WearableEvent],
+    ) -> None:
+        battery: dict[str, Any] = {"battery": p.battery_pct}
+        if p.voltage_v is not None:
+            battery["battery_v"] = p.voltage_v
+        if p.button:  # 0 / None: no button event in this advertisement
+            if p.packet_id is None:
+                new = band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s
+            else:
+                # A band repeats one advertisement (same packet id) many times;
+                # a new press has a new id. The id is forgotten once it has not
+                # been heard for the hold-off, so an id reused after a band
+                # reboot or wrap-around still counts as a new press.
+                new = not (
+                    band.button_packet == p.packet_id
+                    and band.button_packet_seen is not None
+                    and now - band.button_packet_seen < self._sos_holdoff_s
+                )
+                band.button_packet = p.packet_id
+                band.button_packet_seen = now
+            if new:
+                band.last_sos = now
+                try:
+                    event = BtHomeButton(p.button).name.lower()
+                except ValueError:
+                    event = f"0x{p.button:02x}"
+                out.append(
+                    WearableEvent(
+                        ReadingType.WEARABLE_SOS,
+                        Priority.ALARM,
+                        {
+                            "wearer": band.wearer,
+                            **battery,
+                            "rssi": rssi,
+                            "source": "bthome",
+                            "event": event,
+                        },
+                    )
+                )
+        if p.battery_pct is not None or p.voltage_v is not None:
+            self._vitals(band, battery, now, rssi, out)
+
+    def _vitals(
+        self,
+        band: _Band,
+        battery: Mapping[str, Any],
+        now: float,
+        rssi: int | None,
+        out: list[WearableEvent],
+    ) -> None:
+        if band.last_vitals is not None and now - band.last_vitals < self._vitals_interval_s:
+            return
+        band.last_vitals = now
+        out.append(
+            WearableEvent(
+                ReadingType.WEARABLE_VITALS,
+                Priority.ROUTINE,
+                {"wearer": band.wearer, **battery, "rssi": rssi},
+            )
+        )
+
+
+# --- driver ---------------------------------------------------------------------------
+
+
+class BleReceiverDriver:
+    """Driver for one BLE receiver; implements ``drivers.base.Driver``."""
+
+    def __init__(self, config: BleReceiverConfig, *, sink: ReadingSink, clock: Clock) -> None:
+        self.config = config
+        self.device_id = config.id
+        self._sink = sink
+        self._clock = clock
+        self.health = DeviceHealth(device=config.id, sink=sink, clock=clock)
+        self.tracker = WearableTracker(
+            config.wearers,
+            now=clock.monotonic(),
+            sos_holdoff_s=config.sos_holdoff_s,
+            fall_holdoff_s=config.fall_holdoff_s,
+            vitals_interval_s=config.vitals_interval_s,
+            absent_after_s=config.absent_after_s,
+        )
+        self._last_bytes = clock.monotonic()
+
+    def actions(self) -> frozenset[str]:
+        return frozenset()
+
+    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a BLE receiver")
+
+    async def run(self) -> None:
+        """Run until cancelled; reopens the port with backoff when it vanishes."""
+        await run_serial(
+            self.config.transport, self._session, on_up=self._on_up, on_down=self._on_down
+        )
+
+    def _on_up(self, transport: SerialTransport) -> None:
+        _LOGGER.debug("port open device=%s port=%s", self.device_id, transport.port)
+
+    def _on_down(self, reason: str) -> None:
+        self.health.count("port_down")
+        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
+            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
+
+    async def _session(self, transport: SerialTransport) -> None:
+        decoder = GprpDecoder()  # per connection: no half line survives a reopen
+        self._last_bytes = self._clock.monotonic()
+        while True:
+            self._tick()
+            try:
+                async with asyncio.timeout(TICK_S):
+                    data = await transport.read()
+            except TimeoutError:
+                continue
+            self._last_bytes = self._clock.monotonic()
+            self.health.seen()
+            if self.health.set_state(DeviceState.ONLINE, "receiving"):
+                _LOGGER.info("device online device=%s", self.device_id)
+                self.tracker.resume(self._last_bytes)
+            for event in decoder.feed(data):
+                self._handle(event)
+
+    def _tick(self) -> None:
+        now = self._clock.monotonic()
+        if self.health.state is DeviceState.ONLINE:
+            # Absence is only known while the receiver is listening.
+            self._emit(self.tracker.tick(now))
+        silent = now - self._last_bytes
+        if silent >= self.config.silent_offline_s and self.health.state is not DeviceState.OFFLINE:
+            self.health.set_state(DeviceState.OFFLINE, f"receiver silent for {silent:.0f} s")
+            _LOGGER.warning("device offline device=%s reason=silent", self.device_id)
+
+    def _handle(self, event: GprpReport | Ignored | Discarded) -> None:
+        if isinstance(event, Discarded):
+            self.health.count("lines_discarded")
+            self.health.count("bytes_discarded", event.count)
+            return
+        if isinstance(event, Ignored):
+            self.health.count("reports_ignored")
+            return
+        self.health.count("reports")
+        wearer = self.tracker.wearer(event.tag_mac)
+        if wearer is None:
+            self.health.count("beacons_dropped")  # passers-by: counted, never tracked
+            return
+        try:
+            payload = decode_payload(event.adv)
+        except GprpError:
+            self.health.count("payloads_undecodable")
+            payload = None
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug(
+                "band heard device=%s band=%s wearer=%s rssi=%d",
+                self.device_id,
+                mask(event.tag_mac),
+                mask(wearer),
+                event.rssi,
+            )
+        self._emit(
+            self.tracker.observe(
+                event.tag_mac, payload, now=self._clock.monotonic(), rssi=event.rssi
+            )
+        )
+
+    def _emit(self, events: list[WearableEvent]) -> None:
+        for e in events:
+            self._sink.put(
+                Reading(
+                    device=self.device_id,
+                    type=e.type,
+                    data=e.data,
+                    priority=e.priority,
+                    wall_ts=self._clock.wall(),
+                    mono_ts=self._clock.monotonic(),
+                )
+            )
+            self.health.count("readings")
+
+
+def build_driver(config: BleReceiverConfig, *, sink: ReadingSink, clock: Clock) -> Driver:
+    """The supervisor's factory for ``kind: ble_receiver``."""
+    return BleReceiverDriver(config, sink=sink, clock=clock)

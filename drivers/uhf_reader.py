@@ -1,0 +1,614 @@
+"""E-bike UHF RFID reader driver, ``chafon-uhf-v1`` (PROTOCOLS.md, "UHF RFID reader").
+
+Owns one Chafon UHFReader18-family reader on a serial line and emits
+CONTRACT.md ``ebike.pass`` readings, plus ``device.status`` through
+``DeviceHealth``.
+
+- Answer mode (default): send inventory (0x01) every ``poll_interval_ms``; a
+  reply with status 0x03 is followed by more frames of the same inventory,
+  0xFB means no tag.
+- Scan mode: set the work mode (0x35, ``Read_mode`` 1, RS-485 output) and
+  consume the reader's 0xEE pushes, probing with "get work mode" (0x36) when the
+  line has been quiet, because a reader in scan mode is silent when no bike
+  passes.
+- A tag is read many times while a bike passes: ``PassCollapser`` (a pure state
+  machine, time passed in) collapses the reads of one EPC into one pass, closed
+  ``collapse_window_s`` after the tag was last seen (or after ``max_pass_s`` for
+  a tag that never leaves).
+- The reader is offline when its port is gone, or when nothing valid came
+  from it for ``offline_after_s``.
+
+This protocol carries no RSSI (neither the inventory reply nor the 0xEE push
+has one), so ``rssi`` is ``null``; the reader has one antenna port, reported as
+the configured ``antenna``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers.base import (
+    ActionNotSupportedError,
+    Clock,
+    DeviceConfigBase,
+    DeviceHealth,
+    DeviceState,
+    Driver,
+    Priority,
+    Reading,
+    ReadingSink,
+    ReadingType,
+)
+from drivers.codecs.chafon_uhf import (
+    BROADCAST_ADDRESS,
+    ChafonDecoder,
+    Cmd,
+    CommandFrame,
+    Direction,
+    Discarded,
+    Frame,
+    GetWorkMode,
+    Inventory,
+    InventoryReply,
+    ReaderInfoReply,
+    ReplyFrame,
+    SetWorkMode,
+    StatusReply,
+    TagPushed,
+    WorkMode,
+    WorkModeReply,
+)
+from drivers.transports.config import SerialTransportConfig
+from drivers.transports.errors import TransportTimeoutError
+from drivers.transports.serial import SerialTransport, run_serial
+
+__all__ = [
+    "PassCollapser",
+    "TagPass",
+    "UhfReaderConfig",
+    "UhfReaderDriver",
+    "build_driver",
+    "rfc3339_ms",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_BAUDRATE = 57600
+"""PROTOCOLS.md: Chafon readers default to 57600 8N1."""
+CHAFON_BAUDRATES = (9600, 19200, 38400, 57600, 115200)
+"""Rates the reader's own baud command (0x28) can select."""
+FRAME_GAP_S = 0.05
+"""Silence after which a partial frame is abandoned. PROTOCOLS.md says bytes of
+one frame are < 15 ms apart; USB adapters batch up to 16 ms and a busy Pi adds
+scheduling noise, so allow 50 ms."""
+TICK_S = 0.25
+"""Longest a read waits before passes are expired and health is re-checked."""
+HOUSEKEEPING_S = 0.05
+"""Pass expiry and the offline check run at most this often."""
+
+_REPLY_TYPES = (InventoryReply, ReaderInfoReply, WorkModeReply, StatusReply, TagPushed)
+
+
+def rfc3339_ms(wall: float) -> str:
+    """RFC 3339 UTC with milliseconds and ``Z`` (CONTRACT.md timestamps)."""
+    dt = datetime.fromtimestamp(wall, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _mask(text: str) -> str:
+    return text[:4] + "*" * max(0, len(text) - 8) + text[-4:] if len(text) > 8 else "****"
+
+
+class UhfReaderConfig(DeviceConfigBase):
+    """A Chafon UHF reader (``chafon-uhf-v1``) on a serial line."""
+
+    kind: Literal["uhf_reader"]
+    transport: SerialTransportConfig = Field(
+        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=DEFAULT_BAUDRATE),
+        description="Serial line; baudrate defaults to 57600 for this kind (the reader's "
+        "factory setting), 8N1.",
+    )
+    address: int = Field(
+        default=0x00, ge=0, le=0xFF, description="Reader address (0xFF = broadcast)."
+    )
+    mode: Literal["answer", "scan"] = Field(
+        default="answer",
+        description="answer: the gateway polls inventory; scan: the reader pushes each tag.",
+    )
+    poll_interval_ms: int = Field(
+        default=200, ge=20, le=60_000, description="Pause between inventories (answer mode)."
+    )
+    reply_timeout_ms: int = Field(
+        default=1500,
+        ge=50,
+        le=30_000,
+        description="Wait for a reply; an inventory takes up to the reader's ScanTime "
+        "(default 1 s).",
+    )
+    collapse_window_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Reads of one EPC closer than this collapse into one ebike.pass, emitted "
+        "this long after the tag was last seen.",
+    )
+    max_pass_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A tag seen continuously this long (a bike parked at the gate) is "
+        "reported and a new pass starts.",
+    )
+    tag_time_s: int = Field(
+        default=0,
+        ge=0,
+        le=255,
+        description="Scan mode Tag_Time: the reader pushes one tag at most once per this "
+        "many seconds (0 = every read).",
+    )
+    antenna: int = Field(default=1, ge=1, le=255, description="Antenna number reported.")
+    offline_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Offline when nothing valid came from the reader for this long.",
+    )
+    probe_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Scan mode: probe a quiet reader (get work mode) this often.",
+    )
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_defaults(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = {"type": "serial", "baudrate": DEFAULT_BAUDRATE, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> UhfReaderConfig:
+        t = self.transport
+        if t.baudrate not in CHAFON_BAUDRATES:
+            raise ValueError(
+                f"transport.baudrate {t.baudrate} is not one a Chafon reader supports "
+                f"{CHAFON_BAUDRATES}; the factory default is 57600"
+            )
+        if t.parity != "N" or t.stopbits != 1:
+            raise ValueError("Chafon readers speak 8N1: set parity N and stopbits 1")
+        if t.port is None and not self.simulate:
+            raise ValueError("transport.port is required unless simulate is true")
+        if self.offline_after_s * 1000 <= self.reply_timeout_ms:
+            raise ValueError("offline_after_s must be longer than reply_timeout_ms")
+        if self.mode == "scan" and self.probe_interval_s >= self.offline_after_s:
+            raise ValueError("probe_interval_s must be shorter than offline_after_s")
+        return self
+
+
+# --- collapse state machine (pure) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TagPass:
+    """One bike pass: every read of one EPC with no gap as long as the window."""
+
+    epc: str
+    first_wall: float
+    first_mono: float
+    last_wall: float
+    last_mono: float
+    count: int
+    rssi: int | None
+    antenna: int | None
+
+    def data(self) -> dict[str, Any]:
+        """The ``ebike.pass`` data of CONTRACT.md."""
+        return {
+            "epc": self.epc,
+            "rssi": self.rssi,
+            "antenna": self.antenna,
+            "first_seen": rfc3339_ms(self.first_wall),
+            "last_seen": rfc3339_ms(self.last_wall),
+            "count": self.count,
+        }
+
+
+@dataclass(slots=True)
+class _OpenPass:
+    first_wall: float
+    first_mono: float
+    last_wall: float
+    last_mono: float
+    count: int
+    rssi: int | None
+    antenna: int | None
+
+    def close(self, epc: str) -> TagPass:
+        return TagPass(
+            epc,
+            self.first_wall,
+            self.first_mono,
+            self.last_wall,
+            self.last_mono,
+            self.count,
+            self.rssi,
+            self.antenna,
+        )
+
+
+class PassCollapser:
+    """Collapses repeated reads of one EPC into passes. Time is passed in.
+
+    A pass closes when its tag has not been seen for ``window_s`` (checked by
+    ``expire``, and by ``observe`` for a late read), when it has lasted
+    ``max_pass_s``, or when more than ``max_open`` tags are open (the oldest
+    closes early, so memory stays bounded).
+    """
+
+    def __init__(self, *, window_s: float, max_pass_s: float = 60.0, max_open: int = 1024) -> None:
+        self._window_s = window_s
+        self._max_pass_s = max_pass_s
+        self._max_open = max_open
+        self._open: dict[str, _OpenPass] = {}
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def observe(
+        self,
+        epc: str,
+        *,
+        mono: float,
+        wall: float,
+        rssi: int | None = None,
+        antenna: int | None = None,
+    ) -> list[TagPass]:
+        """Record one read; return any passes this read closed."""
+        closed: list[TagPass] = []
+        current = self._open.get(epc)
+        if current is not None and (
+            mono - current.last_mono >= self._window_s
+            or mono - current.first_mono >= self._max_pass_s
+        ):
+            closed.append(current.close(epc))
+            del self._open[epc]
+            current = None
+        if current is None:
+            if len(self._open) >= self._max_open:
+                oldest = next(iter(self._open))
+                closed.append(self._open.pop(oldest).close(oldest))
+            self._open[epc] = _OpenPass(wall, mono, wall, mono, 1, rssi, antenna)
+            return closed
+        current.last_wall = wall
+        current.last_mono = max(mono, current.last_mono)
+        current.count += 1
+        if rssi is not None and (current.rssi is None or rssi > current.rssi):
+            current.rssi = rssi
+        if current.antenna is None:
+            current.antenna = antenna
+        return closed
+
+    def expire(self, mono: float) -> list[TagPass]:
+        """Close and return every pass whose tag was last seen ``window_s`` ago or more."""
+        done = [
+            epc
+            for epc, p in self._open.items()
+            if mono - p.last_mono >= self._window_s or mono - p.first_mono >= self._max_pass_s
+        ]
+        return [self._open.pop(epc).close(epc) for epc in done]
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the next expiry, if any pass is open."""
+        if not self._open:
+            return None
+        return min(
+            min(p.last_mono + self._window_s, p.first_mono + self._max_pass_s)
+            for p in self._open.values()
+        )
+
+    def flush(self) -> list[TagPass]:
+        """Close every open pass (shutdown)."""
+        out = [p.close(epc) for epc, p in self._open.items()]
+        self._open.clear()
+        return out
+
+
+# --- driver --------------------------------------------------------------------
+
+
+class UhfReaderDriver:
+    """Driver for one Chafon UHF reader; implements ``drivers.base.Driver``."""
+
+    def __init__(self, config: UhfReaderConfig, *, sink: ReadingSink, clock: Clock) -> None:
+        self.config = config
+        self.device_id = config.id
+        self._sink = sink
+        self._clock = clock
+        self.health = DeviceHealth(device=config.id, sink=sink, clock=clock)
+        self.collapser = PassCollapser(
+            window_s=config.collapse_window_s, max_pass_s=config.max_pass_s
+        )
+        self._frames: deque[ReplyFrame] = deque()
+        self._decoder = ChafonDecoder(Direction.TO_HOST)
+        self._transport: SerialTransport | None = None
+        self._last_heard = clock.monotonic()
+        self._next_tick = 0.0
+        self._reply_timeout_s = config.reply_timeout_ms / 1000
+
+    # Driver protocol
+
+    def actions(self) -> frozenset[str]:
+        return frozenset()
+
+    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a UHF reader")
+
+    async def run(self) -> None:
+        """Run until cancelled; reopens the port with backoff when it vanishes."""
+        try:
+            await run_serial(
+                self.config.transport,
+                self._session,
+                on_up=self._on_up,
+                on_down=self._on_down,
+            )
+        finally:
+            # Passes still open at shutdown are real passes: report them now
+            # (put never blocks), rather than lose them.
+            self._emit_passes(self.collapser.flush())
+
+    # port life cycle
+
+    def _on_up(self, transport: SerialTransport) -> None:
+        _LOGGER.debug("port open device=%s port=%s", self.device_id, transport.port)
+
+    def _on_down(self, reason: str) -> None:
+        self.health.count("port_down")
+        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
+            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
+
+    async def _session(self, transport: SerialTransport) -> None:
+        # A new decoder per connection: no stale partial frame survives a reopen.
+        self._decoder = ChafonDecoder(Direction.TO_HOST)
+        self._frames.clear()
+        self._transport = transport
+        self._last_heard = self._clock.monotonic()
+        try:
+            if self.config.mode == "scan":
+                await self._scan_loop()
+            else:
+                await self._answer_loop()
+        finally:
+            self._transport = None
+
+    # health
+
+    def _heard(self) -> None:
+        self._last_heard = self._clock.monotonic()
+        self.health.seen()
+        if self.health.set_state(DeviceState.ONLINE, "answering"):
+            _LOGGER.info("device online device=%s", self.device_id)
+
+    def _tick(self) -> None:
+        now = self._clock.monotonic()
+        if now < self._next_tick:
+            return
+        # Expiry walks every open pass, and at wire speed this is called once
+        # per read: throttle it.
+        self._next_tick = now + HOUSEKEEPING_S
+        self._emit_passes(self.collapser.expire(now))
+        silent = now - self._last_heard
+        if silent >= self.config.offline_after_s and self.health.state is not DeviceState.OFFLINE:
+            self.health.set_state(DeviceState.OFFLINE, f"no reply for {silent:.0f} s")
+            _LOGGER.warning("device offline device=%s reason=no_reply", self.device_id)
+
+    # readings
+
+    def _observe(self, epc: bytes) -> None:
+        passes = self.collapser.observe(
+            epc.hex().upper(),
+            mono=self._clock.monotonic(),
+            wall=self._clock.wall(),
+            rssi=None,  # chafon-uhf-v1 reports no RSSI
+            antenna=self.config.antenna,
+        )
+        self.health.count("tag_reads")
+        self._emit_passes(passes)
+
+    def _emit_passes(self, passes: list[TagPass]) -> None:
+        for p in passes:
+            if _LOGGER.isEnabledFor(logging.DEBUG):
+                _LOGGER.debug(
+                    "pass device=%s epc=%s count=%d", self.device_id, _mask(p.epc), p.count
+                )
+            # ts is when the bike passed (first read), not when the window closed.
+            self._sink.put(
+                Reading(
+                    device=self.device_id,
+                    type=ReadingType.EBIKE_PASS,
+                    data=p.data(),
+                    priority=Priority.ROUTINE,
+                    wall_ts=p.first_wall,
+                    mono_ts=p.first_mono,
+                )
+            )
+            self.health.count("passes")
+
+    # frames
+
+    def _absorb(self, events: list[Frame | Discarded]) -> None:
+        for event in events:
+            if isinstance(event, Discarded):
+                self.health.count("frames_discarded")
+                self.health.count("bytes_discarded", event.count)
+                continue
+            if not isinstance(event, _REPLY_TYPES):
+                continue  # unreachable with a TO_HOST decoder; keeps the types exact
+            address = self.config.address
+            if address not in (BROADCAST_ADDRESS, event.address):
+                self.health.count("frames_other_address")
+                continue
+            self.health.count("frames")
+            self._heard()
+            self._frames.append(event)
+
+    async def _next_frame(self, deadline: float) -> ReplyFrame | None:
+        """The next frame from the reader, or None at ``deadline`` (loop time)."""
+        transport = self._transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._frames:
+                return self._frames.popleft()
+            self._tick()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            partial = self._decoder.pending > 0
+            wait = min(remaining, FRAME_GAP_S if partial else TICK_S)
+            try:
+                async with asyncio.timeout(wait):
+                    data = await transport.read()
+            except TimeoutError:
+                if partial:
+                    self._absorb(self._decoder.idle())
+                continue
+            self._absorb(self._decoder.feed(data))
+
+    def _dispatch(self, frame: ReplyFrame) -> None:
+        """Handle a frame nobody is waiting for."""
+        if isinstance(frame, TagPushed):
+            self._observe(frame.epc)
+        elif isinstance(frame, InventoryReply):
+            for epc in frame.epcs:  # a late part of an earlier inventory: still real reads
+                self._observe(epc)
+        else:
+            self.health.count("frames_unexpected")
+
+    async def _request(
+        self, request: CommandFrame, accept: Callable[[ReplyFrame], bool]
+    ) -> ReplyFrame:
+        """Send ``request`` and return the first frame ``accept`` takes.
+
+        Raises:
+            TransportTimeoutError: no such frame within ``reply_timeout_ms``.
+            TransportError: the port failed.
+        """
+        transport = self._transport
+        assert transport is not None
+        await transport.write(request.encode())
+        deadline = asyncio.get_running_loop().time() + self._reply_timeout_s
+        while True:
+            frame = await self._next_frame(deadline)
+            if frame is None:
+                self.health.count("timeouts")
+                # STYLE.md §4: after a timeout, drain the input and reset the decoder.
+                dropped = transport.discard_input() + self._decoder.reset()
+                if dropped:
+                    self.health.count("bytes_discarded", dropped)
+                raise TransportTimeoutError(transport.port, f"no reply to 0x{request.cmd:02X}")
+            if accept(frame):
+                return frame
+            self._dispatch(frame)
+
+    async def _pump(self, duration_s: float) -> None:
+        """Handle whatever the reader sends for ``duration_s``."""
+        deadline = asyncio.get_running_loop().time() + duration_s
+        while (frame := await self._next_frame(deadline)) is not None:
+            self._dispatch(frame)
+
+    async def _set_mode(self, mode: WorkMode) -> bool:
+        """Set the work mode; True when the reader acknowledged it."""
+        try:
+            reply = await self._request(
+                SetWorkMode(mode, self.config.address),
+                lambda f: f.cmd in (Cmd.SET_WORK_MODE, Cmd.UNKNOWN),
+            )
+        except TransportTimeoutError:
+            return False
+        if reply.status != 0:
+            self.health.count("reader_errors")
+            _LOGGER.warning(
+                "work mode refused device=%s status=0x%02X", self.device_id, reply.status
+            )
+        return True
+
+    async def _answer_loop(self) -> None:
+        # A reader left in scan mode by an earlier configuration would keep
+        # pushing; put it in answer mode first (best effort: pushes are read anyway).
+        await self._set_mode(WorkMode.answer())
+        interval_s = self.config.poll_interval_ms / 1000
+        while True:
+            await self._inventory()
+            await self._pump(interval_s)
+
+    async def _inventory(self) -> None:
+        """One inventory round: the reply, and its continuation frames (status 0x03)."""
+
+        def is_inventory(frame: ReplyFrame) -> bool:
+            return frame.cmd in (Cmd.INVENTORY, Cmd.UNKNOWN) and not isinstance(frame, TagPushed)
+
+        try:
+            reply: ReplyFrame | None = await self._request(
+                Inventory(self.config.address), is_inventory
+            )
+        except TransportTimeoutError:
+            return
+        while reply is not None:
+            if not isinstance(reply, InventoryReply):
+                self.health.count("reader_errors")  # an error status, or 0xFE unknown
+                return
+            for epc in reply.epcs:
+                self._observe(epc)
+            if not reply.more_follow:
+                return
+            reply = await self._next_inventory_frame(is_inventory)
+
+    async def _next_inventory_frame(
+        self, is_inventory: Callable[[ReplyFrame], bool]
+    ) -> ReplyFrame | None:
+        """The next frame of a multi-frame inventory, or None when it does not come."""
+        deadline = asyncio.get_running_loop().time() + self._reply_timeout_s
+        while (frame := await self._next_frame(deadline)) is not None:
+            if is_inventory(frame):
+                return frame
+            self._dispatch(frame)
+        self.health.count("timeouts")
+        return None
+
+    async def _scan_loop(self) -> None:
+        wanted = WorkMode.scan(self.config.tag_time_s)
+        configured = False
+        probe_s = self.config.probe_interval_s
+        while True:
+            if not configured:
+                configured = await self._set_mode(wanted)
+            await self._pump(probe_s)
+            quiet = self._clock.monotonic() - self._last_heard
+            if configured and quiet >= probe_s:
+                try:
+                    reply = await self._request(
+                        GetWorkMode(self.config.address),
+                        lambda f: f.cmd == Cmd.GET_WORK_MODE,
+                    )
+                except TransportTimeoutError:
+                    continue
+                if isinstance(reply, WorkModeReply) and reply.mode != wanted:
+                    # The reader rebooted or was reset to answer mode: set it again.
+                    _LOGGER.info("reader left scan mode device=%s", self.device_id)
+                    configured = False
+
+
+def build_driver(config: UhfReaderConfig, *, sink: ReadingSink, clock: Clock) -> Driver:
+    """The supervisor's factory for ``kind: uhf_reader``."""
+    return UhfReaderDriver(config, sink=sink, clock=clock)
