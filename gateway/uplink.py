@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -83,6 +83,10 @@ class Topics:
         self.status = f"{root}/status"
         self.commands = f"{root}/commands"
         self.results = f"{root}/commands/results"
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho is untyped here
 
 
 def make_tls_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
@@ -163,7 +167,7 @@ class Uplink:
         will_payload = self._status_payload("offline", reason="connection_lost", extra=None)
         kwargs: dict[str, Any] = {}
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = _properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = cfg.session_expiry_s
             kwargs["properties"] = props
             kwargs["clean_start"] = False
@@ -239,7 +243,7 @@ class Uplink:
                 code = int(getattr(reason, "value", 0) or 0)
                 future.set_result(code)
             if original is not None:
-                original(c, userdata, mid, reason, props)
+                cast(Any, original)(c, userdata, mid, reason, props)
 
         paho.on_publish = on_publish
 
@@ -334,7 +338,7 @@ class Uplink:
             return
         properties = None
         if self._config.protocol == "5" and batch.correlation is not None:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = _properties(PacketTypes.PUBLISH)
             properties.CorrelationData = batch.correlation
         await self._publish(client, batch.topic, body, properties=properties)
 
