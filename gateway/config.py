@@ -212,6 +212,25 @@ class AccessConfig(_Model):
     )
 
 
+class MetricsConfig(_Model):
+    enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics (and feed `status --live`)."
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to listen on; keep the loopback unless a scraper elsewhere "
+        "needs it (the endpoint has no authentication).",
+    )
+    port: int = Field(default=9108, ge=1, le=65535, description="TCP port of /metrics.")
+
+    @property
+    def url(self) -> str:
+        """Where ``/metrics`` answers, for local clients such as ``status --live``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+
 class Config(_Model):
     gateway: GatewaySection
     mqtt: MqttConfig
@@ -219,6 +238,7 @@ class Config(_Model):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -228,6 +248,24 @@ class Config(_Model):
             if device.id in seen:
                 raise ValueError(f"device id {device.id!r} is used twice")
             seen.add(device.id)
+        return self
+
+    @model_validator(mode="after")
+    def _permissions_name_real_devices(self) -> Config:
+        known = {device.id for device in self.devices} | {self.gateway.id}
+        unknown = sorted(set(self.commands.permissions) - known)
+        if unknown:
+            raise ValueError(
+                "commands.permissions names devices that are not configured: "
+                + ", ".join(unknown)
+                + f" (devices: {', '.join(sorted(known))})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _doors_need_an_access_list(self) -> Config:
+        if self.access.cards is None and any(d.kind == "door_node" for d in self.devices):
+            raise ValueError("door nodes decide cards locally: set access.cards to the card file")
         return self
 
     @property
@@ -245,6 +283,8 @@ class LoadedConfig:
 
     config: Config
     base_dir: Path
+    source: Path | None = None
+    """The file it was read from (SIGHUP reads it again); None when built in memory."""
 
     def path(self, p: Path) -> Path:
         return resolve(self.base_dir, p)
@@ -282,7 +322,7 @@ def load_config(path: Path) -> LoadedConfig:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, lines)) from exc
-    return LoadedConfig(config, path.resolve().parent)
+    return LoadedConfig(config, path.resolve().parent, path.resolve())
 
 
 def format_errors(exc: ValidationError, raw: Any, lines: dict[str, int]) -> list[str]:
@@ -360,5 +400,8 @@ def _nearest_line(dotted: str, lines: dict[str, int]) -> int | None:
     while path:
         if path in lines:
             return lines[path]
-        path = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+        shorter = re.sub(r"(\.?[^.\[]+|\[\d+\])$", "", path)
+        if shorter == path:
+            break
+        path = shorter
     return None
