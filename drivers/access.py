@@ -1,0 +1,340 @@
+"""The local access list: which cards open which doors, and when.
+
+The gateway and the door node together are the access controller
+(PROTOCOLS.md, "Door node"): each card is decided here, from a local file, so
+residents still get in when the network is down.
+
+File format (``access.cards``), UTF-8 text, one card per line::
+
+    # comments start with '#', anywhere on a line; blank lines are ignored
+    04A1B2C3                                            # every door, always
+    04A1B2C4  doors=door-east-1,door-west-1             # only these doors
+    04A1B2C5  from=2026-01-01 until=2026-06-30          # dates inclusive
+    04A1B2C6  doors=door-east-1 from=2026-03-01T08:00 until=2026-03-01T18:00
+
+- The card id comes first: hex, an even number of digits, 1 to 20 bytes, case
+  ignored. Leading ``00`` bytes are dropped, as the door node reports them
+  (``0004A1B2C3`` is ``04A1B2C3``); an all-zero id is not a card.
+- Then options, each ``key=value``, in any order, each at most once:
+  ``doors=`` a comma-separated list of door names (``[a-z0-9-]{1,64}``; the
+  door name defaults to the device id); absent means every door.
+  ``from=`` / ``until=`` a date (``YYYY-MM-DD``, the whole day, inclusive) or a
+  local date and time (``YYYY-MM-DDTHH:MM[:SS]``, to the second); either may be
+  left out. Dates and times without an offset are in the gateway's local time
+  zone (or the ``tz`` given to ``AccessList``); an explicit offset is honoured.
+- A card may appear on several lines (e.g. different doors in different
+  periods): it is granted when any of its lines allows it.
+- A bad line is logged with its line number and skipped; the other lines
+  still load. A missing file denies every card, with one WARNING until the
+  file appears again.
+
+Reloading is cheap: ``refresh()`` compares the file's mtime, size and inode
+with the last load and re-reads it only when they changed. Write the file
+atomically (write a temporary file, then rename it over ``access.cards``) so
+a reload never sees half a file.
+
+Card ids are personal data: they appear in logs only at DEBUG, and masked
+(``mask_card``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from enum import StrEnum
+from pathlib import Path
+from typing import NamedTuple
+
+_LOGGER = logging.getLogger(__name__)
+
+CARD_MAX_BYTES = 20
+"""The door node's card id is at most 20 bytes (PROTOCOLS.md)."""
+
+_DOOR_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+_HEX = re.compile(r"^[0-9A-Fa-f]+$")
+
+
+class AccessReason(StrEnum):
+    """Why a card was granted or denied (logged and kept in the driver's counters)."""
+
+    GRANTED = "granted"
+    UNKNOWN_CARD = "unknown_card"
+    WRONG_DOOR = "wrong_door"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    NO_ACCESS_LIST = "no_access_list"
+
+
+class Decision(NamedTuple):
+    """The outcome of ``AccessList.decide``; unpacks as ``(granted, reason)``."""
+
+    granted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CardEntry:
+    """One line of the access list."""
+
+    card: str
+    doors: frozenset[str] | None
+    valid_from: float | None
+    valid_until: float | None
+    """Exclusive end, seconds since the epoch."""
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    """A line that was skipped, with why."""
+
+    line: int
+    reason: str
+
+
+class AccessLineError(ValueError):
+    """A line of the access list that does not parse."""
+
+
+def mask_card(card: str) -> str:
+    """The card id for a DEBUG log: all but the last four hex digits hidden."""
+    if len(card) <= 4:
+        return "*" * len(card)
+    return "*" * (len(card) - 4) + card[-4:]
+
+
+def normalise_card(text: str) -> str:
+    """A card id as the door node reports it: upper-case hex, leading zero bytes dropped.
+
+    Raises:
+        AccessLineError: not hex, an odd number of digits, too long, or all zeros.
+    """
+    if not _HEX.fullmatch(text):
+        raise AccessLineError("card id is not hex")
+    if len(text) % 2:
+        raise AccessLineError("card id has an odd number of hex digits")
+    card = text.upper()
+    while card.startswith("00"):
+        card = card[2:]
+    if not card:
+        raise AccessLineError("an all-zero card id is not a card")
+    if len(card) > 2 * CARD_MAX_BYTES:
+        raise AccessLineError(f"card id longer than {CARD_MAX_BYTES} bytes")
+    return card
+
+
+def _parse_time(key: str, value: str, tz: tzinfo | None) -> float:
+    """``from=``/``until=`` as epoch seconds; ``until`` of a date is the next midnight."""
+    try:
+        if "T" in value:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                # tz None: astimezone()/timestamp() use the system's local zone.
+                moment = moment.replace(tzinfo=tz) if tz is not None else moment
+            return moment.timestamp()
+        day = date.fromisoformat(value)
+    except ValueError as exc:
+        raise AccessLineError(f"{key}= is not YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from exc
+    if key == "until":
+        day += timedelta(days=1)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
+    return midnight.timestamp()
+
+
+def parse_line(text: str, line: int, *, tz: tzinfo | None = None) -> CardEntry | None:
+    """One line of the file: a ``CardEntry``, or None for a blank or comment line.
+
+    Raises:
+        AccessLineError: the line does not follow the format (module docstring).
+    """
+    content = text.split("#", 1)[0].strip()
+    if not content:
+        return None
+    card_text, *options = content.split()
+    card = normalise_card(card_text)
+    seen: set[str] = set()
+    doors: frozenset[str] | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not value:
+            raise AccessLineError(f"option {option!r} is not key=value")
+        if key in seen:
+            raise AccessLineError(f"option {key}= given twice")
+        seen.add(key)
+        if key == "doors":
+            names = value.split(",")
+            for name in names:
+                if not _DOOR_NAME.fullmatch(name):
+                    raise AccessLineError(f"door name {name!r} is not [a-z0-9-]{{1,64}}")
+            doors = frozenset(names)
+        elif key == "from":
+            valid_from = _parse_time(key, value, tz)
+        elif key == "until":
+            valid_until = _parse_time(key, value, tz)
+        else:
+            raise AccessLineError(f"unknown option {key}= (known: doors, from, until)")
+    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+        raise AccessLineError("until= is not after from=")
+    return CardEntry(card, doors, valid_from, valid_until, line)
+
+
+def parse_text(
+    text: str, *, tz: tzinfo | None = None
+) -> tuple[dict[str, list[CardEntry]], list[LineProblem]]:
+    """A whole file: the entries by card, and the skipped lines."""
+    entries: dict[str, list[CardEntry]] = {}
+    problems: list[LineProblem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            entry = parse_line(line, number, tz=tz)
+        except AccessLineError as exc:
+            problems.append(LineProblem(number, str(exc)))
+            continue
+        if entry is not None:
+            entries.setdefault(entry.card, []).append(entry)
+    return entries, problems
+
+
+def _check(entry: CardEntry, door: str, now_wall: float) -> AccessReason:
+    if entry.doors is not None and door not in entry.doors:
+        return AccessReason.WRONG_DOOR
+    if entry.valid_from is not None and now_wall < entry.valid_from:
+        return AccessReason.NOT_YET_VALID
+    if entry.valid_until is not None and now_wall >= entry.valid_until:
+        return AccessReason.EXPIRED
+    return AccessReason.GRANTED
+
+
+class AccessList:
+    """The cards allowed in, loaded from a file and reloaded when it changes.
+
+    One instance may serve every door driver of the gateway; it is used from
+    the event loop only. ``refresh()`` is cheap (one ``stat``) and is meant to
+    be called from a driver's poll loop.
+    """
+
+    def __init__(self, path: Path, *, tz: tzinfo | None = None) -> None:
+        self.path = path
+        self._tz = tz
+        self._entries: dict[str, list[CardEntry]] = {}
+        self._signature: tuple[int, int, int] | None = None
+        self._missing_warned = False
+        self._loaded = False
+        self.problems: list[LineProblem] = []
+        self.loads = 0
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a file is loaded (False while it is missing: every card is denied)."""
+        return self._loaded
+
+    @property
+    def card_count(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> Mapping[str, Sequence[CardEntry]]:
+        """The loaded entries by card id (a read-only view for status and tests)."""
+        return self._entries
+
+    def refresh(self) -> bool:
+        """Reload the file if it changed since the last load; return True when it did.
+
+        Never raises: a missing file denies every card (one WARNING), an
+        unreadable one keeps the last good list (one WARNING per change).
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._set_missing()
+            return False
+        except OSError as exc:
+            _LOGGER.warning(
+                "access list unreadable, keeping the last one: path=%s %s", self.path, exc
+            )
+            return False
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return False
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._set_missing()
+            return False
+        except (OSError, UnicodeDecodeError) as exc:
+            # Remember the signature so the warning is not repeated every poll.
+            self._signature = signature
+            _LOGGER.warning(
+                "access list unreadable, keeping the last one: path=%s %s", self.path, exc
+            )
+            return False
+        self._signature = signature
+        self._entries, self.problems = parse_text(text, tz=self._tz)
+        self._loaded = True
+        self._missing_warned = False
+        self.loads += 1
+        for problem in self.problems:
+            _LOGGER.warning(
+                "access list line skipped: path=%s line=%d %s",
+                self.path,
+                problem.line,
+                problem.reason,
+            )
+        _LOGGER.info(
+            "access list loaded: path=%s cards=%d skipped_lines=%d",
+            self.path,
+            len(self._entries),
+            len(self.problems),
+        )
+        return True
+
+    def _set_missing(self) -> None:
+        self._entries = {}
+        self._signature = None
+        self._loaded = False
+        self.problems = []
+        if not self._missing_warned:
+            self._missing_warned = True
+            _LOGGER.warning("access list missing, every card is denied: path=%s", self.path)
+
+    def decide(self, card: str, door: str, now_wall: float) -> Decision:
+        """Whether ``card`` may open ``door`` at ``now_wall`` (epoch seconds), and why.
+
+        The reason is an ``AccessReason`` value: ``granted``, or for a denial
+        the most specific one among the card's lines (a line for this door
+        that is out of its period beats a line for another door).
+        """
+        if not self._loaded:
+            decision = Decision(False, AccessReason.NO_ACCESS_LIST.value)
+        else:
+            entries = self._entries.get(card.upper())
+            if not entries:
+                decision = Decision(False, AccessReason.UNKNOWN_CARD.value)
+            else:
+                reasons = [_check(entry, door, now_wall) for entry in entries]
+                if AccessReason.GRANTED in reasons:
+                    decision = Decision(True, AccessReason.GRANTED.value)
+                else:
+                    # Report the most specific failure: a line for this door that is
+                    # out of its period says more than a line for another door.
+                    order = (
+                        AccessReason.NOT_YET_VALID,
+                        AccessReason.EXPIRED,
+                        AccessReason.WRONG_DOOR,
+                    )
+                    reason = next(r for r in order if r in reasons)
+                    decision = Decision(False, reason.value)
+        if _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug(
+                "access decision: card=%s door=%s granted=%s reason=%s",
+                mask_card(card),
+                door,
+                decision.granted,
+                decision.reason,
+            )
+        return decision

@@ -1,0 +1,256 @@
+"""The access list: file format, reload, bad lines, validity, doors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from drivers.access import (
+    AccessLineError,
+    AccessList,
+    AccessReason,
+    Decision,
+    LineProblem,
+    mask_card,
+    normalise_card,
+    parse_line,
+    parse_text,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def make(tmp_path: Path, text: str) -> AccessList:
+    path = tmp_path / "access.cards"
+    path.write_text(text, encoding="utf-8")
+    access = AccessList(path, tz=UTC)
+    assert access.refresh()
+    return access
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace the file atomically and make sure its mtime moves (coarse mtime clocks)."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.utime(tmp, ns=(before + 1_000_000_000, before + 1_000_000_000))
+    tmp.replace(path)
+
+
+NOW = ts("2026-06-15T12:00:00")
+
+
+def test_plain_card_any_door_any_time(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3\n")
+    assert access.decide("04A1B2C3", "door-east-1", NOW) == Decision(True, "granted")
+    assert access.decide("04a1b2c3", "door-west-1", 0.0).granted
+    granted, reason = access.decide("04A1B2C4", "door-east-1", NOW)
+    assert (granted, reason) == (False, AccessReason.UNKNOWN_CARD)
+
+
+def test_comments_blank_lines_and_spacing(tmp_path: Path) -> None:
+    text = "# header\n\n   \n  04a1b2c3   doors=door-east-1   # Mrs Wang\n#04A1B2C4\n"
+    access = make(tmp_path, text)
+    assert access.card_count == 1
+    assert access.problems == []
+    assert access.entries()["04A1B2C3"][0].line == 4
+
+
+def test_leading_zero_bytes_are_padding(tmp_path: Path) -> None:
+    access = make(tmp_path, "0004A1B2C3\n")
+    assert access.decide("04A1B2C3", "d", NOW).granted
+
+
+def test_doors(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3 doors=door-east-1,door-west-1\n")
+    assert access.decide("04A1B2C3", "door-east-1", NOW).granted
+    assert access.decide("04A1B2C3", "door-west-1", NOW).granted
+    assert access.decide("04A1B2C3", "door-north-1", NOW) == Decision(False, "wrong_door")
+
+
+def test_validity_dates_are_inclusive(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3 from=2026-06-01 until=2026-06-30\n")
+    assert access.decide("04A1B2C3", "d", ts("2026-05-31T23:59:59")) == Decision(
+        False, "not_yet_valid"
+    )
+    assert access.decide("04A1B2C3", "d", ts("2026-06-01T00:00:00")).granted
+    assert access.decide("04A1B2C3", "d", ts("2026-06-30T23:59:59")).granted
+    assert access.decide("04A1B2C3", "d", ts("2026-07-01T00:00:00")) == Decision(False, "expired")
+
+
+def test_validity_with_times_and_open_ends(tmp_path: Path) -> None:
+    text = (
+        "0A0B from=2026-06-15T08:00 until=2026-06-15T18:00\n"
+        "0C0D until=2026-06-01\n"
+        "0E0F from=2026-07-01\n"
+        "1011 from=2026-06-15T10:00+08:00\n"
+    )
+    access = make(tmp_path, text)
+    assert access.decide("0A0B", "d", ts("2026-06-15T07:59:59")).reason == "not_yet_valid"
+    assert access.decide("0A0B", "d", ts("2026-06-15T08:00:00")).granted
+    assert access.decide("0A0B", "d", ts("2026-06-15T18:00:00")).reason == "expired"
+    assert access.decide("0C0D", "d", 0.0).granted
+    assert not access.decide("0C0D", "d", NOW).granted
+    assert not access.decide("0E0F", "d", NOW).granted
+    # An explicit offset wins over the list's zone: 10:00+08:00 is 02:00 UTC.
+    assert access.decide("1011", "d", ts("2026-06-15T02:00:00")).granted
+    assert not access.decide("1011", "d", ts("2026-06-15T01:59:59")).granted
+
+
+def test_time_zone_of_dates(tmp_path: Path) -> None:
+    path = tmp_path / "access.cards"
+    path.write_text("04A1B2C3 from=2026-06-15\n", encoding="utf-8")
+    access = AccessList(path, tz=timezone(timedelta(hours=8)))
+    access.refresh()
+    # Midnight in UTC+8 is 16:00 UTC the day before.
+    assert access.decide("04A1B2C3", "d", ts("2026-06-14T16:00:00")).granted
+    assert not access.decide("04A1B2C3", "d", ts("2026-06-14T15:59:59")).granted
+
+
+def test_several_lines_for_one_card(tmp_path: Path) -> None:
+    text = (
+        "04A1B2C3 doors=door-east-1 until=2026-06-01\n04A1B2C3 doors=door-west-1 from=2026-06-01\n"
+    )
+    access = make(tmp_path, text)
+    assert access.decide("04A1B2C3", "door-west-1", NOW).granted
+    # The east line is the one for this door: its period is the reason, not "wrong door".
+    assert access.decide("04A1B2C3", "door-east-1", NOW) == Decision(False, "expired")
+    assert access.decide("04A1B2C3", "door-north-1", NOW) == Decision(False, "wrong_door")
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("XYZ1", "not hex"),
+        ("ABC", "odd number"),
+        ("0000", "all-zero"),
+        ("AA" * 21, "longer than 20 bytes"),
+        ("04A1 door=east", "unknown option door="),
+        ("04A1 doors", "not key=value"),
+        ("04A1 doors=", "not key=value"),
+        ("04A1 doors=East-Gate", "door name .* is not"),
+        ("04A1 doors=a,,b", "door name .* is not"),
+        ("04A1 from=2026-13-01", "from= is not"),
+        ("04A1 until=tomorrow", "until= is not"),
+        ("04A1 from=2026-01-02 until=2026-01-01", "not after"),
+        ("04A1 doors=a doors=b", "given twice"),
+    ],
+)
+def test_bad_lines(line: str, fragment: str) -> None:
+    with pytest.raises(AccessLineError, match=fragment):
+        parse_line(line, 1)
+
+
+def test_bad_lines_are_skipped_with_line_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = "# list\n04A1B2C3\nnot-a-card\n04A1B2C4 colour=red\n04A1B2C5\n"
+    with caplog.at_level(logging.WARNING, logger="drivers.access"):
+        access = make(tmp_path, text)
+    assert [p.line for p in access.problems] == [3, 4]
+    assert access.card_count == 2
+    assert access.decide("04A1B2C5", "d", NOW).granted
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("line=3" in m and "not hex" in m for m in messages)
+    assert any("line=4" in m and "unknown option colour=" in m for m in messages)
+    # A skipped line's card id is not echoed into the log.
+    assert not any("04A1B2C4" in m for m in messages)
+
+
+def test_parse_text_returns_problems() -> None:
+    entries, problems = parse_text("04A1\nzz\n")
+    assert list(entries) == ["04A1"]
+    assert problems == [LineProblem(2, "card id is not hex")]
+
+
+def test_reload_when_the_file_changes(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3\n")
+    assert not access.refresh()  # unchanged: nothing re-read
+    assert access.loads == 1
+    rewrite(access.path, "04A1B2C4\n")
+    assert access.refresh()
+    assert access.loads == 2
+    assert not access.decide("04A1B2C3", "d", NOW).granted
+    assert access.decide("04A1B2C4", "d", NOW).granted
+
+
+def test_reload_notices_same_mtime_different_size(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3\n")
+    stat = access.path.stat()
+    access.path.write_text("04A1B2C3\n04A1B2C4\n", encoding="utf-8")
+    os.utime(access.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert access.refresh()
+    assert access.decide("04A1B2C4", "d", NOW).granted
+
+
+def test_missing_file_denies_all_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "absent.cards"
+    access = AccessList(path)
+    with caplog.at_level(logging.WARNING, logger="drivers.access"):
+        for _ in range(5):
+            assert not access.refresh()
+    warnings = [r for r in caplog.records if "missing" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not access.loaded
+    assert access.decide("04A1B2C3", "d", NOW) == Decision(False, "no_access_list")
+    # It appears: loaded. It goes: denied again, and warned again once.
+    rewrite(path, "04A1B2C3\n")
+    assert access.refresh()
+    assert access.decide("04A1B2C3", "d", NOW).granted
+    path.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="drivers.access"):
+        access.refresh()
+        access.refresh()
+    assert len([r for r in caplog.records if "missing" in r.getMessage()]) == 1
+    assert access.decide("04A1B2C3", "d", NOW).reason == "no_access_list"
+
+
+def test_empty_file_denies_unknown(tmp_path: Path) -> None:
+    access = make(tmp_path, "")
+    assert access.loaded
+    assert access.decide("04A1B2C3", "d", NOW) == Decision(False, "unknown_card")
+
+
+def test_undecodable_file_keeps_last_list(tmp_path: Path) -> None:
+    access = make(tmp_path, "04A1B2C3\n")
+    access.path.write_bytes(b"\xff\xfe\x00garbage")
+    assert not access.refresh()
+    assert access.decide("04A1B2C3", "d", NOW).granted
+
+
+def test_card_ids_only_at_debug_and_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    access = make(tmp_path, "04A1B2C3\n")
+    with caplog.at_level(logging.INFO, logger="drivers.access"):
+        access.decide("04A1B2C3", "d", NOW)
+    assert not caplog.records
+    with caplog.at_level(logging.DEBUG, logger="drivers.access"):
+        access.decide("04A1B2C3", "d", NOW)
+    (record,) = caplog.records
+    assert "04A1B2C3" not in record.getMessage()
+    assert "****B2C3" in record.getMessage()
+
+
+def test_mask_and_normalise() -> None:
+    assert mask_card("04A1B2C3") == "****B2C3"
+    assert mask_card("A1") == "**"
+    assert normalise_card("0004a1") == "04A1"
+
+
+def test_shipped_example_file_is_clean() -> None:
+    access = AccessList(REPO / "access" / "cards.txt")
+    assert access.refresh()
+    assert access.problems == []
+    assert access.card_count >= 3
