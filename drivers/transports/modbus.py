@@ -427,6 +427,7 @@ class ModbusBus:
                 # Settled or requeued, unless run() was cancelled mid-exchange.
                 if entry.taken and not entry.future.done():
                     entry.future.set_exception(TransportError(self.name, "bus stopped"))
+            _raise_if_cancelling()
 
     async def _attempt(
         self, client: AsyncModbusSerialClient | AsyncModbusTcpClient, entry: _Pending
@@ -698,6 +699,18 @@ def bus_key(config: ModbusConfig) -> str:
     if not config.host:
         raise ValueError("modbus_tcp transport has no host (simulated device not started?)")
     return f"tcp:{config.host}:{config.port}"
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that pymodbus swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (inside pymodbus' ``execute``) drops a
+    cancellation that arrives together with the reply; without this check the
+    bus task would go back to waiting for work and hang the shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class BusPool:
