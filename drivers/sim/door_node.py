@@ -333,13 +333,9 @@ class DoorNodeSimulator:
 
     async def start(self) -> SimEndpoint:
         """Open the pty (RTU) or the loopback port (TCP); return where to attach."""
-        if isinstance(self.config.transport, ModbusRtuTransportConfig):
-            self._workdir.mkdir(parents=True, exist_ok=True)
-            path = await self.server.start_rtu(self._workdir / f"{self.config.id}.tty")
-            endpoint = SimEndpoint(port=path)
-        else:
-            port = await self.server.start_tcp("127.0.0.1", 0)
-            endpoint = SimEndpoint(host="127.0.0.1", tcp_port=port)
+        endpoint = await self.server.start_line(
+            self.config.transport, self._workdir, self.config.id
+        )
         if self._ambient:
             self._ambient_task = asyncio.get_running_loop().create_task(
                 self._residents(), name=f"sim {self.config.id} ambient"

@@ -52,7 +52,9 @@ from pymodbus.exceptions import ModbusException, NotImplementedException
 from pymodbus.framer import FramerBase, FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
+from drivers.sim.base import SimEndpoint
 from drivers.sim.pty import PtyLink
+from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.modbus import (
     COIL_OFF,
     COIL_ON,
@@ -473,6 +475,19 @@ class ModbusSimServer:
                 self.link.write(frame)
 
     # ----------------------------------------------------------------------- TCP
+
+    async def start_line(
+        self,
+        transport: ModbusRtuTransportConfig | ModbusTcpTransportConfig,
+        workdir: Path,
+        name: str,
+    ) -> SimEndpoint:
+        """Serve the device's configured transport: a pty ``workdir/name.tty`` (RTU) or a
+        loopback TCP port (Modbus TCP). Returns where the driver attaches."""
+        if isinstance(transport, ModbusRtuTransportConfig):
+            workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one-off set-up
+            return SimEndpoint(port=await self.start_rtu(workdir / f"{name}.tty"))
+        return SimEndpoint(host="127.0.0.1", tcp_port=await self.start_tcp("127.0.0.1", 0))
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve Modbus TCP on ``host``; return the port (a free one when 0)."""
