@@ -40,6 +40,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.timefmt import rfc3339
+
 # Ids and names that end up in logs, results and the audit table: printable
 # ASCII only, so a hostile payload cannot inject control characters anywhere.
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -118,14 +120,6 @@ def parse_rfc3339_utc(value: object) -> datetime:
     return datetime(
         int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=UTC
     )
-
-
-def format_rfc3339_ms(wall: float) -> str:
-    """Format wall-clock seconds as the contract's timestamp, with milliseconds and ``Z``."""
-    # Whole milliseconds first: 1.123 must not print as .122 through float error.
-    millis = round(wall * 1000)
-    stamp = datetime.fromtimestamp(millis // 1000, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
 
 
 Rfc3339Utc = Annotated[datetime, BeforeValidator(parse_rfc3339_utc)]
@@ -357,7 +351,7 @@ class CommandResult:
             "status": self.status.value,
             "reason": None if self.reason is None else self.reason.value,
             "device": self.device,
-            "at": format_rfc3339_ms(self.at),
+            "at": rfc3339(self.at),
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
         }
 

@@ -55,8 +55,8 @@ from gateway.command_model import (
     KEY_ID_PATTERN,
     NAME_PATTERN,
     canonical_bytes,
-    format_rfc3339_ms,
 )
+from gateway.timefmt import rfc3339_ms
 
 DEFAULT_KEY_ID = "operator"
 DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60
@@ -185,8 +185,8 @@ def build_command(
         "action": action,
         "device": device,
         "params": dict(params),
-        "issued_at": format_rfc3339_ms(issued_ms / 1000),
-        "expires_at": format_rfc3339_ms(expires_ms / 1000),
+        "issued_at": rfc3339_ms(issued_ms),
+        "expires_at": rfc3339_ms(expires_ms),
         "key_id": key_id,
     }
 

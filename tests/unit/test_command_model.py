@@ -16,10 +16,10 @@ from gateway.command_model import (
     CommandsConfig,
     CommandStatus,
     RejectReason,
-    format_rfc3339_ms,
     parse_rfc3339_utc,
 )
 from gateway.operator_tools import public_key_b64
+from gateway.timefmt import rfc3339
 
 CONTRACT_REASONS = (
     "bad_json bad_schema unknown_key bad_signature wrong_gateway not_yet_valid expired "
@@ -64,9 +64,9 @@ def test_parse_rfc3339_utc_is_strict(text: str) -> None:
 
 
 def test_format_rfc3339_ms() -> None:
-    assert format_rfc3339_ms(1_795_939_200.123) == "2026-11-29T08:00:00.123Z"
-    assert format_rfc3339_ms(1_795_939_200.0) == "2026-11-29T08:00:00.000Z"
-    assert format_rfc3339_ms(1_795_939_200.9996) == "2026-11-29T08:00:01.000Z"
+    assert rfc3339(1_795_939_200.123) == "2026-11-29T08:00:00.123Z"
+    assert rfc3339(1_795_939_200.0) == "2026-11-29T08:00:00.000Z"
+    assert rfc3339(1_795_939_200.9996) == "2026-11-29T08:00:01.000Z"
 
 
 def test_result_json_matches_contract() -> None:
