@@ -263,3 +263,24 @@ async def test_tls_refuses_a_wrong_certificate_and_never_falls_back(tmp_path: Pa
     finally:
         tls_broker.stop()
         plain.stop()
+
+
+async def test_fails_back_to_the_first_broker_when_it_returns(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    first = Mosquitto(tmp_path / "first")  # configured, but down at the start
+    async with gateway(tmp_path, [first.url, broker.url], failback_s=1) as (outbox, uplink, _):
+        await wait_connected(uplink)
+        assert uplink.stats.broker == broker.url
+        first.start()
+        try:
+            async with asyncio.timeout(15):
+                while uplink.stats.broker != first.url or not uplink.stats.connected:
+                    await asyncio.sleep(0.05)
+            sub = Subscriber(first.port, ROOT)
+            await sub.start()
+            put_routine(outbox, 5)
+            await sub.wait_for(lambda: len(sub.unique_seqs()) == 5)
+            await sub.stop()
+        finally:
+            first.stop()
