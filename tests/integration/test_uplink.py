@@ -7,18 +7,21 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.base import Priority, ReadingType, SystemClock, make_reading
-from gateway.clock import TrustedClockSync
+from drivers.base import Clock, Priority, ReadingType, SystemClock, make_reading
+from gateway.clock import ClockSync, TrustedClockSync
 from gateway.config import MqttConfig
 from gateway.outbox import Lane, Outbox
+from gateway.timefmt import parse_rfc3339
 from gateway.uplink import Uplink
 from tests.broker import Mosquitto, free_port, make_tls_files
+from tests.fakes import FakeClock, FakeClockSync
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -45,7 +48,13 @@ class RecordingCommands:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    tmp_path: Path, brokers: list[str], *, ca: Path | None = None, **mqtt: object
+    tmp_path: Path,
+    brokers: list[str],
+    *,
+    ca: Path | None = None,
+    clock: Clock | None = None,
+    clock_sync: ClockSync | None = None,
+    **mqtt: object,
 ) -> AsyncIterator[tuple[Outbox, Uplink, RecordingCommands]]:
     config = MqttConfig.model_validate(
         {
@@ -284,3 +293,59 @@ async def test_fails_back_to_the_first_broker_when_it_returns(
             await sub.stop()
         finally:
             first.stop()
+
+
+async def test_readings_from_before_the_clock_sync_arrive_corrected(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    clock = FakeClock(wall=946_684_800.0)  # a Pi booted offline, believing it is 2000
+    sync = FakeClockSync(synced=False)
+    sub = Subscriber(broker.port, ROOT)
+    await sub.start()
+    async with gateway(tmp_path, [broker.url], clock=clock, clock_sync=sync) as (outbox, uplink, _):
+        await wait_connected(uplink)
+        # Sent while unsynced: it cannot be vouched for, and says so.
+        outbox.put(
+            make_reading(
+                clock, "band-rx", ReadingType.WEARABLE_FALL, {"wearer": "w-1"}, Priority.ALARM
+            )
+        )
+        await sub.wait_for(lambda: len(sub.unique_seqs()) == 1)
+        broker.stop()  # the network goes; readings wait in the outbox
+        clock.advance(2.0)
+        taken_mono = clock.monotonic()
+        outbox.put(
+            make_reading(
+                clock,
+                "temp-gate-1",
+                ReadingType.TEMPERATURE_BODY,
+                {"celsius": 36.6, "threshold": 37.3, "fever": False},
+            )
+        )
+        await outbox.commit()
+        clock.advance(10.0)
+        clock.step_wall(1_795_000_000.0 - clock.wall())  # NTP steps the clock
+        sync.synced = True
+        outbox.put(
+            make_reading(
+                clock,
+                "temp-gate-1",
+                ReadingType.TEMPERATURE_BODY,
+                {"celsius": 36.7, "threshold": 37.3, "fever": False},
+            )
+        )
+        broker.start()
+        before = sub.messages
+        sub = Subscriber(broker.port, ROOT)
+        sub.messages = before
+        await sub.start()
+        await sub.wait_for(lambda: len(sub.unique_seqs()) == 3, timeout=30)
+    await sub.stop()
+    by_seq: dict[int, dict[str, Any]] = {}
+    for r in sub.readings():  # first arrival: seq 1 may come again, corrected, after the outage
+        by_seq.setdefault(r["seq"], r)
+    assert by_seq[1]["clock"] == "unsynced"
+    assert "clock" not in by_seq[2] and "clock" not in by_seq[3]
+    true_ts = clock.wall() - (clock.monotonic() - taken_mono)
+    assert parse_rfc3339(by_seq[2]["ts"]) == pytest.approx(true_ts, abs=0.002)
+    assert parse_rfc3339(by_seq[3]["ts"]) == pytest.approx(clock.wall(), abs=0.002)
