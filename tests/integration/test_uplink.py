@@ -69,8 +69,8 @@ async def gateway(
         tmp_path / "data",
         site="changqing",
         gateway_id="north-gate-1",
-        clock=SystemClock(),
-        clock_sync=TrustedClockSync(),
+        clock=clock or SystemClock(),
+        clock_sync=clock_sync or TrustedClockSync(),
         boot_id="b",
         commit_interval_s=0.05,
         sync_interval_s=0.2,
@@ -172,6 +172,7 @@ async def test_outage_loses_nothing_and_alarms_drain_first(
         put_routine(outbox, 3000)
         put_alarms(outbox, 30)
         await outbox.commit()
+        await outbox.commit()  # the commit that sees the sync corrects the earlier rows
         broker.start()
         before = sub.messages
         sub = Subscriber(broker.port, ROOT)  # same client id: the persistent session resumes
@@ -334,6 +335,7 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
                 {"celsius": 36.7, "threshold": 37.3, "fever": False},
             )
         )
+        await outbox.commit()  # the commit that sees the sync corrects the earlier rows
         broker.start()
         before = sub.messages
         sub = Subscriber(broker.port, ROOT)
