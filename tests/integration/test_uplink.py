@@ -351,3 +351,18 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
     true_ts = clock.wall() - (clock.monotonic() - taken_mono)
     assert parse_rfc3339(by_seq[2]["ts"]) == pytest.approx(true_ts, abs=0.002)
     assert parse_rfc3339(by_seq[3]["ts"]) == pytest.approx(clock.wall(), abs=0.002)
+
+
+async def test_mqtt_3_1_1_by_option(tmp_path: Path, broker: Mosquitto) -> None:
+    sub = Subscriber(broker.port, ROOT)
+    await sub.start()
+    async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (outbox, uplink, commands):
+        await wait_connected(uplink)
+        put_routine(outbox, 20)
+        await sub.wait_for(lambda: len(sub.unique_seqs()) == 20)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as platform:
+            await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
+        async with asyncio.timeout(10):
+            await commands.event.wait()
+    await sub.stop()
+    assert commands.got == [(b'{"v":1}', None, None)]
