@@ -67,11 +67,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(loaded: LoadedConfig) -> None:
-    from gateway.supervisor import Gateway, install_stop_signals  # noqa: PLC0415 - heavy imports
+    from gateway.supervisor import (  # noqa: PLC0415 - heavy imports
+        Gateway,
+        install_reload_signal,
+        install_stop_signals,
+    )
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await Gateway(loaded).run(stop)
+    gateway = Gateway(loaded)
+    install_reload_signal(gateway.request_reload)
+    await gateway.run(stop)
     _LOGGER.info("gateway stopped")
 
 
@@ -79,6 +85,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return EXIT_INVALID
+    if args.live:
+        from gateway.live_status import run_live  # noqa: PLC0415 - rich loads on demand
+
+        return run_live(loaded, interval_s=args.interval)
     try:
         report = read_report(loaded.data_dir)
     except NoDatabaseError as exc:
@@ -108,6 +118,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError("between 0.05 and 3600 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="estate-gateway", description="Edge gateway for smart residential estates."
@@ -125,7 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="what the local outbox holds")
     status.add_argument("-c", "--config", type=Path, required=True)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output")
+    output.add_argument(
+        "--live",
+        action="store_true",
+        help="refresh in place: devices, broker link and backlog (from the running daemon's "
+        "metrics endpoint and the outbox); Ctrl-C to quit",
+    )
+    status.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        help="seconds between refreshes of --live (default 1)",
+    )
     status.set_defaults(run=cmd_status)
 
     simulate = sub.add_parser(

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -138,6 +139,8 @@ class CommandProcessor:
         self._readings = readings
         self._results = results
         self._clock = clock
+        # Results by (status, reason), reason "none" for done: for metrics.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
         self._verifier = CommandVerifier(
             config,
             gateway_id=gateway_id,
@@ -354,6 +357,9 @@ class CommandProcessor:
                     self._store.record(record, keep_id_until=keep_id_until)
             except sqlite3.Error:
                 _LOGGER.exception("command audit row not written id=%s", result.id)
+        self.outcomes[
+            result.status.value, "none" if result.reason is None else result.reason.value
+        ] += 1
         level = logging.INFO if result.status is CommandStatus.DONE else logging.WARNING
         # Never the payload or its signature (STYLE.md §6): fields and reason only.
         _LOGGER.log(

@@ -131,7 +131,7 @@ class MqttConfig(_Model):
         description="Cap of the reconnect backoff (full jitter, so a fleet does not stampede).",
     )
     failback_s: float = Field(
-        default=300.0, ge=10, description="While on a fallback broker, retry the first this often."
+        default=300.0, ge=1, description="While on a fallback broker, retry the first this often."
     )
     batch_max_readings: int = Field(default=1000, ge=1, le=100_000)
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)

@@ -6,6 +6,13 @@ that fails is logged, its device marked offline, and restarted with backoff;
 it never stops anything else (STYLE.md §5). Shutdown on SIGTERM/SIGINT runs in
 stages, each with its own budget; their sum stays under systemd's
 ``TimeoutStopSec`` and under the 5 s the backbone issue asks for.
+
+SIGHUP re-reads the config file. ``gateway.reload.plan_reload`` decides what
+changed; the supervisor stops the device tasks of removed and changed devices
+(and their simulators), starts new ones in the same task group (with a bus
+task for any Modbus line that is new) and updates ``drivers`` in place, since
+the command processor and the status message read that mapping live. An
+invalid file is refused and the running config stays in force.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.access import AccessList
 from drivers.base import Clock, DeviceState, Driver, SystemClock
@@ -30,12 +37,15 @@ from gateway import sdnotify
 from gateway.clock import ClockSync, current_boot_id, make_clock_sync
 from gateway.command_store import CommandStore
 from gateway.commands import CommandProcessor
-from gateway.config import LoadedConfig
+from gateway.config import Config, ConfigError, LoadedConfig, load_config
+from gateway.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.outbox import Lane, Outbox
+from gateway.reload import plan_reload
 from gateway.timefmt import rfc3339
 from gateway.uplink import Uplink
 
 _LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Shutdown stages and their budgets, in seconds. Their sum must stay below the
 # 5 s of the backbone issue and systemd's TimeoutStopSec (tests assert both).
@@ -142,51 +152,73 @@ class Gateway:
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
         self.store: CommandStore | None = None
+        self.processor: CommandProcessor | None = None
         self.commands: CommandQueue | None = None
         self.uplink: Uplink | None = None
+        self._access = self._access_list(self.config)
         self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
+        # Task bookkeeping, so a reload can stop one device and start another
+        # in the running group (Python 3.11's TaskGroup cannot cancel one child).
+        self._group: asyncio.TaskGroup | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._bus_tasks: dict[str, asyncio.Task[None]] = {}
+        self._reload_requested = asyncio.Event()
 
     # ------------------------------------------------------------- assembly
 
-    async def _start_simulators(self) -> list[AnyDeviceConfig]:
-        devices: list[AnyDeviceConfig] = []
-        for device in self.config.devices:
-            if not device.simulate:
-                devices.append(device)
-                continue
-            if self._sim_dir is None:
-                self._sim_dir = tempfile.TemporaryDirectory(prefix="estate-gateway-sim-")
-            workdir = Path(self._sim_dir.name) / device.id
-            workdir.mkdir()
-            simulator = make_simulator(device, workdir)
-            endpoint = await simulator.start()
-            self.simulators[device.id] = simulator
-            _LOGGER.info(
-                "simulator started: device=%s kind=%s port=%s host=%s tcp_port=%s",
-                device.id,
-                device.kind,
-                endpoint.port,
-                endpoint.host,
-                endpoint.tcp_port,
-            )
-            devices.append(attach(device, endpoint))
-        return devices
+    async def _start_simulator(self, device: AnyDeviceConfig) -> AnyDeviceConfig:
+        """Start the device's simulator; return the device's config attached to it."""
+        if self._sim_dir is None:
+            self._sim_dir = tempfile.TemporaryDirectory(prefix="estate-gateway-sim-")
+        # The same path again when a reload restarts the device: to its bus (or
+        # port) this looks like an adapter unplugged and plugged back.
+        workdir = Path(self._sim_dir.name) / device.id
+        workdir.mkdir(exist_ok=True)
+        simulator = make_simulator(device, workdir)
+        endpoint = await simulator.start()
+        self.simulators[device.id] = simulator
+        _LOGGER.info(
+            "simulator started: device=%s kind=%s port=%s host=%s tcp_port=%s",
+            device.id,
+            device.kind,
+            endpoint.port,
+            endpoint.host,
+            endpoint.tcp_port,
+        )
+        return attach(device, endpoint)
 
-    def _access_list(self) -> AccessList:
-        cards = self.config.access.cards
+    async def _stop_simulator(self, device_id: str) -> None:
+        simulator = self.simulators.get(device_id)
+        if simulator is None:
+            return
+        try:
+            await asyncio.wait_for(simulator.stop(), 1.0)
+        except Exception:  # a simulator must not block the exit or a reload
+            _LOGGER.warning("simulator did not stop cleanly: device=%s", device_id, exc_info=True)
+        # Forgotten only once stopped: if we are cancelled first, _close stops it.
+        del self.simulators[device_id]
+
+    def _access_list(self, config: Config) -> AccessList:
+        cards = config.access.cards
         path = self.loaded.path(cards) if cards is not None else self.loaded.data_dir / "cards.txt"
         return AccessList(path)
 
+    async def _build_device(self, device: AnyDeviceConfig) -> Driver:
+        """Start the device's simulator if it has one, and build its driver."""
+        attached = await self._start_simulator(device) if device.simulate else device
+        deps = DriverDeps(sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access)
+        try:
+            return build_driver(attached, deps)
+        except BaseException:
+            await self._stop_simulator(device.id)
+            raise
+
     async def _assemble(self) -> None:
         await self.outbox.open()
-        devices = await self._start_simulators()
-        deps = DriverDeps(
-            sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access_list()
-        )
-        for device in devices:
-            self.drivers[device.id] = build_driver(device, deps)
+        for device in self.config.devices:
+            self.drivers[device.id] = await self._build_device(device)
         self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock)
-        processor = CommandProcessor(
+        self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
             drivers=self.drivers,
@@ -244,6 +276,125 @@ class Gateway:
             f"devices {online}/{len(self.drivers)} online; broker {broker}"
         )
 
+    def _metrics_server(self) -> MetricsServer:
+        assert self.uplink is not None and self.processor is not None
+        assert self.commands is not None
+        queue = self.commands
+        sources = MetricsSources(
+            site=self.config.gateway.site,
+            gateway_id=self.config.gateway.id,
+            outbox=self.outbox,
+            uplink=self.uplink.stats,
+            drivers=self.drivers,
+            buses=self.buses,
+            command_outcomes=self.processor.outcomes,
+            commands_dropped=lambda: queue.overflowed,
+        )
+        return MetricsServer(self.config.metrics, GatewayCollector(sources))
+
+    # ---------------------------------------------------------------- tasks
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+        assert self._group is not None, "tasks start only while run() holds the group"
+        return self._group.create_task(coro, name=name)
+
+    def _start_device_task(self, device_id: str, driver: Driver) -> None:
+        self._device_tasks[device_id] = self._spawn(
+            supervise(f"device-{device_id}", driver.run, on_failure=_mark_failed(driver)),
+            f"device-{device_id}",
+        )
+        # A device may have brought a Modbus line nobody used before.
+        for bus in self.buses.buses:
+            if bus.name not in self._bus_tasks:
+                self._bus_tasks[bus.name] = self._spawn(bus.run(), f"bus-{bus.name}")
+
+    async def _stop_device(self, device_id: str) -> None:
+        """Stop one device's task (and its simulator) and forget its driver."""
+        task = self._device_tasks.pop(device_id, None)
+        self.drivers.pop(device_id, None)
+        if task is not None:
+            task.cancel()
+            _done, pending = await asyncio.wait({task}, timeout=STOP_DRIVERS_S)
+            if pending:
+                _LOGGER.warning("device task did not stop in time: device=%s", device_id)
+        await self._stop_simulator(device_id)
+
+    # --------------------------------------------------------------- reload
+
+    def request_reload(self) -> None:
+        """Ask for the config file to be read again (the SIGHUP handler calls this)."""
+        self._reload_requested.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Re-read the config file and apply device and access changes.
+
+        An invalid file changes nothing; changes to other sections are logged
+        as needing a restart and are not applied. A device that cannot be
+        started is logged and left out, so the next reload tries it again.
+        """
+        source = self.loaded.source
+        if source is None:
+            _LOGGER.warning("config reload: the config was not read from a file; nothing to do")
+            return
+        try:
+            # A file read and a validation: off the loop, once per SIGHUP.
+            new = (await asyncio.to_thread(load_config, source)).config
+        except ConfigError as exc:
+            _LOGGER.error(
+                "config reload refused, the running config stays in force: file=%s problems=%s",
+                source,
+                "; ".join(exc.problems),
+            )
+            return
+        plan = plan_reload(self.config, new)
+        for section in plan.needs_restart:
+            _LOGGER.warning(
+                "config reload: section %s changed; needs a restart, not applied", section
+            )
+        if not plan.applies_anything:
+            _LOGGER.info("config reload: no device or access change")
+            return
+        _LOGGER.info(
+            "config reload: added=%s removed=%s changed=%s unchanged=%s access_changed=%s",
+            ",".join(plan.added) or "-",
+            ",".join(plan.removed) or "-",
+            ",".join(plan.changed) or "-",
+            ",".join(plan.unchanged) or "-",
+            plan.access_changed,
+        )
+        for device_id in plan.to_stop:
+            await self._stop_device(device_id)
+            _LOGGER.info("device stopped: device=%s", device_id)
+        if plan.access_changed:
+            self._access = self._access_list(new)
+        starting = set(plan.to_start)
+        for device in new.devices:
+            if device.id not in starting:
+                continue
+            try:
+                driver = await self._build_device(device)
+            except Exception as exc:  # one bad device must not stop the others
+                _LOGGER.error(
+                    "config reload: device not started: device=%s error=%s",
+                    device.id,
+                    exc,
+                    exc_info=True,
+                )
+                continue
+            self.drivers[device.id] = driver
+            self._start_device_task(device.id, driver)
+            _LOGGER.info("device started: device=%s kind=%s", device.id, device.kind)
+        # The running config: the new devices that run and the new access;
+        # every other section stays as started.
+        running = [device for device in new.devices if device.id in self.drivers]
+        self.config = self.config.model_copy(update={"devices": running, "access": new.access})
+
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -251,25 +402,17 @@ class Gateway:
         await self._assemble()
         assert self.uplink is not None and self.commands is not None
         async with asyncio.TaskGroup() as group:
+            self._group = group
             core = [
                 group.create_task(self.outbox.run(), name="outbox"),
                 group.create_task(self.uplink.run(), name="uplink"),
             ]
-            core += [
-                group.create_task(bus.run(), name=f"bus-{bus.name}") for bus in self.buses.buses
-            ]
-            workers = [group.create_task(self.commands.run(), name="commands")]
+            if self.config.metrics.enabled:
+                core.append(group.create_task(self._metrics_server().run(), name="metrics"))
+            commands = group.create_task(self.commands.run(), name="commands")
             for device_id, driver in self.drivers.items():
-                workers.append(
-                    group.create_task(
-                        supervise(
-                            f"device-{device_id}",
-                            driver.run,
-                            on_failure=_mark_failed(driver),
-                        ),
-                        name=f"device-{device_id}",
-                    )
-                )
+                self._start_device_task(device_id, driver)
+            reloader = group.create_task(self._reload_loop(), name="reload")
             watchdog = group.create_task(sdnotify.watchdog_loop(self.status_line), name="watchdog")
             sdnotify.ready()
             _LOGGER.info(
@@ -282,11 +425,22 @@ class Gateway:
             await stop.wait()
             sdnotify.stopping()
             _LOGGER.info("shutting down")
-            await _stage("stop drivers and commands", STOP_DRIVERS_S, _cancel_all(workers))
+            await _stage(
+                "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, commands)
+            )
             await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
             await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
-            await _stage("close", CLOSE_S, _cancel_all([*core, watchdog]))
+            await _stage(
+                "close", CLOSE_S, _cancel_all([*core, *self._bus_tasks.values(), watchdog])
+            )
         await self._close()
+
+    async def _stop_workers(
+        self, reloader: asyncio.Task[None], commands: asyncio.Task[None]
+    ) -> None:
+        # The reloader first: a reload cut short may have started devices.
+        await _cancel_all([reloader])
+        await _cancel_all([commands, *self._device_tasks.values()])
 
     async def _goodbye(self, uplink_task: asyncio.Task[None]) -> None:
         assert self.uplink is not None
@@ -298,13 +452,8 @@ class Gateway:
             await asyncio.wait_for(self.outbox.close(), CLOSE_S)
         if self.store is not None:
             self.store.close()
-        for device_id, simulator in self.simulators.items():
-            try:
-                await asyncio.wait_for(simulator.stop(), 1.0)
-            except Exception:  # a simulator must not block the exit
-                _LOGGER.warning(
-                    "simulator did not stop cleanly: device=%s", device_id, exc_info=True
-                )
+        for device_id in list(self.simulators):
+            await self._stop_simulator(device_id)
         if self._sim_dir is not None:
             self._sim_dir.cleanup()
 
@@ -345,3 +494,14 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handler, sig)
+
+
+def install_reload_signal(reload: Callable[[], None]) -> None:
+    """SIGHUP calls ``reload`` (``Gateway.request_reload``), the usual daemon convention."""
+    loop = asyncio.get_running_loop()
+
+    def handler() -> None:
+        _LOGGER.info("signal received: signal=SIGHUP, reloading the configuration")
+        reload()
+
+    loop.add_signal_handler(signal.SIGHUP, handler)

@@ -16,6 +16,7 @@ broker it retries the first every ``failback_s``. TLS fails closed: an
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
@@ -58,6 +59,26 @@ class PublishRefusedError(aiomqtt.MqttError):
     """The broker answered a publish with a failure reason code."""
 
 
+# Publish-to-PUBACK latency buckets, seconds: a loopback broker answers in a
+# few ms, a mobile link in hundreds; publish_timeout_s (10 s default) caps it.
+PUBACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    """Observation counts per bucket (``counts[i]``: ``bounds[i-1] < x <= bounds[i]``;
+    the last slot is above every bound), plus their sum: what a Prometheus
+    histogram needs, without keeping any observation."""
+
+    bounds: tuple[float, ...] = PUBACK_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(PUBACK_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum_s += seconds
+
+
 @dataclass(slots=True)
 class UplinkStats:
     connected: bool = False
@@ -69,7 +90,7 @@ class UplinkStats:
     last_puback_latency_s: float | None = None
     commands_received: int = 0
     last_error: str | None = None
-    puback_latencies_s: list[float] = field(default_factory=list)
+    puback_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 class _StopRequestedError(Exception):
@@ -328,6 +349,7 @@ class Uplink:
             self.stats.batches_sent += 1
             self.stats.readings_sent += batch.count
             self.stats.last_puback_latency_s = latency
+            self.stats.puback_latency.observe(latency)
         finally:
             inflight.release()
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from gateway.outbox import read_last_seq
+from tests.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,13 +22,17 @@ REPO = Path(__file__).resolve().parent.parent
 def write_config(
     path: Path, *, brokers: list[str], devices: list[dict[str, Any]] | None = None, **sections: Any
 ) -> Path:
-    """A config with trusted clock and short windows; ``sections`` override whole sections."""
+    """A config with trusted clock and short windows; ``sections`` override whole sections.
+
+    Metrics listen on a free port (never the default 9108 a real gateway may hold).
+    """
     config: dict[str, Any] = {
         "gateway": {"site": "changqing", "id": "north-gate-1", "data_dir": "data"},
         "mqtt": {"brokers": brokers, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
         "outbox": {"commit_interval_ms": 200, "sync_interval_ms": 1000},
         "clock": {"source": "trust"},
         "access": {"cards": str(REPO / "access" / "cards.txt")},
+        "metrics": {"port": free_port()},
         "devices": devices if devices is not None else simulated_devices(),
     }
     for key, value in sections.items():

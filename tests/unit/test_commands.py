@@ -361,3 +361,14 @@ async def test_signature_never_logged(rig: Rig, caplog: pytest.LogCaptureFixture
     assert "cmd-2" in caplog.text
     assert sig not in caplog.text
     assert sig[:16] not in caplog.text
+
+
+async def test_outcomes_are_counted_by_status_and_reason(rig: Rig) -> None:
+    await handle(rig, payload())
+    await handle(rig, payload())  # the same id again
+    await handle(rig, b"not json")
+    assert rig.processor.outcomes == {
+        ("done", "none"): 1,
+        ("rejected", "replayed"): 1,
+        ("rejected", "bad_json"): 1,
+    }
