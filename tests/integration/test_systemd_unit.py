@@ -125,10 +125,15 @@ def scratch_root(tmp_path: Path) -> Path:
     unit_dir = root / "etc/systemd/system"
     unit_dir.mkdir(parents=True)
     shutil.copy(UNIT, unit_dir / UNIT.name)
-    exe = root / EXEC_PATH.lstrip("/")
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
+    # Every program the unit runs (ExecStart*, ExecReload) must exist in the root.
+    for program in {
+        EXEC_PATH,
+        *(v.split()[0] for _, k, v in unit_settings() if k.startswith("Exec")),
+    }:
+        exe = root / program.lstrip("/")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
     return root
 
 
