@@ -204,7 +204,8 @@ class BleReceiverSimulator:
     def send_garbage(self, data: bytes | None = None) -> bytes:
         """Noise on the line (a broken line plus a terminator by default)."""
         if data is None:
-            data = b"$GPRP,12,zz" + self._rng.randbytes(8).replace(b"\n", b"") + b"\r\n"
+            noise = self._rng.randbytes(8).translate(None, b"\r\n$")  # one broken line, exactly
+            data = b"$GPRP,12,zz" + noise + b"\r\n"
         self._send(data)
         return data
 
