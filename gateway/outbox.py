@@ -196,10 +196,29 @@ def _open_checked(path: Path) -> sqlite3.Connection:
                 db.execute("INSERT INTO meta VALUES ('epoch', ?)", (_new_epoch(),))
                 db.execute("INSERT INTO meta VALUES ('last_seq', '0')")
             db.execute("COMMIT")
+        _check_shape(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+# The columns each table must have at SCHEMA_VERSION: a file whose version
+# number matches but whose tables do not (a foreign or hand-edited database)
+# is unusable, and is moved aside like a corrupt one.
+_EXPECTED_COLUMNS = {
+    "meta": ["key", "value"],
+    "alarm": ["seq", "ts", "device", "type", "data", "mono", "boot"],
+    "routine": ["seq", "ts", "device", "type", "data", "sheddable", "mono", "boot"],
+    "result": ["id", "topic", "correlation", "body"],
+}
+
+
+def _check_shape(db: sqlite3.Connection) -> None:
+    for table, expected in _EXPECTED_COLUMNS.items():
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if columns != expected:
+            raise OutboxOpenError(f"table {table} has columns {columns}, expected {expected}")
 
 
 def _move_aside(path: Path) -> str:

@@ -233,3 +233,17 @@ async def test_newer_schema_is_moved_aside(tmp_path: Path) -> None:
     outbox = await open_outbox(tmp_path)
     assert outbox.moved_aside is not None and Path(outbox.moved_aside).exists()
     await outbox.close()
+
+
+async def test_a_database_of_another_shape_is_moved_aside(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("CREATE TABLE routine (seq INTEGER PRIMARY KEY, body TEXT)")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    db.commit()
+    db.close()
+    outbox = await open_outbox(tmp_path)
+    assert outbox.moved_aside is not None and Path(outbox.moved_aside).exists()
+    outbox.put(reading(FakeClock()))
+    await outbox.commit()
+    assert outbox.stats.last_seq == 1
+    await outbox.close()
