@@ -52,6 +52,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -139,6 +140,9 @@ class CommandProcessor:
         self._readings = readings
         self._results = results
         self._clock = clock
+        # One thread for the store's fsyncs: an fsync on the loop would stall
+        # every device and the uplink for as long as the storage takes.
+        self._store_sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="command-sync")
         # Results by (status, reason), reason "none" for done: for metrics.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._verifier = CommandVerifier(
@@ -177,7 +181,9 @@ class CommandProcessor:
                 correlation_data=correlation_data,
             )
         except CommandRejected as rejected:
-            return self._reject(rejected, received_at, received_mono, reply)
+            result = self._reject(rejected, received_at, received_mono, reply)
+            await self._sync_store()
+            return result
         except sqlite3.Error:
             # The id cannot be checked or made durable: running the command
             # could run it twice, so it is not run.
@@ -195,7 +201,7 @@ class CommandProcessor:
             return result
         if not accepted:
             # The same id arrived twice at once: the store's atomic insert decides.
-            return self._reject(
+            result = self._reject(
                 CommandRejected(
                     RejectReason.REPLAYED,
                     "id used concurrently",
@@ -208,6 +214,10 @@ class CommandProcessor:
                 received_mono,
                 reply,
             )
+            await self._sync_store()
+            return result
+        # "Recorded as accepted before it runs": on disk, not just committed.
+        await self._sync_store()
 
         # Cancelled (shutdown) mid-command, the outcome is unknown: the finally
         # reports it as such now, rather than at the next start.
@@ -218,7 +228,16 @@ class CommandProcessor:
         finally:
             result = self._result(command.id, status, reason, command.device, received_mono)
             self._emit(result, command.action, command.key_id, received_at, reply, finish=True)
+        await self._sync_store()
         return result
+
+    async def _sync_store(self) -> None:
+        """Make the store's commits durable on its worker thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._store_sync, self._store.sync)
+        except OSError:
+            _LOGGER.exception("command store sync failed")
 
     def report_unfinished(self) -> list[CommandResult]:
         """Report commands a previous run accepted but never finished; call once at start-up.
