@@ -57,6 +57,7 @@ from gateway.command_model import (
     canonical_bytes,
 )
 from gateway.timefmt import rfc3339_ms
+from gateway.uplink import set_nodelay
 
 DEFAULT_KEY_ID = "operator"
 DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60
@@ -306,6 +307,7 @@ async def send_command(
             tls_context=tls_context,
             timeout=timeout_s,
         ) as client:
+            set_nodelay(client)
             if wait:
                 # Subscribe before publishing: the result may come back at once.
                 await client.subscribe(results_topic, qos=1)

@@ -20,6 +20,7 @@ import bisect
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -104,6 +105,17 @@ class Topics:
         self.status = f"{root}/status"
         self.commands = f"{root}/commands"
         self.results = f"{root}/commands/results"
+
+
+def set_nodelay(client: aiomqtt.Client) -> None:
+    """Send small MQTT packets at once instead of waiting out Nagle's algorithm."""
+    sock = client._client.socket()
+    if not isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:  # not TCP (a unix socket): nothing to do
+        _LOGGER.debug("TCP_NODELAY not set: %s", exc)
 
 
 def _properties(packet_type: int) -> Properties:
@@ -253,6 +265,9 @@ class Uplink:
         self.stats.connected = True
         self.stats.broker = str(broker)
         _LOGGER.info("mqtt connected: broker=%s client_id=%s", broker, self._client_id)
+        # paho never sets TCP_NODELAY: a small result published right after our
+        # PUBACK of the command would wait for the broker's delayed ACK (~40 ms).
+        set_nodelay(client)
         # aiomqtt 2.5.1 ignores the PUBACK reason code; a broker refusing a
         # publish (MQTT 5, e.g. not authorised) must not make us delete readings.
         paho = client._client
