@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    TimedSubscriber,
     cpu_seconds,
     proc_status_kb,
     shipped_config,
@@ -52,6 +51,7 @@ from drivers.temperature_gate import TemperatureGateConfig
 from drivers.uhf_reader import UhfReaderConfig
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
+from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"
 TARGET_CPU_PCT = 5.0
@@ -158,7 +158,7 @@ async def one_run(seconds: float, run: int) -> RunResult:
         broker.start()
         sims: dict[str, Any] = {}
         devices: list[dict[str, Any]] = []
-        sub = TimedSubscriber(broker.port, ROOT)
+        sub = Subscriber(broker.port, ROOT, client_id="bench-platform")
         daemon: Daemon | None = None
         load: asyncio.Task[None] | None = None
         try:
@@ -235,7 +235,7 @@ async def one_run(seconds: float, run: int) -> RunResult:
     )
 
 
-def produced_counts(sub: TimedSubscriber) -> dict[str, set[str]]:
+def produced_counts(sub: Subscriber) -> dict[str, set[str]]:
     """Distinct reading ids per kind of injected event (duplicates are not losses)."""
     out: dict[str, set[str]] = {"card": set(), "ebike.pass": set(), "temperature.body": set()}
     for r in sub.readings():
@@ -246,7 +246,7 @@ def produced_counts(sub: TimedSubscriber) -> dict[str, set[str]]:
     return out
 
 
-def check_lost(sub: TimedSubscriber, daemon: Daemon, injected: Injected) -> list[str]:
+def check_lost(sub: Subscriber, daemon: Daemon, injected: Injected) -> list[str]:
     problems = []
     seqs = sub.unique_seqs()
     last = daemon.last_seq()

@@ -51,7 +51,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchmarks.common import TimedSubscriber, percentile, temp_dir, wait_until
+from benchmarks.common import percentile, temp_dir, wait_until
 from drivers.sim.door_node import DoorNodeDevice
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
@@ -64,6 +64,7 @@ from gateway.operator_tools import (
 )
 from tests.broker import Mosquitto
 from tests.daemon import REPO, Daemon, write_config
+from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"
 KEY_ID = "platform-2026"
@@ -125,7 +126,7 @@ async def passers_by(gates: list[TemperatureGateDevice], rng: random.Random) -> 
         rng.choice(gates).inject_reading(round(rng.uniform(36.1, 37.0), 1))
 
 
-def result_for(sub: TimedSubscriber, command_id: str) -> tuple[float, dict[str, Any]] | None:
+def result_for(sub: Subscriber, command_id: str) -> tuple[float, dict[str, Any]] | None:
     for message in reversed(sub.on("commands/results")):
         body = message.json()
         if body.get("id") == command_id:
@@ -185,7 +186,7 @@ async def one_run(args: argparse.Namespace, run: int) -> RunResult:
         server.requests = deque(maxlen=1_000_000)  # keep every request of the run
         node = DoorNodeDevice(server, relay_slave=1, reader_slave=2)
         gates = [TemperatureGateDevice(server, slave=3 + n) for n in range(args.gates)]
-        sub = TimedSubscriber(broker.port, ROOT)
+        sub = Subscriber(broker.port, ROOT, client_id="bench-platform")
         daemon: Daemon | None = None
         ambient: asyncio.Task[None] | None = None
         lag: asyncio.Task[None] | None = None
@@ -250,7 +251,7 @@ async def one_run(args: argparse.Namespace, run: int) -> RunResult:
 async def one_command(
     client: aiomqtt.Client,
     node: DoorNodeDevice,
-    sub: TimedSubscriber,
+    sub: Subscriber,
     private_key: Any,
     result: RunResult,
 ) -> None:

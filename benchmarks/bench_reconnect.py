@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import TimedSubscriber, log_lines, shipped_config, temp_dir, wait_until
+from benchmarks.common import log_lines, shipped_config, temp_dir, wait_until
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
+from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"
 TARGET_S = 5.0
@@ -80,7 +81,7 @@ async def one_run(down_s: float) -> RunResult:
             devices=simulated_devices(),
             mqtt=mqtt,
         )
-        sub = TimedSubscriber(broker.port, ROOT)
+        sub = Subscriber(broker.port, ROOT, client_id="bench-platform")
         daemon = Daemon(config)
         try:
             await sub.start()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,81 +127,3 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, *, every: fl
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(every)
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One message as the platform side received it; ``at`` is ``time.monotonic()`` then."""
-
-    at: float
-    topic: str
-    payload: bytes
-    retain: bool
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-@dataclass
-class TimedSubscriber:
-    """Like ``tests.subscriber.Subscriber`` (``{root}/#``, persistent 3.1.1 session that
-    survives broker restarts), but every message keeps its arrival time."""
-
-    port: int
-    root: str
-    client_id: str = "bench-platform"
-    messages: list[Arrival] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bench-subscriber")
-        async with asyncio.timeout(10):
-            await self._ready.wait()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        import aiomqtt
-
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    "127.0.0.1",
-                    self.port,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V311,
-                    clean_session=False,
-                    max_queued_incoming_messages=0,
-                ) as client:
-                    await client.subscribe(f"{self.root}/#", qos=1)
-                    self._ready.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        assert isinstance(payload, bytes | bytearray)
-                        self.messages.append(
-                            Arrival(
-                                time.monotonic(), str(message.topic), bytes(payload), message.retain
-                            )
-                        )
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
-
-    def on(self, suffix: str) -> list[Arrival]:
-        return [m for m in self.messages if m.topic == f"{self.root}/{suffix}"]
-
-    def batches(self) -> list[Arrival]:
-        return [m for m in self.messages if m.topic.endswith(("/readings", "/alarms"))]
-
-    def readings(self) -> list[dict[str, Any]]:
-        return [r for m in self.batches() for r in m.json()["readings"]]
-
-    def unique_seqs(self) -> list[int]:
-        return sorted({int(r["seq"]) for r in self.readings()})
-
-    def online_status_seen(self, since: int = 0) -> bool:
-        return any(m.json().get("state") == "online" for m in self.on("status")[since:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ class Received:
     payload: bytes
     retain: bool
     properties: Any = None
+    at: float = field(default_factory=time.monotonic)  # arrival, for latency benchmarks
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -83,12 +85,14 @@ class Subscriber:
     def on(self, suffix: str) -> list[Received]:
         return [m for m in self.messages if m.topic == f"{self.root}/{suffix}"]
 
+    def batches(self) -> list[Received]:
+        return [m for m in self.messages if m.topic.endswith(("/readings", "/alarms"))]
+
     def readings(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for message in self.messages:
-            if message.topic.endswith(("/readings", "/alarms")):
-                out.extend(message.json()["readings"])
-        return out
+        return [r for m in self.batches() for r in m.json()["readings"]]
+
+    def online_status_seen(self, since: int = 0) -> bool:
+        return any(m.json().get("state") == "online" for m in self.on("status")[since:])
 
     def unique_seqs(self) -> list[int]:
         return sorted({int(r["seq"]) for r in self.readings()})
