@@ -34,7 +34,6 @@ costs two short transactions (accept, finish) and their syncs.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from drivers.base import Clock
 from gateway.command_model import CommandStatus, RejectReason, VerifiedCommand
+from gateway.walsync import sync_wal
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -175,16 +175,8 @@ class CommandStore:
 
         Blocking: call it from a worker thread, not the event loop.
         """
-        if self._path is None:  # an in-memory store in tests
-            return
-        try:
-            fd = os.open(f"{self._path}-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        if self._path is not None:  # None: an in-memory store in tests
+            sync_wal(self._path)
 
     def is_seen(self, command_id: str) -> bool:
         """Whether this id was used before (``command_verify.SeenIds``)."""

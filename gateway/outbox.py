@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import operator
-import os
 import secrets
 import sqlite3
 import string
@@ -49,6 +48,7 @@ from typing import Any, TypeVar
 from drivers.base import Clock, Priority, Reading, ReadingType
 from gateway.clock import ClockSync
 from gateway.timefmt import TimestampFormatter, rfc3339_ms
+from gateway.walsync import sync_wal
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -610,15 +610,8 @@ class Outbox:
 
     def _sync_sync(self) -> None:
         """fdatasync the WAL: everything committed so far survives a power cut."""
-        wal = Path(f"{self.path}-wal")
-        try:
-            fd = os.open(wal, os.O_RDONLY)
-        except FileNotFoundError:
+        if not sync_wal(self.path):
             return
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
         self.stats.syncs += 1
         self._last_sync_mono = time.monotonic()
         self._loop_call(self._unsynced.clear)
