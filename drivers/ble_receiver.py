@@ -56,7 +56,7 @@ from drivers.codecs.ble_gprp import (
     IngicsPayload,
     decode_payload,
 )
-from drivers.transports.config import SerialTransportConfig
+from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.serial import SerialTransport, run_serial
 
 __all__ = [
@@ -143,9 +143,7 @@ class BleReceiverConfig(DeviceConfigBase):
     @field_validator("transport", mode="before")
     @classmethod
     def _transport_defaults(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            value = {"type": "serial", "baudrate": DEFAULT_BAUDRATE, **value}
-        return value
+        return serial_defaults(value, baudrate=DEFAULT_BAUDRATE)
 
     @field_validator("wearers", mode="after")
     @classmethod

@@ -66,7 +66,7 @@ from drivers.codecs.chafon_uhf import (
     WorkMode,
     WorkModeReply,
 )
-from drivers.transports.config import SerialTransportConfig
+from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.errors import TransportTimeoutError
 from drivers.transports.serial import SerialTransport, run_serial
 
@@ -171,9 +171,7 @@ class UhfReaderConfig(DeviceConfigBase):
     @field_validator("transport", mode="before")
     @classmethod
     def _transport_defaults(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            value = {"type": "serial", "baudrate": DEFAULT_BAUDRATE, **value}
-        return value
+        return serial_defaults(value, baudrate=DEFAULT_BAUDRATE)
 
     @model_validator(mode="after")
     def _check(self) -> UhfReaderConfig:

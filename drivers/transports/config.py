@@ -6,7 +6,8 @@ live here so an installer changes configuration, not code.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,13 @@ class SerialTransportConfig(_Strict):
     reopen_max_s: float = Field(
         default=30.0, gt=0, le=600, description="Cap of the reopen backoff."
     )
+
+
+def serial_defaults(value: Any, *, baudrate: int) -> Any:
+    """Fill in ``type: serial`` and a device kind's default baud rate (before validation)."""
+    if isinstance(value, Mapping):
+        return {"type": "serial", "baudrate": baudrate, **value}
+    return value
 
 
 class ModbusRtuTransportConfig(_Strict):
