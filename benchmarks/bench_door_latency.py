@@ -55,7 +55,7 @@ from benchmarks.common import percentile, temp_dir, wait_until
 from drivers.sim.door_node import DoorNodeDevice
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
-from gateway.operator_tools import (
+from gateway.cli.operator_tools import (
     build_command,
     encode_command,
     keygen,

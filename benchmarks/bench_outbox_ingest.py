@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from drivers.base import ReadingType, SystemClock, make_reading
-from gateway.clock import TrustedClockSync
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
+from gateway.runtime.clock import TrustedClockSync
 
 
 async def one_run(readings: int, chunk: int) -> float:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.base import ReadingType, SystemClock, make_reading
-from gateway.clock import TrustedClockSync
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
+from gateway.runtime.clock import TrustedClockSync
 
 
 def proc_status_kb(pid: int, field: str) -> int:
@@ -100,7 +100,7 @@ def shipped_config() -> dict[str, Any]:
 def log_lines(text: str, needle: str) -> list[tuple[float, str]]:
     """Daemon log lines containing ``needle``: (wall time from ``ts=``, message).
 
-    The daemon logs ``ts=2026-11-29T08:00:00.123Z level=... msg="..."`` (gateway/logfmt.py).
+    The daemon logs ``ts=2026-11-29T08:00:00.123Z level=... msg="..."`` (gateway/runtime/logfmt.py).
     """
     import calendar
     import re

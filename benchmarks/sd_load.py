@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from drivers.base import ReadingType, SystemClock, make_reading
-from gateway.clock import TrustedClockSync
 from gateway.config import MqttConfig
-from gateway.outbox import Outbox
-from gateway.uplink import Uplink
+from gateway.outbox.store import Outbox
+from gateway.runtime.clock import TrustedClockSync
+from gateway.uplink.session import Uplink
 
 
 class _NoCommands:

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from drivers.registry import DeviceConfig
-from gateway.command_model import CommandsConfig
+from gateway.commands.model import CommandsConfig
 
 ID_PATTERN = r"^[a-z0-9-]{1,64}$"
 DEFAULT_TOPIC_ROOT = "estates/{site}/gateways/{gateway_id}"

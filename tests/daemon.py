@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gateway.outbox import read_last_seq
+from gateway.outbox.store import read_last_seq
 from tests.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 
 from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
-from gateway.operator_tools import build_command, keygen, load_private_key, sign_command
+from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
 from tests.broker import Mosquitto
 from tests.daemon import REPO, Daemon, write_config
 from tests.subscriber import Subscriber

@@ -1,4 +1,4 @@
-"""gateway.sdnotify against a real AF_UNIX datagram socket standing in for systemd.
+"""gateway.runtime.sdnotify against a real AF_UNIX datagram socket standing in for systemd.
 
 A thread receives on the socket and stamps each datagram with time.monotonic() as it
 arrives, so the test sees when pings were really sent, even while the event loop that
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import sdnotify
+from gateway.runtime import sdnotify
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ async def test_blocked_event_loop_stops_the_pings(
     receiver: NotifyReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     block_s = 0.6  # three watchdog timeouts of the test's 0.2 s
-    caplog.set_level(logging.WARNING, logger="gateway.sdnotify")
+    caplog.set_level(logging.WARNING, logger="gateway.runtime.sdnotify")
     task = asyncio.create_task(
         sdnotify.watchdog_loop(None, environ=_watchdog_env(receiver)), name="watchdog"
     )

@@ -22,11 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Reading, SystemClock
-from gateway.command_model import CommandsConfig
-from gateway.command_store import CommandStore
-from gateway.command_verify import CommandVerifier
-from gateway.commands import CommandProcessor
-from gateway.operator_tools import (
+from gateway.cli.operator_tools import (
     EXIT_MQTT,
     EXIT_NOT_DONE,
     EXIT_OK,
@@ -34,6 +30,10 @@ from gateway.operator_tools import (
     keygen,
     send_command,
 )
+from gateway.commands.model import CommandsConfig
+from gateway.commands.processor import CommandProcessor
+from gateway.commands.store import CommandStore
+from gateway.commands.verify import CommandVerifier
 from tests.broker import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration

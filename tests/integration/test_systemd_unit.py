@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.supervisor import SHUTDOWN_BUDGET_S as DAEMON_SHUTDOWN_BUDGET_S
+from gateway.runtime.supervisor import SHUTDOWN_BUDGET_S as DAEMON_SHUTDOWN_BUDGET_S
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ UNIT = REPO / "systemd" / "estate-gateway.service"
 EXEC_PATH = "/opt/estate-gateway/venv/bin/estate-gateway"
 MAX_EXPOSURE = 2.0
 # The daemon's staged shutdown budget (DESIGN.md, STYLE.md section 5). The lead replaces
-# this literal with the supervisor's own constant once gateway/supervisor.py has it.
+# this literal with the supervisor's own constant once gateway/runtime/supervisor.py has it.
 
 SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
 
@@ -292,7 +292,7 @@ WORKLOAD = textwrap.dedent(
 
     out["tls"] = asyncio.run(network())
 
-    # gateway/clock.py asks the kernel whether NTP has synced the clock: a read-only
+    # gateway/runtime/clock.py asks the kernel whether NTP has synced the clock: a read-only
     # adjtimex (glibc: clock_adjtime). The state differs by host; an error must not.
     libc = ctypes.CDLL(None, use_errno=True)
     timex = ctypes.create_string_buffer(512)  # struct timex, all zero: modes=0, read only
@@ -304,7 +304,7 @@ WORKLOAD = textwrap.dedent(
 
     dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     dgram.bind(os.path.join(work, "notify.sock"))
-    from gateway import sdnotify
+    from gateway.runtime import sdnotify
     sdnotify.ready(environ={"NOTIFY_SOCKET": os.path.join(work, "notify.sock")})
     out["sdnotify"] = dgram.recv(64).decode()
 

@@ -15,11 +15,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, Priority, ReadingType, SystemClock, make_reading
-from gateway.clock import ClockSync, TrustedClockSync
 from gateway.config import MqttConfig
-from gateway.outbox import Lane, Outbox
+from gateway.outbox.store import Lane, Outbox
+from gateway.runtime.clock import ClockSync, TrustedClockSync
 from gateway.timefmt import parse_rfc3339
-from gateway.uplink import Uplink
+from gateway.uplink.session import Uplink
 from tests.broker import Mosquitto, free_port, make_tls_files
 from tests.fakes import FakeClock, FakeClockSync
 from tests.subscriber import Subscriber

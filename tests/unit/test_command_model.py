@@ -11,14 +11,14 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from gateway.command_model import (
+from gateway.cli.operator_tools import public_key_b64
+from gateway.commands.model import (
     CommandResult,
     CommandsConfig,
     CommandStatus,
     RejectReason,
     parse_rfc3339_utc,
 )
-from gateway.operator_tools import public_key_b64
 from gateway.timefmt import rfc3339
 
 CONTRACT_REASONS = (

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.command_model import CommandStatus, RejectReason, VerifiedCommand
-from gateway.command_store import (
+from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
+from gateway.commands.store import (
     DB_FILENAME,
     SCHEMA_VERSION,
     SEEN_RETENTION_S,
@@ -194,7 +194,7 @@ def test_corrupt_file_is_moved_aside_loudly(
 ) -> None:
     path = tmp_path / DB_FILENAME
     path.write_bytes(b"this is not a database" * 100)
-    with caplog.at_level(logging.ERROR, logger="gateway.command_store"):
+    with caplog.at_level(logging.ERROR, logger="gateway.commands.store"):
         store = CommandStore.open(tmp_path, clock=clock)
     try:
         assert accept(store, make_command())

@@ -12,15 +12,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.command_model import (
+from gateway.cli.operator_tools import build_command, public_key_b64, sign_command
+from gateway.commands.model import (
     CommandRejected,
     CommandsConfig,
     RejectReason,
     VerifiedCommand,
     canonical_bytes,
 )
-from gateway.command_verify import CommandVerifier
-from gateway.operator_tools import build_command, public_key_b64, sign_command
+from gateway.commands.verify import CommandVerifier
 from tests.fakes import FakeClock
 
 GATEWAY = "north-gate-1"

@@ -22,15 +22,15 @@ from drivers.base import (
     ReadingType,
 )
 from drivers.transports.errors import TransportError, TransportTimeoutError
-from gateway.command_model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
-from gateway.command_store import CommandStore
-from gateway.commands import CommandProcessor
-from gateway.operator_tools import (
+from gateway.cli.operator_tools import (
     build_command,
     encode_command,
     public_key_b64,
     sign_command,
 )
+from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
+from gateway.commands.processor import CommandProcessor
+from gateway.commands.store import CommandStore
 from tests.fakes import FakeClock
 
 GATEWAY = "north-gate-1"

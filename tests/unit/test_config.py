@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import main
+from gateway.cli.main import main
+from gateway.cli.operator_tools import keygen
 from gateway.config import ConfigError, load_config
-from gateway.operator_tools import keygen
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from gateway.live_status import DaemonView, DeviceView, LiveData, parse_metrics, render
-from gateway.status import OutboxReport
+from gateway.cli.live_status import DaemonView, DeviceView, LiveData, parse_metrics, render
+from gateway.outbox.report import OutboxReport
 
 NOW = 1_795_000_100.0
 

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from drivers.base import DeviceHealth, DeviceState, Driver, Priority, ReadingType, make_reading
 from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
-from gateway.metrics import GatewayCollector, MetricsServer, MetricsSources
-from gateway.outbox import Outbox
-from gateway.uplink import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
+from gateway.outbox.store import Outbox
+from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.uplink.session import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
 from tests.fakes import FakeClock, FakeClockSync
 
 

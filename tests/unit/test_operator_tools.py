@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.command_model import CommandRejected, CommandsConfig, RejectReason
-from gateway.command_verify import CommandVerifier
-from gateway.operator_tools import (
+from gateway.cli.operator_tools import (
     EXIT_USAGE,
     BrokerAddress,
     add_operator_subcommands,
@@ -30,6 +28,8 @@ from gateway.operator_tools import (
     sign_command,
     topic_root,
 )
+from gateway.commands.model import CommandRejected, CommandsConfig, RejectReason
+from gateway.commands.verify import CommandVerifier
 from tests.fakes import FakeClock
 
 T0 = 1_795_939_200.0

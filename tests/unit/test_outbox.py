@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Priority, Reading, ReadingType, make_reading
-from gateway.outbox import DB_NAME, SCHEMA_VERSION, Lane, Outbox
+from gateway.outbox.store import DB_NAME, SCHEMA_VERSION, Lane, Outbox
 from gateway.timefmt import parse_rfc3339
 from tests.fakes import FakeClock, FakeClockSync
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import Config
-from gateway.reload import plan_reload
+from gateway.runtime.reload import plan_reload
 
 
 def device(device_id: str, kind: str = "temperature_gate", **options: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway import supervisor
+from gateway.runtime import supervisor
 
 
 async def test_a_failing_task_is_reported_and_restarted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.base import Clock
-from gateway.command_model import CommandStatus, RejectReason, VerifiedCommand
-from gateway.walsync import sync_wal
+from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
+from gateway.outbox.walsync import sync_wal
 
 _LOGGER = logging.getLogger(__name__)
 

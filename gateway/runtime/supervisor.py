@@ -7,7 +7,7 @@ it never stops anything else (STYLE.md §5). Shutdown on SIGTERM/SIGINT runs in
 stages, each with its own budget; their sum stays under systemd's
 ``TimeoutStopSec`` and under the 5 s the backbone issue asks for.
 
-SIGHUP re-reads the config file. ``gateway.reload.plan_reload`` decides what
+SIGHUP re-reads the config file. ``gateway.runtime.reload.plan_reload`` decides what
 changed; the supervisor stops the device tasks of removed and changed devices
 (and their simulators), starts new ones in the same task group (with a bus
 task for any Modbus line that is new) and updates ``drivers`` in place, since
@@ -33,16 +33,16 @@ from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, 
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
-from gateway import sdnotify
-from gateway.clock import ClockSync, current_boot_id, make_clock_sync
-from gateway.command_store import CommandStore
-from gateway.commands import CommandProcessor
+from gateway.commands.processor import CommandProcessor
+from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
-from gateway.metrics import GatewayCollector, MetricsServer, MetricsSources
-from gateway.outbox import Lane, Outbox
-from gateway.reload import plan_reload
+from gateway.outbox.store import Lane, Outbox
+from gateway.runtime import sdnotify
+from gateway.runtime.clock import ClockSync, current_boot_id, make_clock_sync
+from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.reload import plan_reload
 from gateway.timefmt import rfc3339
-from gateway.uplink import Uplink
+from gateway.uplink.session import Uplink
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")

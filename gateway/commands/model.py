@@ -11,7 +11,7 @@ This module owns everything about a command that needs no I/O:
   passed every check, and ``CommandRejected``, the error carrying the reason;
 - ``CommandResult`` and its JSON for ``{root}/commands/results``;
 - ``canonical_bytes``, the one canonical form that both signing
-  (``gateway.operator_tools``) and verification (``gateway.command_verify``) use;
+  (``gateway.cli.operator_tools``) and verification (``gateway.commands.verify``) use;
 - ``CommandsConfig``, the ``commands:`` section of the configuration.
 
 Timestamps on the wire are RFC 3339 UTC: ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z``.

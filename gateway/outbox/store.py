@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.base import Clock, Priority, Reading, ReadingType
-from gateway.clock import ClockSync
+from gateway.outbox.walsync import sync_wal
+from gateway.runtime.clock import ClockSync
 from gateway.timefmt import TimestampFormatter, rfc3339_ms
-from gateway.walsync import sync_wal
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")

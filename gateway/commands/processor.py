@@ -2,7 +2,7 @@
 
 ``CommandProcessor.handle`` takes one payload from ``{root}/commands`` and:
 
-1. verifies it (``gateway.command_verify``, the contract's checks in order);
+1. verifies it (``gateway.commands.verify``, the contract's checks in order);
 2. for an accepted command, records it "accepted" together with its id in
    one fsynced transaction (``CommandStore.accept``), *then* runs it, so a
    crash can never run it twice;
@@ -67,7 +67,7 @@ from drivers.base import (
     make_reading,
 )
 from drivers.transports.errors import TransportError, TransportTimeoutError
-from gateway.command_model import (
+from gateway.commands.model import (
     CommandRejected,
     CommandResult,
     CommandsConfig,
@@ -75,8 +75,8 @@ from gateway.command_model import (
     RejectReason,
     VerifiedCommand,
 )
-from gateway.command_store import AuditRecord, CommandStore
-from gateway.command_verify import CommandVerifier
+from gateway.commands.store import AuditRecord, CommandStore
+from gateway.commands.verify import CommandVerifier
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -51,13 +51,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, SystemClock
-from gateway.command_model import (
+from gateway.commands.model import (
     KEY_ID_PATTERN,
     NAME_PATTERN,
     canonical_bytes,
 )
 from gateway.timefmt import rfc3339_ms
-from gateway.uplink import set_nodelay
+from gateway.uplink.session import set_nodelay
 
 DEFAULT_KEY_ID = "operator"
 DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60

@@ -34,7 +34,7 @@ from paho.mqtt.properties import Properties
 
 from drivers.transports.backoff import Backoff
 from gateway.config import BrokerUrl, MqttConfig
-from gateway.outbox import Batch, Lane, Outbox
+from gateway.outbox.store import Batch, Lane, Outbox
 from gateway.timefmt import rfc3339
 
 _LOGGER = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gateway.outbox import DB_NAME, Lane, oldest_unsent, open_readonly, read_last_seq
+from gateway.outbox.store import DB_NAME, Lane, oldest_unsent, open_readonly, read_last_seq
 from gateway.timefmt import parse_rfc3339, rfc3339
 
 

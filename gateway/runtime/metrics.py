@@ -44,9 +44,9 @@ from prometheus_client.metrics_core import (
 from drivers.base import DeviceState, Driver
 from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
-from gateway.outbox import Outbox
+from gateway.outbox.store import Outbox
 from gateway.timefmt import parse_rfc3339
-from gateway.uplink import GATEWAY_VERSION, LatencyHistogram, UplinkStats
+from gateway.uplink.session import GATEWAY_VERSION, LatencyHistogram, UplinkStats
 
 _LOGGER = logging.getLogger(__name__)
 

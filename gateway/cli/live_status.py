@@ -5,7 +5,7 @@ Two sources, read each refresh:
 - the running daemon's metrics endpoint (``metrics:`` in the config), for what
   only the daemon knows: each device's state, last reading, last seen and
   error counters, and the broker link. Parsed with ``prometheus_client.parser``;
-- the outbox database (``gateway.status.read_report``), for the backlog. It
+- the outbox database (``gateway.outbox.report.read_report``), for the backlog. It
   answers even when the daemon is down.
 
 ``gather`` reads both into a ``LiveData``; ``render`` turns that into a rich
@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.config import LoadedConfig
-from gateway.status import NoDatabaseError, OutboxReport, read_report
+from gateway.outbox.report import NoDatabaseError, OutboxReport, read_report
 
 FETCH_TIMEOUT_S = 2.0
 PREFIX = "estate_gateway_"

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from drivers.base import Clock
-from gateway.command_model import (
+from gateway.commands.model import (
     Action,
     CommandMessage,
     CommandRejected,
@@ -61,7 +61,7 @@ _GATEWAY_ACTIONS = frozenset({Action.GATEWAY_PING.value})
 
 
 class SeenIds(Protocol):
-    """Durable memory of command ids (``gateway.command_store.CommandStore``)."""
+    """Durable memory of command ids (``gateway.commands.store.CommandStore``)."""
 
     def is_seen(self, command_id: str) -> bool: ...
 

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import operator_tools
+from gateway.cli import operator_tools
 from gateway.config import ConfigError, LoadedConfig, load_config
-from gateway.logfmt import setup_logging
-from gateway.status import NoDatabaseError, read_report
+from gateway.outbox.report import NoDatabaseError, read_report
+from gateway.runtime.logfmt import setup_logging
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(loaded: LoadedConfig) -> None:
-    from gateway.supervisor import (  # noqa: PLC0415 - heavy imports
+    from gateway.runtime.supervisor import (  # noqa: PLC0415 - heavy imports
         Gateway,
         install_reload_signal,
         install_stop_signals,
@@ -86,7 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_INVALID
     if args.live:
-        from gateway.live_status import run_live  # noqa: PLC0415 - rich loads on demand
+        from gateway.cli.live_status import run_live  # noqa: PLC0415 - rich loads on demand
 
         return run_live(loaded, interval_s=args.interval)
     try:
@@ -106,7 +106,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_INVALID
     setup_logging(args.log_level or "INFO")
-    from gateway.simulate import run_simulators  # noqa: PLC0415 - simulators load on demand
+    from gateway.cli.simulate import run_simulators  # noqa: PLC0415 - simulators load on demand
 
     wanted = set(args.device or [])
     devices = [d for d in loaded.config.devices if not wanted or d.id in wanted]
