@@ -42,10 +42,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.access import AccessList
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.transports.modbus import BusPool
+from tests.fakes import CountingSink
 
 CARD = "04A1B2C3"
 TARGET_P99_MS = 10.0
@@ -53,11 +54,6 @@ TARGET_P99_MS = 10.0
 PROTOCOL_BUDGET_MS = 100.0
 """PROTOCOLS.md: card-to-relay within 100 ms of the read."""
 SWIPE_TIMEOUT_S = 5.0
-
-
-class NullSink:
-    def put(self, reading: Reading) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +99,7 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
     )
     pool = BusPool()
     driver = build_driver(
-        config, sink=NullSink(), clock=SystemClock(), buses=pool, access=AccessList(cards)
+        config, sink=CountingSink(), clock=SystemClock(), buses=pool, access=AccessList(cards)
     )
     (bus,) = pool.buses
     loop = asyncio.get_running_loop()

@@ -51,7 +51,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchmarks.common import percentile, temp_dir, wait_until
+from benchmarks.common import percentile, temp_dir
 from drivers.sim.door_node import DoorNodeDevice
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
@@ -64,6 +64,7 @@ from gateway.cli.operator_tools import (
 )
 from tests.broker import Mosquitto
 from tests.daemon import REPO, Daemon, write_config
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"

@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import log_lines, shipped_config, temp_dir, wait_until
+from benchmarks.common import log_lines, shipped_config, temp_dir
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +115,3 @@ def log_lines(text: str, needle: str) -> list[tuple[float, str]]:
         whole = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
         out.append((whole + int(match.group(2)) / 1000, match.group(3)))
     return out
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, *, every: float = 0.02) -> None:
-    """Poll ``predicate`` until it holds.
-
-    Raises:
-        TimeoutError: it did not hold within ``timeout`` seconds.
-    """
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(every)

@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from gateway.cli.operator_tools import (
     EXIT_MQTT,
     EXIT_NOT_DONE,
@@ -35,6 +35,7 @@ from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
 from tests.broker import Mosquitto, free_port
+from tests.fakes import RecordingSink
 
 pytestmark = pytest.mark.integration
 
@@ -159,11 +160,6 @@ class PublishingResults:
         self.queue.put_nowait((result_json, response_topic, correlation_data))
 
 
-class NoReadings:
-    def put(self, reading: Reading) -> None:
-        del reading
-
-
 @contextlib.asynccontextmanager
 async def gateway(
     port: int, config: CommandsConfig, data_dir: Path
@@ -183,7 +179,7 @@ async def gateway(
         gateway_id=GATEWAY,
         drivers={},
         store=store,
-        readings=NoReadings(),
+        readings=RecordingSink(),
         results=results,
         clock=SystemClock(),
     )

@@ -18,7 +18,6 @@ from drivers.base import (
     DeviceHealth,
     Driver,
     Priority,
-    Reading,
     ReadingType,
 )
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -31,21 +30,13 @@ from gateway.cli.operator_tools import (
 from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, RecordingSink
 
 GATEWAY = "north-gate-1"
 T0 = 1_795_939_200.0
 KEY = Ed25519PrivateKey.generate()
 RECEIVED_MONO = 500.0
 EXECUTE_MS = 14.2
-
-
-class ListReadings:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
 
 
 @dataclass
@@ -63,7 +54,7 @@ class FakeDoor:
 
     def __init__(self, device_id: str, clock: FakeClock) -> None:
         self.device_id = device_id
-        self.health = DeviceHealth(device_id, ListReadings(), clock)
+        self.health = DeviceHealth(device_id, RecordingSink(), clock)
         self.clock = clock
         self.calls: list[tuple[str, Mapping[str, Any]]] = []
         self.raises: BaseException | None = None
@@ -91,7 +82,7 @@ class Rig:
     processor: CommandProcessor
     door: FakeDoor
     store: CommandStore
-    readings: ListReadings
+    readings: RecordingSink
     results: ListResults
     clock: FakeClock
 
@@ -116,7 +107,7 @@ def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -
     clock = clock or FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
     door = FakeDoor("door-east-1", clock)
     store = CommandStore.open(tmp_path, clock=clock)
-    readings, results = ListReadings(), ListResults()
+    readings, results = RecordingSink(), ListResults()
     drivers: dict[str, Driver] = {"door-east-1": door}
     processor = CommandProcessor(
         make_config(**overrides),
