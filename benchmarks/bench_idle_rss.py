@@ -16,6 +16,7 @@ The median is over ``--runs`` starts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def one_run(settle_s: float) -> tuple[float, float]:
         daemon = Daemon(idle_config(workdir, broker.url))
         try:
             daemon.start()
-            daemon.wait_for_log("mqtt connected", timeout=60)
+            asyncio.run(daemon.wait_for_log("mqtt connected", timeout=60))
             time.sleep(settle_s)  # the measured thing is idleness itself: nothing to wait on
             assert daemon.proc is not None
             rss = proc_status_kb(daemon.proc.pid, "VmRSS") / 1024

@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.subscriber import Subscriber
+
+SITE = "changqing"  # as tests.daemon.write_config
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -94,6 +97,31 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+@dataclass(frozen=True)
+class SharedBroker:
+    """The session's mosquitto as one test sees it. Never stop it: others use it too."""
+
+    mosquitto: Mosquitto
+    gateway_id: str
+
+    @property
+    def url(self) -> str:
+        return self.mosquitto.url
+
+    @property
+    def port(self) -> int:
+        return self.mosquitto.port
+
+    @property
+    def root(self) -> str:
+        """The default topic root of a gateway with this id (``mqtt.topic_root``)."""
+        return f"estates/{SITE}/gateways/{self.gateway_id}"
+
+    def subscriber(self) -> Subscriber:
+        """The platform side, on this test's root, with a session of its own."""
+        return Subscriber(self.port, self.root, client_id=f"platform-{self.gateway_id}")
 
 
 def make_tls_files(
