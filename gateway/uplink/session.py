@@ -36,10 +36,10 @@ from drivers.transports.backoff import Backoff
 from gateway.config import BrokerUrl, MqttConfig
 from gateway.outbox.store import Batch, Lane, Outbox
 from gateway.timefmt import rfc3339
+from gateway.version import GATEWAY_VERSION
 
 _LOGGER = logging.getLogger(__name__)
 
-GATEWAY_VERSION = "0.1.0"
 PUBACK_FAILURE = 0x80  # MQTT 5: reason codes >= 0x80 are failures
 
 
