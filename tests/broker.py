@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.subscriber import Subscriber
 
@@ -118,6 +119,12 @@ class SharedBroker:
     def root(self) -> str:
         """The default topic root of a gateway with this id (``mqtt.topic_root``)."""
         return f"estates/{SITE}/gateways/{self.gateway_id}"
+
+    def write_config(self, path: Path, **options: Any) -> Path:
+        """``tests.daemon.write_config`` for a gateway on this share of the broker."""
+        from tests.daemon import write_config
+
+        return write_config(path, brokers=[self.url], gateway_id=self.gateway_id, **options)
 
     def subscriber(self) -> Subscriber:
         """The platform side, on this test's root, with a session of its own."""

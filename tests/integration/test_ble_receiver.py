@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState, Priority, ReadingType, SystemClock
+from drivers.base import DeviceState, Driver, Priority, ReadingType, SystemClock
 from drivers.ble_receiver import BleReceiverConfig, BleReceiverDriver, build_driver
 from drivers.sim.ble_receiver import BleReceiverSimulator, make_simulator
+from tests.devices import driven
 from tests.fakes import WAIT_S, RecordingSink, status_is, typed, wait_until
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,10 @@ class Rig:
                     await self.sink.wait_for(status_is(DeviceState.ONLINE), after=mark, timeout=0.3)
 
 
+def serial_driver(config: BleReceiverConfig, sink: RecordingSink) -> Driver:
+    return build_driver(config, sink=sink, clock=SystemClock())
+
+
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]:
     settings: dict[str, Any] = {
@@ -64,21 +69,9 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]:
     }
     config = BleReceiverConfig.model_validate(settings)
     sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
-    sink = RecordingSink()
-    driver = build_driver(config, sink=sink, clock=SystemClock())
-    assert isinstance(driver, BleReceiverDriver)
-    task = asyncio.create_task(driver.run(), name="ble-driver")
-    try:
+    async with driven(sim, config, serial_driver) as (driver, sink):
+        assert isinstance(driver, BleReceiverDriver)
         yield Rig(sim, driver, sink)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sim.stop()
 
 
 async def test_bthome_sos_once_per_press(tmp_path: Path) -> None:

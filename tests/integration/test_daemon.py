@@ -28,13 +28,7 @@ async def test_sigterm_exits_0_fast_publishes_offline_and_loses_nothing(
 ) -> None:
     sub = shared_broker.subscriber()
     await sub.start()
-    daemon = Daemon(
-        write_config(
-            tmp_path / "gw" / "config.yaml",
-            brokers=[shared_broker.url],
-            gateway_id=shared_broker.gateway_id,
-        )
-    )
+    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
     daemon.start()
     try:
         await sub.wait_for(lambda: len(sub.unique_seqs()) >= 10, timeout=30)
@@ -60,13 +54,7 @@ async def test_sigkill_leaves_the_will_on_the_status_topic(
 ) -> None:
     sub = shared_broker.subscriber()
     await sub.start()
-    daemon = Daemon(
-        write_config(
-            tmp_path / "gw" / "config.yaml",
-            brokers=[shared_broker.url],
-            gateway_id=shared_broker.gateway_id,
-        )
-    )
+    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
     daemon.start()
     try:
         await sub.wait_for(lambda: any(m.json()["state"] == "online" for m in sub.on("status")))

@@ -13,7 +13,7 @@ from drivers.sim.uhf_reader import UhfReaderSimulator
 from drivers.temperature_gate import TemperatureGateConfig
 from drivers.uhf_reader import UhfReaderConfig
 from tests.broker import SharedBroker
-from tests.daemon import Daemon, write_config
+from tests.daemon import Daemon
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -64,10 +64,8 @@ async def test_unplugged_reader_goes_offline_and_back_while_the_gate_keeps_readi
     sub = shared_broker.subscriber()
     await sub.start()
     daemon = Daemon(
-        write_config(
+        shared_broker.write_config(
             tmp_path / "gw" / "config.yaml",
-            brokers=[shared_broker.url],
-            gateway_id=shared_broker.gateway_id,
             devices=[uhf_cfg, gate_cfg],
         )
     )

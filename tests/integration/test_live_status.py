@@ -95,11 +95,7 @@ def all_online(screen: str) -> bool:
 def test_live_view_shows_devices_broker_and_backlog(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    config = write_config(
-        tmp_path / "gw" / "config.yaml",
-        brokers=[shared_broker.url],
-        gateway_id=shared_broker.gateway_id,
-    )
+    config = shared_broker.write_config(tmp_path / "gw" / "config.yaml")
     daemon = Daemon(config)
     daemon.start()
     view = LiveView(config)

@@ -60,10 +60,8 @@ async def test_endpoint_answers_and_counters_move(
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     daemon = Daemon(
-        write_config(
+        shared_broker.write_config(
             tmp_path / "gw" / "config.yaml",
-            brokers=[shared_broker.url],
-            gateway_id=shared_broker.gateway_id,
             metrics={"port": port},
         )
     )

@@ -38,10 +38,8 @@ async def test_sighup_restarts_only_the_devices_that_changed(
 ) -> None:
     catalog = devices_by_id()
     before = [catalog[i] for i in ("door-east-1", "ebike-reader-1", "temp-gate-1", "temp-gate-2")]
-    config = write_config(
+    config = shared_broker.write_config(
         tmp_path / "gw" / "config.yaml",
-        brokers=[shared_broker.url],
-        gateway_id=shared_broker.gateway_id,
         devices=before,
     )
     sub = shared_broker.subscriber()

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState, Priority, Reading, ReadingType, SystemClock
+from drivers.base import DeviceState, Driver, Priority, Reading, ReadingType, SystemClock
 from drivers.codecs.chafon_uhf import GetWorkMode, Inventory, SetWorkMode
 from drivers.sim.uhf_reader import UhfReaderSimulator, make_simulator
 from drivers.uhf_reader import UhfReaderConfig, UhfReaderDriver, build_driver
+from tests.devices import driven
 from tests.fakes import RecordingSink, status_is, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,10 @@ class Rig:
         self.sink = sink
 
 
+def serial_driver(config: UhfReaderConfig, sink: RecordingSink) -> Driver:
+    return build_driver(config, sink=sink, clock=SystemClock())
+
+
 @contextlib.asynccontextmanager
 async def running(
     tmp_path: Path, *, max_tags_per_frame: int = 4, **overrides: Any
@@ -54,21 +59,9 @@ async def running(
     config = UhfReaderConfig.model_validate(settings)
     sim = make_simulator(config, tmp_path, ambient=False)
     sim.max_tags_per_frame = max_tags_per_frame
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
-    sink = RecordingSink()
-    driver = build_driver(config, sink=sink, clock=SystemClock())
-    assert isinstance(driver, UhfReaderDriver)
-    task = asyncio.create_task(driver.run(), name="uhf-driver")
-    try:
+    async with driven(sim, config, serial_driver) as (driver, sink):
+        assert isinstance(driver, UhfReaderDriver)
         yield Rig(sim, driver, sink)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sim.stop()
 
 
 def _ts(text: str) -> datetime:
