@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
 from tests.fakes import CountingSink
 
 GATES = 8
@@ -90,11 +90,7 @@ async def one_run(duration_s: float) -> dict[str, float]:
             cpu = time.process_time() - cpu0
             per_gate = [gate.reads - before for gate, before in zip(gates, reads0, strict=True)]
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(*tasks)
             await server.stop()
     return {
         "tps": answered / elapsed,

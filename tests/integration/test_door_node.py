@@ -17,6 +17,7 @@ from drivers.codecs.door_node_map import NEW_CARD_COIL
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver, build_driver
 from drivers.sim.door_node import DoorNodeSimulator, WriteKind
 from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+from tests.devices import stop_tasks
 from tests.fakes import RecordingSink, typed
 
 pytestmark = pytest.mark.integration
@@ -105,25 +106,8 @@ async def make_rig(
         yield rig
     finally:
         # Users of the bus first, then the bus itself.
-        for task in reversed(rig.tasks):
-            await _stop(task)
+        await stop_tasks(*reversed(rig.tasks))
         await sim.stop()
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if a cancellation was lost.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside pymodbus's ``execute``)
-    drops a cancellation that arrives as the reply does; the bus then goes back
-    to waiting for work. A second ``cancel()`` reaches it there.
-    """
-    for _ in range(50):
-        task.cancel()
-        done, _pending = await asyncio.wait({task}, timeout=0.2)
-        if done:
-            break
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def test_granted_card_pulses_lock_then_rearms_and_beeps(tmp_path: Path) -> None:

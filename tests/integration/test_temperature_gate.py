@@ -25,6 +25,7 @@ from drivers.sim.temperature_gate import (
 )
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
 from tests.fakes import RecordingSink, typed
 
 pytestmark = pytest.mark.integration
@@ -69,11 +70,7 @@ async def running(configs: list[TemperatureGateConfig]) -> AsyncIterator[Running
     try:
         yield Running(sink, pool)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*tasks)
 
 
 @contextlib.asynccontextmanager
