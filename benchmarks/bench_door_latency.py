@@ -63,7 +63,7 @@ from gateway.cli.operator_tools import (
     sign_command,
 )
 from tests.broker import Mosquitto
-from tests.daemon import REPO, Daemon, write_config
+from tests.daemon import REPO, Daemon, send_command_argv, write_config
 from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
@@ -137,28 +137,11 @@ def result_for(sub: Subscriber, command_id: str) -> tuple[float, dict[str, Any]]
 
 async def run_cli(broker: Mosquitto, keys: Path) -> float:
     """One ``send-command --wait`` through the real CLI; return its printed round trip."""
+    argv = send_command_argv(
+        broker.url, keys / f"{KEY_ID}.pem", device=DOOR, params={"hold_seconds": HOLD_SECONDS}
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "send-command",
-        "--broker",
-        broker.url,
-        "--key",
-        str(keys / f"{KEY_ID}.pem"),
-        "--key-id",
-        KEY_ID,
-        "--site",
-        "changqing",
-        "--gateway",
-        "north-gate-1",
-        "--action",
-        "door.open",
-        "--device",
-        DOOR,
-        "--param",
-        f"hold_seconds={HOLD_SECONDS}",
-        "--wait",
+        *argv,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -84,6 +84,25 @@ def simulated_devices(temperature_gates: int = 1) -> list[dict[str, Any]]:
     return devices
 
 
+def send_command_argv(
+    broker_url: str,
+    key: Path,
+    *,
+    device: str,
+    params: dict[str, Any],
+    gateway_id: str = "north-gate-1",
+    action: str = "door.open",
+) -> list[str]:
+    """``python -m gateway send-command --wait`` for one command, signed with ``key`` (its stem
+    is the key id), as an operator would run it."""
+    argv = [sys.executable, "-m", "gateway", "send-command", "--broker", broker_url]
+    argv += ["--key", str(key), "--key-id", key.stem, "--site", "changqing"]
+    argv += ["--gateway", gateway_id, "--action", action, "--device", device]
+    for name, value in params.items():
+        argv += ["--param", f"{name}={value}"]
+    return [*argv, "--wait"]
+
+
 class Daemon:
     """The daemon as a child process; its log lines land in ``<config>.log`` as they come.
 

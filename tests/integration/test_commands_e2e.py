@@ -12,7 +12,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
 from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
 from tests.broker import Mosquitto
-from tests.daemon import REPO, Daemon, write_config
+from tests.daemon import REPO, Daemon, send_command_argv, write_config
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -345,29 +344,12 @@ async def test_send_command_wait_prints_done(tmp_path: Path, broker: Mosquitto) 
     async with rig(tmp_path, broker) as r:
         result = await asyncio.to_thread(
             subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "send-command",
-                "--broker",
+            send_command_argv(
                 broker.url,
-                "--key",
-                str(r.keys / f"{KEY_ID}.pem"),
-                "--key-id",
-                KEY_ID,
-                "--site",
-                "changqing",
-                "--gateway",
-                "north-gate-1",
-                "--action",
-                "door.open",
-                "--device",
-                "door-east-1",
-                "--param",
-                "hold_seconds=3",
-                "--wait",
-            ],
+                r.keys / f"{KEY_ID}.pem",
+                device="door-east-1",
+                params={"hold_seconds": 3},
+            ),
             cwd=REPO,
             capture_output=True,
             text=True,
