@@ -77,11 +77,12 @@ def packages(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-def test_the_run_path_loads_neither_rich_nor_cryptography_nor_simulators() -> None:
+def test_the_run_path_loads_no_rich_cryptography_prometheus_client_or_simulators() -> None:
     loaded = modules_loaded_by(RUN_PATH)
     assert "gateway.runtime.supervisor" in loaded  # the probe did walk the path
     assert "rich" not in packages(loaded)  # only ``status --live`` draws with it
     assert "cryptography" not in packages(loaded)  # no public key: nothing to verify with
+    assert "prometheus_client" not in packages(loaded)  # gateway.runtime.exposition writes it
     # Simulators load when a device asks for one (drivers.registry.make_simulator).
     assert not {name for name in loaded if name.startswith("drivers.sim.door_node")}
 
