@@ -24,6 +24,10 @@ within the timeout, 4 MQTT error (broker unreachable, refused).
 subparsers. Sync handlers are set as ``run`` (``run(args) -> int``), async
 ones as ``run_async`` (``await run_async(args) -> int``): ``cli.py`` owns
 ``asyncio.run``.
+
+Longer than 400 lines because both operator tools are here with their argument parsing
+and the MQTT round trip of ``send-command --wait``; they share the key and command
+helpers that the tests sign with.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ backoff, going through ``mqtt.brokers`` in order, always starting again from
 the first ("failing over to the next and back"); while connected to a fallback
 broker it retries the first every ``failback_s``. TLS fails closed: an
 ``mqtts://`` broker is only ever reached over verified TLS.
+
+Longer than 400 lines because the connection's life (connect, failover and failback,
+batches in flight, PUBACKs, status, commands in) is one state machine owned by one task.
 """
 
 from __future__ import annotations
