@@ -27,13 +27,12 @@ from paho.mqtt.properties import Properties
 from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
 from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
-from tests.broker import Mosquitto
-from tests.daemon import REPO, Daemon, send_command_argv, write_config
+from tests.broker import SharedBroker
+from tests.daemon import REPO, Daemon, send_command_argv
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
 
-ROOT = "estates/changqing/gateways/north-gate-1"
 KEY_ID = "platform-2026"
 OTHER_KEY_ID = "maintenance"  # known, but granted nothing on the door
 
@@ -43,7 +42,7 @@ class Rig:
     daemon: Daemon
     sim: DoorNodeSimulator
     sub: Subscriber
-    broker: Mosquitto
+    broker: SharedBroker
     keys: Path
 
     def command(
@@ -55,12 +54,12 @@ class Rig:
         key_id: str = KEY_ID,
         issued_at: float | None = None,
         ttl_s: float = 30,
-        gateway: str = "north-gate-1",
+        gateway: str | None = None,
         command_id: str | None = None,
     ) -> dict[str, Any]:
         unsigned = build_command(
             command_id=command_id or str(uuid.uuid4()),
-            gateway=gateway,
+            gateway=gateway or self.broker.gateway_id,
             action=action,
             device=device,
             params=params if params is not None else {"hold_seconds": 2},
@@ -82,7 +81,7 @@ class Rig:
         async with aiomqtt.Client(
             "127.0.0.1", self.broker.port, protocol=aiomqtt.ProtocolVersion.V5
         ) as client:
-            await client.publish(f"{ROOT}/commands", body, qos=1, properties=props)
+            await client.publish(f"{self.broker.root}/commands", body, qos=1, properties=props)
 
     def results(self) -> list[dict[str, Any]]:
         return [m.json() for m in self.sub.on("commands/results")]
@@ -117,7 +116,7 @@ def door_config(port: str | None = None) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
     keys = tmp_path / "keys"
     public = dict(
         line.split(": ")
@@ -127,19 +126,18 @@ async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
         DoorNodeConfig.model_validate(door_config()), tmp_path / "sim", ambient=False
     )
     endpoint = await sim.start()
-    config = write_config(
+    config = broker.write_config(
         tmp_path / "gw" / "config.yaml",
-        brokers=[broker.url],
         devices=[door_config(endpoint.port)],
         commands={
             "public_keys": public,
             "permissions": {
                 "door-east-1": {"actions": ["door.open", "door.set_mode"], "key_ids": [KEY_ID]},
-                "north-gate-1": {"actions": ["gateway.ping"], "key_ids": [KEY_ID]},
+                broker.gateway_id: {"actions": ["gateway.ping"], "key_ids": [KEY_ID]},
             },
         },
     )
-    sub = Subscriber(broker.port, ROOT)
+    sub = broker.subscriber()
     await sub.start()
     daemon = Daemon(config)
     daemon.start()
@@ -168,11 +166,11 @@ async def wait_ready(the_rig: Rig) -> None:
 
 
 async def test_door_open_pulses_the_relay_and_answers_done(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         command = r.command(params={"hold_seconds": 4})
-        await r.publish(command, response_topic=f"{ROOT}/replies/test")
+        await r.publish(command, response_topic=f"{r.broker.root}/replies/test")
         result = await r.result_for(command["id"])
         assert result["status"] == "done" and result["reason"] is None
         assert result["device"] == "door-east-1" and result["v"] == 1
@@ -231,9 +229,9 @@ def rejected_payload(r: Rig, reason: str) -> tuple[bytes | dict[str, Any], str |
 
 @pytest.mark.parametrize("reason", REJECTIONS)
 async def test_each_rejection_reason_leaves_the_relay_alone(
-    tmp_path: Path, broker: Mosquitto, reason: str
+    tmp_path: Path, shared_broker: SharedBroker, reason: str
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         payload, command_id = rejected_payload(r, reason)
         await r.publish(payload)
         result = await r.result_for(command_id)
@@ -249,9 +247,9 @@ async def test_each_rejection_reason_leaves_the_relay_alone(
 
 
 async def test_replay_is_rejected_before_and_after_a_restart(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         command = r.command()
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
@@ -269,9 +267,9 @@ async def test_replay_is_rejected_before_and_after_a_restart(
 
 
 async def test_command_delivered_after_it_expired_is_rejected(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         r.daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(r.daemon.wait, 10) == 0
         # The broker keeps the gateway's session: a QoS 1 command with no MQTT
@@ -286,9 +284,9 @@ async def test_command_delivered_after_it_expired_is_rejected(
 
 
 async def test_crash_between_accept_and_finish_never_reopens(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         r.sim.stop_answering()  # the door node hangs: the command stays in flight
         command = r.command()
         await r.publish(command)
@@ -326,9 +324,9 @@ HOSTILE = [
 
 
 async def test_hostile_payloads_are_rejected_and_the_daemon_keeps_serving(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         for payload in HOSTILE:
             await r.publish(payload)
         await r.sub.wait_for(lambda: len(r.results()) >= len(HOSTILE))
@@ -340,15 +338,16 @@ async def test_hostile_payloads_are_rejected_and_the_daemon_keeps_serving(
         assert r.daemon.proc is not None and r.daemon.proc.poll() is None
 
 
-async def test_send_command_wait_prints_done(tmp_path: Path, broker: Mosquitto) -> None:
-    async with rig(tmp_path, broker) as r:
+async def test_send_command_wait_prints_done(tmp_path: Path, shared_broker: SharedBroker) -> None:
+    async with rig(tmp_path, shared_broker) as r:
         result = await asyncio.to_thread(
             subprocess.run,
             send_command_argv(
-                broker.url,
+                shared_broker.url,
                 r.keys / f"{KEY_ID}.pem",
                 device="door-east-1",
                 params={"hold_seconds": 3},
+                gateway_id=shared_broker.gateway_id,
             ),
             cwd=REPO,
             capture_output=True,
