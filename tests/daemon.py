@@ -16,6 +16,7 @@ import yaml
 
 from gateway.outbox.store import read_last_seq
 from tests.broker import free_port
+from tests.fakes import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -230,6 +231,18 @@ class Daemon:
             return read_last_seq(db)
         finally:
             db.close()
+
+    async def wait_for_commit(self, *, after: int, timeout: float = 15.0) -> int:
+        """Wait until the outbox has committed a seq past ``after``; return the last seq.
+
+        Raises:
+            AssertionError: none within ``timeout`` seconds (with the daemon's log).
+        """
+        try:
+            await wait_until(lambda: self.last_seq() > after, timeout, every=0.05)
+        except TimeoutError:
+            raise AssertionError(f"no commit past seq {after}:\n{self.output()}") from None
+        return self.last_seq()
 
     def integrity(self) -> str:
         db = sqlite3.connect(self.database)

@@ -15,7 +15,6 @@ import pytest
 
 from tests.broker import Mosquitto, SharedBroker
 from tests.daemon import REPO, Daemon, simulated_devices, write_config
-from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -94,9 +93,7 @@ async def test_repeated_sigkill_during_ingest_and_sync_loses_no_committed_readin
             broker.start()
         daemon.start()
         await daemon.wait_for_log("gateway running")
-        restarted_at = daemon.last_seq()
-        await wait_until(lambda: daemon.last_seq() > restarted_at)  # this run commits too
-        last = daemon.last_seq()
+        last = await daemon.wait_for_commit(after=daemon.last_seq())  # this run commits too
         await sub.wait_for(lambda: set(range(1, last + 1)) <= set(sub.unique_seqs()), timeout=30)
         daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 10) == 0
@@ -134,7 +131,7 @@ async def test_status_reads_the_database_while_the_daemon_runs(tmp_path: Path) -
     daemon.start()
     try:
         await daemon.wait_for_log("gateway running")
-        await wait_until(lambda: daemon.last_seq() > 0)  # something committed to report on
+        await daemon.wait_for_commit(after=0)  # something committed to report on
         result = await asyncio.to_thread(run_cli, "status", "-c", str(config), "--json")
     finally:
         daemon.stop()
