@@ -273,10 +273,10 @@ async def test_command_delivered_after_it_expired_is_rejected(
         r.daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(r.daemon.wait, 10) == 0
         # The broker keeps the gateway's session: a QoS 1 command with no MQTT
-        # expiry waits there while the gateway is away.
-        command = r.command(ttl_s=1)
+        # expiry waits there while the gateway is away, and expires meanwhile
+        # (issued 2 s ago with a 1 s ttl: already past when the gateway returns).
+        command = r.command(issued_at=time.time() - 2, ttl_s=1)
         await r.publish(command)
-        await asyncio.sleep(1.5)
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert (result["status"], result["reason"]) == ("rejected", "expired")
@@ -309,7 +309,10 @@ async def test_crash_between_accept_and_finish_never_reopens(
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert result["status"] == "failed"
-        await asyncio.sleep(1.0)  # the door is polled meanwhile: a re-run would show
+        # A re-run would come before the door is polled on: let it poll ten more times.
+        polled = r.sim.server.answered
+        async with asyncio.timeout(10):
+            await r.sim.server.wait_until(lambda: r.sim.server.answered >= polled + 10)
         assert r.sim.node.pulses == []
 
 
