@@ -122,7 +122,7 @@ class SharedBroker:
 
     def write_config(self, path: Path, **options: Any) -> Path:
         """``tests.daemon.write_config`` for a gateway on this share of the broker."""
-        from tests.daemon import write_config
+        from tests.daemon import write_config  # here: tests.daemon imports this module
 
         return write_config(path, brokers=[self.url], gateway_id=self.gateway_id, **options)
 
