@@ -198,3 +198,16 @@ class DeviceConfigBase(BaseModel):
         description="Start this kind's simulator on a pseudo-terminal (or loopback TCP) "
         "and attach to it instead of hardware.",
     )
+
+
+class DeviceStateStore(Protocol):
+    """Durable per-device key/value state kept by the gateway for its drivers.
+
+    ``put`` returns once the value is durable (committed and synced), so a
+    driver may act on the device only after that (e.g. move a controller's
+    event bookmark).
+    """
+
+    async def get(self, device_id: str, key: str) -> str | None: ...
+
+    async def put(self, device_id: str, key: str, value: str) -> None: ...

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -30,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.registry import DeviceConfig
+from drivers.registry import DeviceConfig, door_ids
 from gateway.commands.model import CommandsConfig
 
 ID_PATTERN = r"^[a-z0-9-]{1,64}$"
@@ -57,6 +58,24 @@ class GatewaySection(_Model):
         description="Where the SQLite files live; relative to the config file.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    timezone: str = Field(
+        default="UTC",
+        description="The site's IANA time zone (e.g. Asia/Shanghai): controllers' local clocks, "
+        "access profiles.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {name!r}") from exc
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class TlsConfig(_Model):
@@ -249,14 +268,16 @@ class Config(_Model):
     def _unique_device_ids(self) -> Config:
         seen: set[str] = set()
         for device in self.devices:
-            if device.id in seen:
-                raise ValueError(f"device id {device.id!r} is used twice")
-            seen.add(device.id)
+            for name in (device.id, *door_ids(device)):
+                if name in seen:
+                    raise ValueError(f"device or door id {name!r} is used twice")
+                seen.add(name)
         return self
 
     @model_validator(mode="after")
     def _permissions_name_real_devices(self) -> Config:
         known = {device.id for device in self.devices} | {self.gateway.id}
+        known |= {door for device in self.devices for door in door_ids(device)}
         unknown = sorted(set(self.commands.permissions) - known)
         if unknown:
             raise ValueError(

@@ -65,6 +65,7 @@ PAGE_SIZE = 1024
 # free whole pages at once instead of rewriting the same pages every commit.
 ACK_BATCH_ROWS = 10_000
 SHED_TARGET_FRACTION = 0.9  # shed down to 90 % of the cap, so shedding is not per-commit
+STATE_PREFIX = "device-state:"  # drivers' keys in the meta table
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 # One encoder, built once: json.dumps() with keyword arguments builds a new
 # encoder per call, which is a third of the ingest cost at 100k readings/s.
@@ -280,6 +281,9 @@ class Outbox:
         # Only the bounds of acknowledged batches: never their bodies.
         self._pending_acks: list[tuple[Lane, int, int]] = []
         self._pending_ack_rows = 0
+        # Drivers' durable state (``DeviceStateStore``), written in the same
+        # transaction as the readings put before it.
+        self._pending_state: list[tuple[str, str, asyncio.Future[None]]] = []
         self._last_ack_commit_mono = time.monotonic()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()  # alarms or results: commit and sync at once
@@ -359,6 +363,28 @@ class Outbox:
         self._urgent.set()
         self._wake.set()
 
+    async def put_state(self, key: str, value: str) -> None:
+        """Store ``key`` in the same commit as every reading put before; return once synced.
+
+        A driver's bookmark (the last device event it turned into readings)
+        then lives in the very transaction that made those readings durable,
+        so a crash can neither lose readings behind a moved bookmark nor
+        repeat readings behind a stale one.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_state.append((STATE_PREFIX + key, value, future))
+        self._urgent.set()
+        self._wake.set()
+        await future
+
+    async def get_state(self, key: str) -> str | None:
+        """The value ``put_state`` last made durable for ``key``, or None."""
+        return await self._call(self._get_state_sync, STATE_PREFIX + key)
+
+    def _get_state_sync(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def ack(self, batch: Batch) -> None:
         """The broker PUBACKed ``batch``: delete its rows with a coming commit."""
         self._pending_acks.append((batch.lane, batch.first, batch.last))
@@ -411,6 +437,7 @@ class Outbox:
         """
         readings, self._pending = self._pending, []
         results, self._pending_results = self._pending_results, []
+        state, self._pending_state = self._pending_state, []
         acks: list[tuple[Lane, int, int]] = []
         if self._pending_acks and (include_acks or self._acks_due_in() <= 0):
             acks, self._pending_acks = self._pending_acks, []
@@ -423,9 +450,19 @@ class Outbox:
             self._wake.set()  # deletes still waiting: keep the loop timing them
         else:
             self._wake.clear()
-        if not (readings or results or acks):
+        if not (readings or results or acks or state):
             return
-        added = await self._call(self._commit_sync, readings, results, acks, urgent)
+        rows = [(key, value) for key, value, _ in state]
+        try:
+            added = await self._call(self._commit_sync, readings, results, acks, urgent, rows)
+        except BaseException as exc:
+            for _, _, future in state:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for _, _, future in state:
+            if not future.done():
+                future.set_result(None)
         if added:
             self.new_data.set()
 
@@ -448,6 +485,7 @@ class Outbox:
         results: list[tuple[str | None, bytes | None, str]],
         acks: list[tuple[Lane, int, int]],
         urgent: bool,
+        state: list[tuple[str, str]] | None = None,
     ) -> bool:
         db = self._conn()
         stats = self.stats
@@ -462,6 +500,8 @@ class Outbox:
                 db.executemany(
                     "INSERT INTO result (topic, correlation, body) VALUES (?, ?, ?)", results
                 )
+            if state:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", state)
             acked = self._delete_acked(db, acks)
             dropped = self._shed_if_over_cap(db, synced)
             db.execute("COMMIT")

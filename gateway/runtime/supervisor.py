@@ -43,8 +43,10 @@ from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, current_boot_id, make_clock_sync
+from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.runtime.reload import plan_reload
+from gateway.runtime.targets import CommandTargets
 from gateway.timefmt import rfc3339
 from gateway.uplink.session import Uplink
 
@@ -210,7 +212,15 @@ class Gateway:
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
         """Start the device's simulator if it has one, and build its driver."""
         attached = await self._start_simulator(device) if device.simulate else device
-        deps = DriverDeps(sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access)
+        deps = DriverDeps(
+            sink=self.outbox,
+            clock=self.clock,
+            buses=self.buses,
+            access=self._access,
+            state=OutboxDeviceState(self.outbox),
+            zone=self.config.gateway.zone,
+            clock_trusted=self.clock_sync.is_synced,
+        )
         try:
             return build_driver(attached, deps)
         except BaseException:
@@ -225,7 +235,7 @@ class Gateway:
         self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
-            drivers=self.drivers,
+            drivers=CommandTargets(self.drivers),
             store=self.store,
             readings=self.outbox,
             results=self.outbox,

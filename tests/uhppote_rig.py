@@ -1,0 +1,118 @@
+"""A UHPPOTE driver attached to its simulator over real loopback UDP, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.base import DeviceState, Reading, ReadingType, SystemClock
+from drivers.sim.uhppote import UhppoteSimulator
+from drivers.uhppote import UhppoteConfig, UhppoteDriver, build_driver
+
+SERIAL = 405419896
+
+
+class MemoryState:
+    """A ``DeviceStateStore`` in memory (the durable one is tested through the daemon)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], str] = {}
+        self.puts = 0
+
+    async def get(self, device_id: str, key: str) -> str | None:
+        return self.values.get((device_id, key))
+
+    async def put(self, device_id: str, key: str, value: str) -> None:
+        self.puts += 1
+        self.values[(device_id, key)] = value
+
+
+class Sink:
+    """Readings as they come, with waits on facts."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self._changed = asyncio.Event()
+
+    def put(self, reading: Reading) -> None:
+        self.readings.append(reading)
+        self._changed.set()
+
+    def doors(self, event: str | None = None) -> list[dict[str, Any]]:
+        return [
+            dict(r.data)
+            for r in self.readings
+            if r.type is ReadingType.DOOR_EVENT and (event is None or r.data["event"] == event)
+        ]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [dict(r.data) for r in self.readings if r.type is ReadingType.DEVICE_STATUS]
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@dataclass
+class Rig:
+    sim: UhppoteSimulator
+    driver: UhppoteDriver
+    sink: Sink
+    state: MemoryState
+    task: asyncio.Task[None] | None = None
+    trusted: list[bool] = field(default_factory=lambda: [True])
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.driver.run(), name="uhppote")
+        await self.sink.until(lambda: self.driver.health.state is DeviceState.ONLINE)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+
+def config(address: str, **overrides: Any) -> UhppoteConfig:
+    values: dict[str, Any] = {
+        "id": "gate-ctl-1",
+        "kind": "uhppote",
+        "serial": SERIAL,
+        "address": address,
+        "doors": {1: "gate-east", 2: "gate-west"},
+        "listen": "127.0.0.1:0",
+        "timeout_ms": 200,
+        "retry_s": 0.2,
+        "catch_up_interval_s": 30,
+    }
+    values.update(overrides)
+    return UhppoteConfig.model_validate(values)
+
+
+async def make_rig(
+    *,
+    sim: UhppoteSimulator | None = None,
+    state: MemoryState | None = None,
+    zone: dt.tzinfo = dt.UTC,
+    **overrides: Any,
+) -> Rig:
+    if sim is None:
+        sim = UhppoteSimulator(SERIAL)
+        await sim.start()
+    sink = Sink()
+    state = state or MemoryState()
+    trusted = [True]
+    driver = build_driver(
+        config(sim.address, **overrides),
+        sink=sink,
+        clock=SystemClock(),
+        state=state,
+        zone=zone,
+        clock_trusted=lambda: trusted[0],
+    )
+    return Rig(sim, driver, sink, state, trusted=trusted)
