@@ -297,7 +297,7 @@ def _flag(ok: bool) -> bytes:
 def _get_device(s: ControllerState, _f: bytes) -> bytes:
     out = bytearray(24)
     out[0:4] = ipaddress.IPv4Address(s.address).packed
-    out[4:8] = ipaddress.IPv4Address("255.255.255.0").packed
+    out[4:8] = ipaddress.IPv4Address("255.0.0.0").packed
     out[12:18] = bytes.fromhex("001223344556")
     out[18:20] = b"\x08\x92"
     out[20:24] = bytes.fromhex("20181105")
@@ -635,8 +635,20 @@ class UhppoteSimulator:
     def replug(self) -> None:
         self.answering = True
 
+    def stop_answering(self) -> None:
+        self.answering = False
+
+    def resume_answering(self) -> None:
+        self.answering = True
+
     def set_drop_pushes(self, drop: bool) -> None:
         self.drop_pushes = drop
+
+    def send_garbage(self) -> None:
+        """A frame no decoder accepts, to the listener (bad start byte)."""
+        host, port = self.state.listener
+        if port and self._push is not None:
+            self._push.sendto(b"\x42" * FRAME_BYTES, (host, port))
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
