@@ -27,7 +27,6 @@ through ``doors()``, which the gateway routes to this driver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -268,11 +267,13 @@ class UhppoteDriver:
                     self._answered()
                 except TransportError as exc:
                     self._failed(exc)
-                online = self.health.state is DeviceState.ONLINE
-                wait = self.config.catch_up_interval_s if online else self.config.retry_s
-                with contextlib.suppress(TimeoutError):
+                wait = self.config.retry_s if self._failures else self.config.catch_up_interval_s
+                wait = min(wait, max(0.0, self._next_time_check - self._clock.monotonic()))
+                try:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
+                except TimeoutError:
+                    self._want_catch_up = True  # the timer: pushes may have been lost
                 self._wake.clear()
         finally:
             listener.close()
@@ -448,6 +449,7 @@ class UhppoteDriver:
                 self.card_sync.controller_reset()
             if power:
                 self._configured = False  # listener and special events may be gone
+                self._wake.set()
             self._put(ReadingType.DEVICE_STATUS, _status_data(meaning.detail, event), wall, mono)
             return
         door = self.config.doors.get(event.door, f"{self.device_id}-door-{event.door}")

@@ -45,6 +45,15 @@ def split_address(text: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
+def _raise_if_cancelling() -> None:
+    # The library waits with asyncio.wait_for, which on Python 3.11 loses a
+    # cancellation that lands as the reply arrives (cpython gh-86296): the
+    # task is left "cancelling" but runs on, and would never stop.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class UhppoteLink:
     """Request/response with one controller (by serial, at an address or by broadcast)."""
 
@@ -91,6 +100,8 @@ class UhppoteLink:
                     raise TransportTimeoutError(self.where, f"{name}: {NO_REPLY}") from None
                 except (OSError, ValueError) as exc:
                     raise TransportError(self.where, f"{name}: {exc}") from exc
+                finally:
+                    _raise_if_cancelling()
                 if reply is not None and getattr(reply, "controller", self.serial) != self.serial:
                     raise TransportError(self.where, f"{name}: reply from {reply.controller}")
                 return reply

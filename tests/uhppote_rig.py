@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,10 @@ class Rig:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            _done, pending = await asyncio.wait({self.task}, timeout=5)
+            if pending:
+                self.task.print_stack()
+                raise AssertionError("the driver did not stop when cancelled")
             self.task = None
 
 
@@ -116,3 +120,17 @@ async def make_rig(
         clock_trusted=lambda: trusted[0],
     )
     return Rig(sim, driver, sink, state, trusted=trusted)
+
+
+@contextlib.asynccontextmanager
+async def running(**kwargs: Any) -> AsyncIterator[Rig]:
+    """A started rig (its own simulator unless ``sim=`` is given), stopped on exit."""
+    own_sim = "sim" not in kwargs
+    rig = await make_rig(**kwargs)
+    try:
+        await rig.start()
+        yield rig
+    finally:
+        await rig.stop()
+        if own_sim:
+            await rig.sim.stop()
