@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from drivers import ble_receiver, door_node, temperature_gate, uhf_reader, uhppote
-from drivers.access import AccessList
+from drivers.access_rules import DoorAccess
 from drivers.base import Clock, DeviceStateStore, Driver, ReadingSink
 from drivers.ble_receiver import BleReceiverConfig
 from drivers.door_node import DoorNodeConfig
@@ -48,7 +48,7 @@ class DriverDeps:
     sink: ReadingSink
     clock: Clock
     buses: BusPool
-    access: AccessList
+    access: DoorAccess
     # Networked controllers (uhppote): durable state, the site's zone, trusted time.
     state: DeviceStateStore | None = None
     zone: dt.tzinfo = dt.UTC

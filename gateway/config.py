@@ -58,24 +58,37 @@ class GatewaySection(_Model):
         description="Where the SQLite files live; relative to the config file.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    timezone: str = Field(
-        default="UTC",
-        description="The site's IANA time zone (e.g. Asia/Shanghai): controllers' local clocks, "
-        "access profiles.",
+    timezone: str | None = Field(
+        default=None,
+        description="The site's time zone, an IANA name (e.g. Asia/Shanghai): access "
+        "profiles and the card file's dates are judged in its local time. Required with "
+        "access.source: platform; without it the card file uses the system's zone.",
     )
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            site_zone(name)
         return name
 
     @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+    def tz(self) -> ZoneInfo | None:
+        return site_zone(self.timezone) if self.timezone is not None else None
+
+
+def site_zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name`` (from the pinned ``tzdata`` when the system has none).
+
+    Raises:
+        ValueError: not a known IANA zone name.
+    """
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"not an IANA time zone name: {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)") from exc
 
 
 class TlsConfig(_Model):

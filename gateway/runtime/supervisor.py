@@ -31,12 +31,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.access import AccessList
+from drivers.access_rules import DoorAccess
 from drivers.base import Clock, DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
+from gateway.access.sources import file_door_access
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
@@ -204,10 +205,12 @@ class Gateway:
         # Forgotten only once stopped: if we are cancelled first, _close stops it.
         del self.simulators[device_id]
 
-    def _access_list(self, config: Config) -> AccessList:
-        cards = config.access.cards
-        path = self.loaded.path(cards) if cards is not None else self.loaded.data_dir / "cards.txt"
-        return AccessList(path)
+    def _access_list(self, config: Config) -> DoorAccess:
+        return file_door_access(
+            LoadedConfig(config, self.loaded.base_dir, self.loaded.source),
+            self.clock,
+            self.clock_sync,
+        )
 
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
         """Start the device's simulator if it has one, and build its driver."""
@@ -218,7 +221,7 @@ class Gateway:
             buses=self.buses,
             access=self._access,
             state=OutboxDeviceState(self.outbox),
-            zone=self.config.gateway.zone,
+            zone=self._access.tz,  # gateway.timezone (UTC when unset)
             clock_trusted=self.clock_sync.is_synced,
         )
         try:
