@@ -75,6 +75,7 @@ def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
             state=deps.state,
             zone=deps.zone,
             clock_trusted=deps.clock_trusted,
+            access=deps.access.access,
         )
     if isinstance(config, UhfReaderConfig):
         return uhf_reader.build_driver(config, sink=deps.sink, clock=deps.clock)

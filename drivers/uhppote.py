@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.access_rules import AccessList
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -64,6 +65,7 @@ from drivers.uhppote_events import (
     wall_to_controller_time,
 )
 from drivers.uhppote_link import DEFAULT_PORT, EventListener, UhppoteLink, split_address
+from drivers.uhppote_sync import CardSync
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -122,6 +124,12 @@ class UhppoteConfig(DeviceConfigBase):
     )
     drift_alarm_s: float = Field(
         default=60.0, gt=0, description="Alarm when the controller's clock is off by more."
+    )
+    card_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the access list is compared with the card table written.",
     )
     remote_open_wait_s: float = Field(
         default=3.0, gt=0, le=30, description="Wait for the remote-open event after open-door."
@@ -215,9 +223,9 @@ class UhppoteDriver:
         self.device_id = config.id
         self.health = DeviceHealth(config.id, sink, clock)
         self._sink = sink
-        self._clock = clock
+        self.clock = self._clock = clock
         self._state = state
-        self._zone = zone
+        self.zone = self._zone = zone
         self._clock_trusted = clock_trusted
         self.link = UhppoteLink(
             config.serial,
@@ -242,7 +250,7 @@ class UhppoteDriver:
         self._remote_waiters: dict[int, list[asyncio.Future[int]]] = {}
         self.listen_address: tuple[str, int] | None = None
         self.processed_event = asyncio.Event()  # set whenever readings were made (tests, bench)
-        self.card_sync: Any = None  # set by drivers.uhppote_sync when an access list is given
+        self.card_sync: CardSync | None = None  # set when the gateway has an access list
 
     # ---------------------------------------------------------------- api
 
@@ -261,22 +269,28 @@ class UhppoteDriver:
         self.listen_address = await listener.open()
         try:
             await self._load_state()
-            while True:
-                try:
-                    await self._cycle()
-                    self._answered()
-                except TransportError as exc:
-                    self._failed(exc)
-                wait = self.config.retry_s if self._failures else self.config.catch_up_interval_s
-                wait = min(wait, max(0.0, self._next_time_check - self._clock.monotonic()))
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
-                except TimeoutError:
-                    self._want_catch_up = True  # the timer: pushes may have been lost
-                self._wake.clear()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._events(), name=f"uhppote-events-{self.device_id}")
+                if self.card_sync is not None:
+                    group.create_task(self.card_sync.run(), name=f"uhppote-cards-{self.device_id}")
         finally:
             listener.close()
+
+    async def _events(self) -> None:
+        while True:
+            try:
+                await self._cycle()
+                self._answered()
+            except TransportError as exc:
+                self._failed(exc)
+            wait = self.config.retry_s if self._failures else self.config.catch_up_interval_s
+            wait = min(wait, max(0.0, self._next_time_check - self._clock.monotonic()))
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                self._want_catch_up = True  # the timer: pushes may have been lost
+            self._wake.clear()
 
     # -------------------------------------------------------------- state
 
@@ -288,9 +302,10 @@ class UhppoteDriver:
             self._adopting = False
         else:
             self._adopting = True  # new controller (or replaced): the controller's bookmark
-        version = await self._state.get(self.device_id, KEY_LIST_VERSION)
-        serial, value = _split_serial_value(version)
-        self.list_version = value if serial == self.config.serial else None
+        written = await self._state.get(self.device_id, KEY_LIST_VERSION)
+        owner, _, value = (written or "").partition(":")
+        ours = owner == str(self.config.serial) and value != ""
+        self.list_version = int(value) if ours else None
 
     async def _commit_bookmark(self) -> None:
         """Make the processed index durable (with its readings), then move the controller's."""
@@ -324,8 +339,6 @@ class UhppoteDriver:
         await self._commit_bookmark()
         if self._clock.monotonic() >= self._next_time_check:
             await self._check_time()
-        if self.card_sync is not None:
-            await self.card_sync.run_due()
 
     async def _configure(self) -> None:
         if self.config.address is None:
@@ -485,6 +498,18 @@ class UhppoteDriver:
         self._sink.put(Reading(self.device_id, type_, data, priority, wall, mono))
         self.processed_event.set()
 
+    async def record_list_version(self, version: int | None) -> None:
+        """The list version now fully written to the controller (durable, then in events)."""
+        value = "" if version is None else str(version)
+        await self._state.put(self.device_id, KEY_LIST_VERSION, f"{self.config.serial}:{value}")
+        self.list_version = version
+
+    def status(
+        self, detail: str, priority: Priority, *, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """A device.status reading about the controller (gaps, adoption, sync, drift)."""
+        self._status(detail, priority, extra=extra)
+
     def _status(
         self, detail: str, priority: Priority, *, extra: Mapping[str, Any] | None = None
     ) -> None:
@@ -592,7 +617,7 @@ def _split_serial_value(stored: str | None) -> tuple[int | None, int]:
     if not stored or ":" not in stored:
         return None, 0
     serial, _, value = stored.partition(":")
-    return int(serial), int(value)
+    return int(serial), int(value) if value else 0
 
 
 def _status_data(detail: str, event: ControllerEvent) -> dict[str, Any]:
@@ -607,8 +632,12 @@ def build_driver(
     state: DeviceStateStore,
     zone: dt.tzinfo,
     clock_trusted: Callable[[], bool],
+    access: AccessList | None = None,
 ) -> UhppoteDriver:
-    """The driver of one configured controller."""
-    return UhppoteDriver(
+    """The driver of one configured controller; with ``access``, it keeps the card table."""
+    driver = UhppoteDriver(
         config, sink=sink, clock=clock, state=state, zone=zone, clock_trusted=clock_trusted
     )
+    if access is not None:
+        driver.card_sync = CardSync(driver, access, check_interval_s=config.card_check_s)
+    return driver

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.access_rules import CardEntry, Profile
 from drivers.base import DeviceState, Reading, ReadingType, SystemClock
 from drivers.sim.uhppote import UhppoteSimulator
 from drivers.uhppote import UhppoteConfig, UhppoteDriver, build_driver
@@ -29,6 +30,44 @@ class MemoryState:
     async def put(self, device_id: str, key: str, value: str) -> None:
         self.puts += 1
         self.values[(device_id, key)] = value
+
+
+class ListedAccess:
+    """An ``AccessList`` in memory, as the platform's store would present it."""
+
+    def __init__(
+        self,
+        cards: list[CardEntry] | None = None,
+        profiles: dict[str, Profile] | None = None,
+        version: int | None = 1,
+    ) -> None:
+        self.cards = {c.card: c for c in cards or []}
+        self._profiles = profiles or {}
+        self._version = version
+
+    def replace(self, version: int, cards: dict[str, CardEntry]) -> None:
+        self.cards = cards
+        self._version = version
+
+    @property
+    def version(self) -> int | None:
+        return self._version
+
+    def refresh(self) -> None:
+        return None
+
+    def lookup(self, card_hex: str) -> CardEntry | None:
+        return self.cards.get(card_hex)
+
+    def lookup_all(self, card_hex: str) -> tuple[CardEntry, ...]:
+        entry = self.cards.get(card_hex)
+        return (entry,) if entry else ()
+
+    def entries(self) -> Iterator[CardEntry]:
+        return iter(sorted(self.cards.values(), key=lambda e: e.card))
+
+    def profiles(self) -> Mapping[str, Profile]:
+        return self._profiles
 
 
 class Sink:
@@ -103,6 +142,7 @@ async def make_rig(
     sim: UhppoteSimulator | None = None,
     state: MemoryState | None = None,
     zone: dt.tzinfo = dt.UTC,
+    access: ListedAccess | None = None,
     **overrides: Any,
 ) -> Rig:
     if sim is None:
@@ -118,6 +158,7 @@ async def make_rig(
         state=state,
         zone=zone,
         clock_trusted=lambda: trusted[0],
+        access=access,
     )
     return Rig(sim, driver, sink, state, trusted=trusted)
 
