@@ -9,10 +9,10 @@ here, as ``StrEnum`` members whose values match CONTRACT.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -211,3 +211,15 @@ class DeviceStateStore(Protocol):
     async def get(self, device_id: str, key: str) -> str | None: ...
 
     async def put(self, device_id: str, key: str, value: str) -> None: ...
+
+
+@runtime_checkable
+class StagedStateStore(DeviceStateStore, Protocol):
+    """A state store that can queue a value now, in order with the readings put before it.
+
+    ``stage`` never waits; the awaitable it returns completes once the value
+    is durable. A driver's event loop then never waits for storage, yet the
+    value is committed with exactly the readings that preceded it.
+    """
+
+    def stage(self, device_id: str, key: str, value: str) -> Awaitable[None]: ...

@@ -32,7 +32,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +52,7 @@ from drivers.base import (
     Reading,
     ReadingSink,
     ReadingType,
+    StagedStateStore,
 )
 from drivers.transports.errors import TransportError
 from drivers.uhppote_events import (
@@ -242,6 +243,8 @@ class UhppoteDriver:
         self._failures = 0
         self._processed = 0  # the last event index turned into readings
         self._durable = 0  # the last one made durable (in the gateway's state)
+        self._staged = 0  # the last one queued to be made durable
+        self._bookmarks: asyncio.Queue[tuple[int, Awaitable[None]]] = asyncio.Queue()
         self._adopting = False
         self._adoption_counted = 0
         self._adoption_sent = 0
@@ -271,6 +274,9 @@ class UhppoteDriver:
             await self._load_state()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._events(), name=f"uhppote-events-{self.device_id}")
+                group.create_task(
+                    self._bookmark_writer(), name=f"uhppote-bookmark-{self.device_id}"
+                )
                 if self.card_sync is not None:
                     group.create_task(self.card_sync.run(), name=f"uhppote-cards-{self.device_id}")
         finally:
@@ -298,7 +304,7 @@ class UhppoteDriver:
         stored = await self._state.get(self.device_id, KEY_EVENTS)
         serial, index = _split_serial_value(stored)
         if serial == self.config.serial:
-            self._processed = self._durable = index
+            self._processed = self._durable = self._staged = index
             self._adopting = False
         else:
             self._adopting = True  # new controller (or replaced): the controller's bookmark
@@ -307,25 +313,38 @@ class UhppoteDriver:
         ours = owner == str(self.config.serial) and value != ""
         self.list_version = int(value) if ours else None
 
-    async def _commit_bookmark(self) -> None:
-        """Make the processed index durable (with its readings), then move the controller's."""
-        if self._processed == self._durable:
+    def _stage_bookmark(self) -> None:
+        """Queue the processed index behind its readings; the writer task finishes the job."""
+        if self._processed == self._staged:
             return
-        index = self._processed
-        await self._state.put(self.device_id, KEY_EVENTS, f"{self.config.serial}:{index}")
-        self._durable = index
-        if self._adopting:
-            self._adopting = False
-            self._status(
-                f"adopted: {self._adoption_sent} events sent, {self._adoption_counted} older "
-                f"than the {self.config.backfill_h:g} h backfill counted, not sent",
-                Priority.ROUTINE,
-                extra={"counted": self._adoption_counted, "sent": self._adoption_sent},
-            )
-        try:
-            await self.link.call("set_event_index", index)
-        except TransportError:
-            self.health.count("bookmark_failures")
+        index = self._staged = self._processed
+        value = f"{self.config.serial}:{index}"
+        if isinstance(self._state, StagedStateStore):
+            durable: Awaitable[None] = self._state.stage(self.device_id, KEY_EVENTS, value)
+        else:
+            durable = self._state.put(self.device_id, KEY_EVENTS, value)
+        self._bookmarks.put_nowait((index, durable))
+
+    async def _bookmark_writer(self) -> None:
+        """Once a bookmark is durable (with its readings), move the controller's too."""
+        while True:
+            index, durable = await self._bookmarks.get()
+            await durable
+            self._durable = index
+            if self._bookmarks.qsize():
+                continue  # a later one is coming: move the controller's once, for that
+            if self._adopting:
+                self._adopting = False
+                self._status(
+                    f"adopted: {self._adoption_sent} events sent, {self._adoption_counted} older "
+                    f"than the {self.config.backfill_h:g} h backfill counted, not sent",
+                    Priority.ROUTINE,
+                    extra={"counted": self._adoption_counted, "sent": self._adoption_sent},
+                )
+            try:
+                await self.link.call("set_event_index", index)
+            except TransportError:
+                self.health.count("bookmark_failures")
 
     # -------------------------------------------------------------- cycle
 
@@ -336,7 +355,7 @@ class UhppoteDriver:
         if self._want_catch_up:
             self._want_catch_up = False
             await self._catch_up()
-        await self._commit_bookmark()
+        self._stage_bookmark()
         if self._clock.monotonic() >= self._next_time_check:
             await self._check_time()
 
@@ -348,7 +367,7 @@ class UhppoteDriver:
         await self.link.call("get_controller")
         if self._adopting:
             reply = await self.link.call("get_event_index")
-            self._processed = self._durable = int(reply.event_index)
+            self._processed = self._durable = self._staged = int(reply.event_index)
         host, port = self._advertised()
         await self.link.call("set_listener", ipaddress.IPv4Address(host), port, 0)
         await self.link.call("record_special_events", True)

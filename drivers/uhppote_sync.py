@@ -113,6 +113,13 @@ class CardSync:
                 )
                 self.held = None
         self._check_count = False
+        if (
+            version is not None
+            and self.held is not None
+            and self._written is not None
+            and self._written[0] == version
+        ):
+            return False  # a versioned list that has not moved: nothing to plan
         plan = self._plan()
         key = (version, hash((tuple(plan.cards.items()), tuple(plan.profiles.items()))))
         if self.held is not None and key == self._written:

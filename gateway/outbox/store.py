@@ -371,11 +371,15 @@ class Outbox:
         so a crash can neither lose readings behind a moved bookmark nor
         repeat readings behind a stale one.
         """
+        await self.stage_state(key, value)
+
+    def stage_state(self, key: str, value: str) -> asyncio.Future[None]:
+        """``put_state`` queued now, in order with the readings; the future says when synced."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending_state.append((STATE_PREFIX + key, value, future))
         self._urgent.set()
         self._wake.set()
-        await future
+        return future
 
     async def get_state(self, key: str) -> str | None:
         """The value ``put_state`` last made durable for ``key``, or None."""

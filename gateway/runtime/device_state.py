@@ -8,6 +8,8 @@ after them (issue 11, "Events, never missed").
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from gateway.outbox.store import Outbox
 
 
@@ -22,3 +24,6 @@ class OutboxDeviceState:
 
     async def put(self, device_id: str, key: str, value: str) -> None:
         await self._outbox.put_state(f"{device_id}:{key}", value)
+
+    def stage(self, device_id: str, key: str, value: str) -> Awaitable[None]:
+        return self._outbox.stage_state(f"{device_id}:{key}", value)
