@@ -72,3 +72,29 @@ def test_ring_overwrites_oldest_events_in_chunks() -> None:
     first = c.event_at(5)
     assert first is not False and first is not None and first.index == 5
     assert c.event_at(13) is None
+
+
+async def test_script_verbs_drive_the_simulator() -> None:
+    from drivers.sim.script import ScriptError, apply
+    from drivers.sim.uhppote import UhppoteSimulator
+
+    sim = UhppoteSimulator(SERIAL)
+    await sim.start()
+    try:
+        sims = {"uhppote-1": sim}
+        apply(sims, "uhppote-1 drop-pushes")  # type: ignore[arg-type]
+        assert sim.drop_pushes
+        apply(sims, "uhppote-1 swipe 10058400 door 2")  # type: ignore[arg-type]
+        assert (sim.state.events[-1].card, sim.state.events[-1].door) == (10058400, 2)
+        apply(sims, "uhppote-1 reset")  # type: ignore[arg-type]
+        assert sim.state.events[-1].reason == 29
+        apply(sims, "uhppote-1 deliver-pushes")  # type: ignore[arg-type]
+        assert not sim.drop_pushes
+        try:
+            apply(sims, "uhppote-1 dance")  # type: ignore[arg-type]
+        except ScriptError as exc:
+            assert "swipe CARD door N" in str(exc)
+        else:
+            raise AssertionError("an unknown verb must be refused")
+    finally:
+        await sim.stop()
