@@ -54,6 +54,8 @@ EMPTY_DATETIME = bytes(7)
 DEFAULT_EVENT_CAPACITY = 256
 DEFAULT_DROP_CHUNK = 32
 AMBIENT_PERIOD_S = 20.0
+AMBIENT_STRANGER = 10058401
+AMBIENT_STRANGER_SHARE = 0.2
 
 # Event types and reasons (PROTOCOL-UHPPOTE.md §5).
 TYPE_SWIPE = 0x01
@@ -677,11 +679,13 @@ class UhppoteSimulator:
         return event
 
     async def _residents(self) -> None:
-        cards = self._ambient_cards or (10058400,)
         while True:
             await asyncio.sleep(AMBIENT_PERIOD_S * self._rng.uniform(0.6, 1.4))
             door = self._rng.choice(self._doors)
-            event = self.swipe(self._rng.choice(cards), door)
+            # Residents hold cards the gateway wrote; now and then a stranger tries.
+            cards = self._ambient_cards or tuple(self.state.cards) or (AMBIENT_STRANGER,)
+            stranger = self._rng.random() < AMBIENT_STRANGER_SHARE
+            event = self.swipe(AMBIENT_STRANGER if stranger else self._rng.choice(cards), door)
             if event.granted:
                 await asyncio.sleep(1.0)
                 self.open_door(door)

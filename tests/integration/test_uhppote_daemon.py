@@ -159,3 +159,72 @@ async def test_dropped_pushes_and_sigkill_lose_nothing_and_repeat_nothing(
             assert first_seen == sorted(first_seen)
     finally:
         await sim.stop()
+
+
+async def test_an_unanswering_controller_goes_offline_the_gate_keeps_working_and_it_returns(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    from drivers.sim.temperature_gate import TemperatureGateSimulator
+    from drivers.temperature_gate import TemperatureGateConfig
+
+    gate_cfg: dict[str, Any] = {
+        "id": "temp-gate-1",
+        "kind": "temperature_gate",
+        "transport": {"type": "modbus_rtu"},
+        "poll_interval_ms": 100,
+    }
+    gate = TemperatureGateSimulator(
+        TemperatureGateConfig.model_validate(gate_cfg), tmp_path / "gate", ambient=False
+    )
+    gate_cfg["transport"]["port"] = (await gate.start()).port
+    sim = UhppoteSimulator(SERIAL)
+    await sim.start()
+    wrong = UhppoteSimulator(SERIAL + 1)  # configured with our serial: never answers
+    await wrong.start()
+    stranger = controller(wrong.address) | {"id": "gate-ctl-2", "doors": {1: "side-door"}}
+    sub = Subscriber(broker.port, ROOT)
+    await sub.start()
+    daemon = Daemon(
+        write_config(
+            tmp_path / "gw" / "config.yaml",
+            brokers=[broker.url],
+            devices=[controller(sim.address), stranger, gate_cfg],
+        )
+    )
+    daemon.start()
+
+    def states(device: str) -> list[str]:
+        """Online/offline transitions (other device.status readings carry a detail)."""
+        return [
+            r["data"]["state"]
+            for r in sub.readings()
+            if r["type"] == "device.status"
+            and r["device"] == device
+            and (r["data"]["state"] == "offline" or not r["data"]["detail"])
+        ]
+
+    try:
+        await sub.wait_for(lambda: "offline" in states("gate-ctl-2"), timeout=30)
+        offline = next(
+            r
+            for r in sub.readings()
+            if r["device"] == "gate-ctl-2" and r["data"].get("state") == "offline"
+        )
+        assert "no reply" in offline["data"]["detail"] and offline["priority"] == "alarm"
+        await sub.wait_for(lambda: "online" in states("gate-ctl-1"))
+        sim.unplug()
+        await sub.wait_for(lambda: states("gate-ctl-1")[-1:] == ["offline"], timeout=30)
+        # The rest of the gate keeps working meanwhile.
+        gate.inject_reading(36.6)
+        await sub.wait_for(lambda: any(r["type"] == "temperature.body" for r in sub.readings()))
+        sim.swipe(10058400, 2)  # recorded while unreachable
+        sim.replug()
+        await sub.wait_for(lambda: states("gate-ctl-1")[-1:] == ["online"], timeout=30)
+        await sub.wait_for(lambda: len(door_events(sub)) >= 1)
+        assert door_events(sub)[0]["data"]["door"] == "gate-west"
+    finally:
+        daemon.stop()
+        await sub.stop()
+        await sim.stop()
+        await wrong.stop()
+        await gate.stop()
