@@ -308,6 +308,10 @@ class UhppoteDriver:
             self._adopting = False
         else:
             self._adopting = True  # new controller (or replaced): the controller's bookmark
+        for number in self.config.doors:
+            mode = await self._state.get(self.device_id, f"mode:{number}")
+            if mode in MODE_CODES:
+                self._modes[number] = MODE_CODES[mode]
         written = await self._state.get(self.device_id, KEY_LIST_VERSION)
         owner, _, value = (written or "").partition(":")
         ours = owner == str(self.config.serial) and value != ""
@@ -586,6 +590,8 @@ class UhppoteDriver:
                 raise DeviceError(self.device_id, f"mode must be normal, locked or open: {mode!r}")
             await self._set_door(number, MODE_CODES[mode], self.config.door_delay_s)
             self._modes[number] = MODE_CODES[mode]
+            # Durable before the command is done: a restart re-applies it, not "normal".
+            await self._state.put(self.device_id, f"mode:{number}", mode)
         else:
             raise ActionNotSupportedError(self.device_id, f"unsupported action {action!r}")
 

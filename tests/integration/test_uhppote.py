@@ -214,8 +214,18 @@ async def test_set_mode_and_bad_parameters() -> None:
         rig.sim.swipe(CARD, 1)
         await rig.sink.until(lambda: bool(rig.sink.doors("denied")))
         assert rig.sink.doors("denied")[0]["reason"] == "door_locked"
-        await door.execute("door.set_mode", {"mode": "normal"})
-        assert rig.sim.state.modes[1] == 3
+        # The mode is durable: a restarted driver re-applies it.
+        await rig.stop()
+        rig.sim.state.modes[1] = 3
+        again = await make_rig(sim=rig.sim, state=rig.state)
+        await again.start()
+        try:
+            assert rig.sim.state.modes[1] == 2
+            door = again.driver.doors()["gate-east"]
+            await door.execute("door.set_mode", {"mode": "normal"})
+            assert rig.sim.state.modes[1] == 3
+        finally:
+            await again.stop()
         with pytest.raises(DeviceError):
             await door.execute("door.open", {"hold_seconds": 31})
         with pytest.raises(DeviceError):
