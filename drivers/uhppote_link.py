@@ -69,6 +69,7 @@ class UhppoteLink:
         self.serial = serial
         self.address = address
         self._api = UhppoteAsync(bind="0.0.0.0", broadcast=broadcast)
+        self._broadcast = broadcast
         self._timeout_s = timeout_s
         self._retries = retries
         self._lock = asyncio.Lock()
@@ -113,9 +114,11 @@ class UhppoteLink:
             found = await self._api.get_all_controllers(timeout=self._timeout_s)
         except (OSError, RuntimeError) as exc:
             raise TransportError(self.where, f"discovery: {exc}") from exc
+        # Controllers listen on the port the broadcast went to (60000 by default).
+        port = split_address(self._broadcast, DEFAULT_PORT)[1]
         for reply in found:
             if reply.controller == self.serial:
-                return f"{reply.ip_address}:{DEFAULT_PORT}"
+                return f"{reply.ip_address}:{port}"
         return None
 
 

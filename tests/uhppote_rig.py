@@ -121,7 +121,8 @@ class Rig:
             self.task = None
 
 
-def config(address: str, **overrides: Any) -> UhppoteConfig:
+def config(sim_address: str, **overrides: Any) -> UhppoteConfig:
+    address = sim_address
     values: dict[str, Any] = {
         "id": "gate-ctl-1",
         "kind": "uhppote",

@@ -274,3 +274,16 @@ async def test_reset_becomes_device_status_and_reconfigures() -> None:
         rig.sim.reset()
         await rig.sink.until(lambda: any("reset" in s["detail"] for s in rig.sink.statuses()))
         await rig.sim.wait_until(lambda: rig.sim.state.special_events)
+
+
+async def test_an_address_left_out_is_found_by_broadcast() -> None:
+    sim = UhppoteSimulator(SERIAL)
+    await sim.start()
+    # On loopback the "broadcast" reaches the one simulator; it answers with its IP.
+    try:
+        async with running(sim=sim, address=None, broadcast=sim.address) as rig:
+            assert rig.driver.link.address == sim.address
+            rig.sim.swipe(7, 1)
+            await rig.sink.until(lambda: bool(rig.sink.doors()))
+    finally:
+        await sim.stop()
