@@ -284,8 +284,10 @@ class Outbox:
         # Drivers' durable state (``DeviceStateStore``), written in the same
         # transaction as the readings put before it.
         self._pending_state: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._awaiting_sync: list[asyncio.Future[None]] = []  # committed, not yet synced
         self._last_ack_commit_mono = time.monotonic()
         self._wake = asyncio.Event()
+        self._fresh = asyncio.Event()  # something to commit arrived
         self._urgent = asyncio.Event()  # alarms or results: commit and sync at once
         self._acks_full = asyncio.Event()  # enough deletes waiting: commit now
         self._unsynced = asyncio.Event()
@@ -347,6 +349,7 @@ class Outbox:
         if reading.priority is Priority.ALARM:
             self._urgent.set()
         self._wake.set()
+        self._fresh.set()
 
     def put_result(
         self,
@@ -371,14 +374,21 @@ class Outbox:
         so a crash can neither lose readings behind a moved bookmark nor
         repeat readings behind a stale one.
         """
-        await self.stage_state(key, value)
+        await self.stage_state(key, value, urgent=True)
 
-    def stage_state(self, key: str, value: str) -> asyncio.Future[None]:
-        """``put_state`` queued now, in order with the readings; the future says when synced."""
+    def stage_state(self, key: str, value: str, *, urgent: bool = False) -> asyncio.Future[None]:
+        """``put_state`` queued now, in order with the readings; the future says when synced.
+
+        Not urgent by default: it rides with the next group commit and the
+        next WAL sync, like the routine readings it follows (no sync per
+        device event: the SD card).
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending_state.append((STATE_PREFIX + key, value, future))
-        self._urgent.set()
+        if urgent:
+            self._urgent.set()
         self._wake.set()
+        self._fresh.set()
         return future
 
     async def get_state(self, key: str) -> str | None:
@@ -416,13 +426,23 @@ class Outbox:
             if not self._urgent.is_set():
                 # Group commit: gather readings for one interval, unless an alarm
                 # comes; only acks waiting: until their deletes are due.
-                if self._pending or self._pending_results:
+                gathering = bool(self._pending or self._pending_results or self._pending_state)
+                if gathering:
                     wait = self._commit_interval_s
                 else:
                     wait = self._acks_due_in()
+                    self._fresh.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await _first_of(self._urgent, self._acks_full)
+                        if gathering:
+                            await _first_of(self._urgent, self._acks_full)
+                        else:
+                            await _first_of(self._urgent, self._acks_full, self._fresh)
+                if not gathering and self._fresh.is_set() and not self._urgent.is_set():
+                    # A reading came while only deletes were waiting: it waits one
+                    # commit interval, not until the deletes are due (up to a sync
+                    # interval later).
+                    continue
             await self.commit()
 
     async def _sync_loop(self) -> None:
@@ -431,7 +451,21 @@ class Outbox:
             due = self._last_sync_mono + self._sync_interval_s - time.monotonic()
             if due > 0:
                 await asyncio.sleep(due)
+            await self._sync_and_settle()
+
+    async def _sync_and_settle(self) -> None:
+        # Futures of state committed before this sync was submitted are durable after it.
+        waiting, self._awaiting_sync = self._awaiting_sync, []
+        try:
             await self._call(self._sync_sync)
+        except BaseException as exc:
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     async def commit(self, *, include_acks: bool = False) -> None:
         """Commit what is gathered (and sync at once if it holds alarms or results).
@@ -464,17 +498,21 @@ class Outbox:
                 if not future.done():
                     future.set_exception(exc)
             raise
-        for _, _, future in state:
-            if not future.done():
-                future.set_result(None)
+        if urgent:  # synced inside the commit
+            for _, _, future in state:
+                if not future.done():
+                    future.set_result(None)
+        elif state:
+            self._awaiting_sync.extend(future for _, _, future in state)
+            self._unsynced.set()  # a sync pass that starts after this point settles them
         if added:
             self.new_data.set()
 
     async def flush(self) -> None:
         """Commit what is pending, acks included, and sync now (shutdown)."""
         await self.commit(include_acks=True)
-        if self._unsynced.is_set():
-            await self._call(self._sync_sync)
+        if self._unsynced.is_set() or self._awaiting_sync:
+            await self._sync_and_settle()
 
     # -------------------------------------------------------- worker thread
 
