@@ -626,7 +626,8 @@ class UhppoteDriver:
     def _answered(self) -> None:
         self._failures = 0
         self.health.seen()
-        self.health.set_state(DeviceState.ONLINE)
+        if self.health.set_state(DeviceState.ONLINE) and self.card_sync is not None:
+            self.card_sync.controller_configured()  # it waits for online: check the table now
 
     def _failed(self, exc: TransportError) -> None:
         self._failures += 1

@@ -124,7 +124,8 @@ async def test_entries_that_do_not_fit_are_skipped_and_counted() -> None:
         CardEntry("0A0B0D", None, ("elsewhere",), None, None, None),  # not this controller's door
         CardEntry("0A0B0E", None, None, None, None, None),
     ]
-    async with running(access=ListedAccess(entries, version=3), card_check_s=0.2) as rig:
+    # A long check interval: the first pass must not wait for it once the controller is online.
+    async with running(access=ListedAccess(entries, version=3), card_check_s=60) as rig:
         sync = rig.driver.card_sync
         assert sync is not None
         await rig.sink.until(lambda: sync.passes >= 1, timeout=20)
