@@ -22,6 +22,13 @@ than one request per lost event.
 Door ids (CONTRACT.md 1.1): ``doors`` maps door numbers 1..4 to door ids;
 ``door.event`` readings carry the door id, and commands address the door id
 through ``doors()``, which the gateway routes to this driver.
+
+Longer than 400 lines because the config model (every option described) and
+the one state machine of a controller live together: catch-up, bookmarks,
+adoption and gaps share the indexes, and the door commands wait on the
+events it reads. What stands alone is apart: the event meaning
+(``uhppote_events``), requests (``uhppote_link``), the card table
+(``uhppote_cards``) and its sync (``uhppote_sync``).
 """
 
 from __future__ import annotations

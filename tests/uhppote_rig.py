@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.access_rules import CardEntry, Profile
-from drivers.base import DeviceState, Reading, ReadingType, SystemClock
+from drivers.base import DeviceState, ReadingType, SystemClock
 from drivers.sim.uhppote import UhppoteSimulator
 from drivers.uhppote import UhppoteConfig, UhppoteDriver, build_driver
+from tests.fakes import WAIT_S, RecordingSink
 
 SERIAL = 405419896
 
@@ -70,16 +71,8 @@ class ListedAccess:
         return self._profiles
 
 
-class Sink:
-    """Readings as they come, with waits on facts."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
+class Sink(RecordingSink):
+    """The tests' sink, with views of door events and status readings."""
 
     def doors(self, event: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -91,7 +84,8 @@ class Sink:
     def statuses(self) -> list[dict[str, Any]]:
         return [dict(r.data) for r in self.readings if r.type is ReadingType.DEVICE_STATUS]
 
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def until(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+        """Wait until a fact holds, re-checked at each reading."""
         async with asyncio.timeout(timeout):
             while not predicate():
                 self._changed.clear()

@@ -21,6 +21,10 @@ Like the reference simulator it is strict where the protocol is: a wrong
 serial, an unknown function, a bad length or a wrong magic word get no reply.
 Unlike it, the card table is not capped at 64 and card dates are checked at a
 swipe (real firmware does).
+
+Longer than 400 lines because it is a whole controller: one small handler
+per function code (22 of them), the card, profile and event stores they
+share, and the UDP endpoint with its script verbs.
 """
 
 from __future__ import annotations
