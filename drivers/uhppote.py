@@ -66,6 +66,7 @@ from drivers.uhppote_events import (
     REASON_POWER_ON,
     REASON_RESET,
     EventClass,
+    Meaning,
     card_to_hex,
     classify,
     controller_time_to_wall,
@@ -251,7 +252,7 @@ class UhppoteDriver:
         self._processed = 0  # the last event index turned into readings
         self._durable = 0  # the last one made durable (in the gateway's state)
         self._staged = 0  # the last one queued to be made durable
-        self._bookmarks: asyncio.Queue[tuple[int, Awaitable[None]]] = asyncio.Queue()
+        self._bookmarks: asyncio.Queue[tuple[int, str, Awaitable[None] | None]] = asyncio.Queue()
         self._adopting = False
         self._adoption_counted = 0
         self._adoption_sent = 0
@@ -330,17 +331,19 @@ class UhppoteDriver:
             return
         index = self._staged = self._processed
         value = f"{self.config.serial}:{index}"
+        staged: Awaitable[None] | None = None
         if isinstance(self._state, StagedStateStore):
-            durable: Awaitable[None] = self._state.stage(self.device_id, KEY_EVENTS, value)
-        else:
-            durable = self._state.put(self.device_id, KEY_EVENTS, value)
-        self._bookmarks.put_nowait((index, durable))
+            staged = self._state.stage(self.device_id, KEY_EVENTS, value)
+        self._bookmarks.put_nowait((index, value, staged))
 
     async def _bookmark_writer(self) -> None:
         """Once a bookmark is durable (with its readings), move the controller's too."""
         while True:
-            index, durable = await self._bookmarks.get()
-            await durable
+            index, value, staged = await self._bookmarks.get()
+            if staged is None:  # a store that cannot stage: written now, after the readings
+                await self._state.put(self.device_id, KEY_EVENTS, value)
+            else:
+                await staged
             self._durable = index
             if self._bookmarks.qsize():
                 continue  # a later one is coming: move the controller's once, for that
@@ -483,7 +486,7 @@ class UhppoteDriver:
                 self._adoption_counted += 1
                 return
             self._adoption_sent += 1
-        meaning = classify(event.reason, event.granted)
+        meaning = self._refine(classify(event.reason, event.granted), event)
         self.health.count("events")
         mono = now_mono - max(0.0, now_wall - wall)
         if meaning.cls is EventClass.STATUS:
@@ -514,6 +517,27 @@ class UhppoteDriver:
             for waiter in self._remote_waiters.pop(event.door, []):
                 if not waiter.done():
                     waiter.set_result(event.index)
+
+    def _refine(self, meaning: Meaning, event: ControllerEvent) -> Meaning:
+        """A generic denial (18) of a card the controller holds is its dates, or its rule.
+
+        The controller says 18 both for an unknown card and for one outside its
+        dates; the table written to it tells them apart.
+        """
+        held = self.card_sync.held if self.card_sync is not None else None
+        if meaning.reason != "not_listed" or held is None or event.timestamp is None:
+            return meaning
+        record = held.get(event.card)
+        if record is None:
+            return meaning
+        day = event.timestamp.date()
+        if day < record.start:
+            reason, code = "not_yet_valid", None
+        elif day > record.end:
+            reason, code = "expired", None
+        else:
+            reason, code = "controller_rule", event.reason
+        return Meaning(EventClass.DOOR, "denied", reason, controller_reason=code, card_matters=True)
 
     def _put(
         self,

@@ -156,3 +156,20 @@ def test_profile_days_and_closed_dates_round_inward() -> None:
     assert records[0].weekdays == (True,) + (False,) * 6
     assert records[0].linked == records[1].profile_id and records[1].linked == 0
     assert plan.cards[0x0A].doors == (2, 2, 0, 0)
+
+
+async def test_a_generic_denial_of_a_held_card_says_expired_not_unlisted() -> None:
+    entries = [
+        CardEntry("0A0B0C", None, None, None, ts("2026-01-01T00:00:00"), None),  # expired
+        CardEntry("0A0B0D", None, None, None, None, None),
+    ]
+    async with running(access=ListedAccess(entries, version=5), card_check_s=60) as rig:
+        sync = rig.driver.card_sync
+        assert sync is not None
+        await rig.sink.until(lambda: sync.passes >= 1)
+        rig.sim.swipe(0x0A0B0C, 1)  # the controller checks dates: reason 18
+        rig.sim.swipe(0x0A0B0E, 1)  # not on the controller at all: reason 18 too
+        await rig.sink.until(lambda: len(rig.sink.doors("denied")) >= 2)
+        reasons = [(d["card"], d["reason"]) for d in rig.sink.doors("denied")]
+        assert reasons == [("0A0B0C", "expired"), ("0A0B0E", "not_listed")]
+        assert all(d["list_version"] == 5 for d in rig.sink.doors("denied"))
