@@ -89,6 +89,13 @@ def make_simulator(config: AnyDeviceConfig, workdir: Path, *, ambient: bool = Tr
     return simulator
 
 
+def udp_listen(config: AnyDeviceConfig) -> str | None:
+    """The fixed UDP address a device listens on for pushes (None: none, or any free port)."""
+    if not isinstance(config, UhppoteConfig) or config.simulate:
+        return None  # a simulated controller listens on a free loopback port (attach)
+    return None if config.listen.endswith(":0") else config.listen
+
+
 def door_ids(config: AnyDeviceConfig) -> tuple[str, ...]:
     """The door ids a device names besides its own id (a controller's doors)."""
     return config.door_ids if isinstance(config, UhppoteConfig) else ()

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.registry import DeviceConfig, door_ids
+from drivers.registry import DeviceConfig, door_ids, udp_listen
 from gateway.commands.model import CommandsConfig
 
 ID_PATTERN = r"^[a-z0-9-]{1,64}$"
@@ -285,6 +285,22 @@ class Config(_Model):
                 if name in seen:
                     raise ValueError(f"device or door id {name!r} is used twice")
                 seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _one_listener_per_port(self) -> Config:
+        seen: dict[str, str] = {}
+        for device in self.devices:
+            listen = udp_listen(device)
+            if listen is None:
+                continue
+            port = listen.rpartition(":")[2]
+            if port in seen:
+                raise ValueError(
+                    f"devices {seen[port]!r} and {device.id!r} both listen on UDP port {port}: "
+                    "give each controller its own listen port"
+                )
+            seen[port] = device.id
         return self
 
     @model_validator(mode="after")

@@ -68,3 +68,13 @@ def test_command_targets_route_door_ids_to_the_controllers_doors() -> None:
     assert isinstance(targets["temp-1"], Plain)
     assert sorted(targets) == ["ctl", "gate-a", "temp-1"]
     assert "gate-b" not in targets
+
+
+def test_two_controllers_may_not_listen_on_one_port(tmp_path: Path) -> None:
+    config = base()
+    config["devices"].append(controller(listen="0.0.0.0:60001"))
+    config["devices"].append(
+        controller(id="uhppote-10", serial=423187758, doors={1: "gate-x"}, listen="10.0.0.2:60001")
+    )
+    problems = problems_for(tmp_path, config)
+    assert any("both listen on UDP port 60001" in p for p in problems), problems
