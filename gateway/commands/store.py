@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +132,31 @@ class CommandStore:
     Raises ``sqlite3.Error`` from any method when the disk fails.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        clock: Clock,
+        path: Path | None = None,
+        now: Callable[[], float] | None = None,
+    ) -> None:
         self._conn = conn
         self._clock = clock
+        # Pruning judges by trusted time (CONTRACT 1.1): a clock set forward
+        # and back again must not forget an id while its command is valid.
+        self._now = now or clock.wall
         self._path = path
         self._next_prune_mono = float("-inf")
 
     @classmethod
-    def open(cls, data_dir: Path, *, clock: Clock, filename: str = DB_FILENAME) -> CommandStore:
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        clock: Clock,
+        filename: str = DB_FILENAME,
+        now: Callable[[], float] | None = None,
+    ) -> CommandStore:
         """Open (creating or migrating) the store in ``data_dir``.
 
         A corrupt or newer file is moved aside and a new one created.
@@ -153,7 +170,7 @@ class CommandStore:
             _LOGGER.error("command store started empty: used command ids are forgotten")
         conn = opened.conn
         conn.execute("PRAGMA foreign_keys=ON")
-        store = cls(conn, clock=clock, path=path)
+        store = cls(conn, clock=clock, path=path, now=now)
         store.prune()
         return store
 
@@ -285,7 +302,7 @@ class CommandStore:
 
     def prune(self) -> int:
         """Forget ids past their retention and old finished executions; return ids removed."""
-        cutoff = self._clock.wall()
+        cutoff = self._now()
         with self._transaction() as conn:
             removed = conn.execute("DELETE FROM seen_ids WHERE keep_until < ?", (cutoff,)).rowcount
             conn.execute(

@@ -248,6 +248,10 @@ class Outbox:
         self.new_data = asyncio.Event()
         self.stats = OutboxStats()
         self.moved_aside: str | None = None
+        # The latest trusted wall time (gateway.runtime.clock.TrustedClock):
+        # read at open, written with the next commit when it is given a new one.
+        self.trusted_wall: float | None = None
+        self._pending_trusted: float | None = None
 
     # ----------------------------------------------------------------- life
 
@@ -272,6 +276,8 @@ class Outbox:
         self.stats.last_seq = read_last_seq(db)
         if "last_ack_at" in meta:
             self.stats.last_ack_at = float(meta["last_ack_at"])
+        if "trusted_wall" in meta:
+            self.trusted_wall = float(meta["trusted_wall"])
         for lane in Lane:
             self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
         self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
@@ -322,6 +328,14 @@ class Outbox:
         if response_topic:
             self._pending_results.append((response_topic, correlation_data, body))
         self._urgent.set()
+        self._wake.set()
+
+    def record_trusted_time(self, wall_s: float) -> None:
+        """Keep ``wall_s`` as the latest trusted time, written with the next commit.
+
+        ``TrustedClock`` calls this at most once a minute and at shutdown.
+        """
+        self._pending_trusted = wall_s
         self._wake.set()
 
     def ack(self, batch: Batch) -> None:
@@ -395,14 +409,17 @@ class Outbox:
             self._wake.set()  # deletes still waiting: keep the loop timing them
         else:
             self._wake.clear()
-        if not (readings or results or acks):
+        trusted, self._pending_trusted = self._pending_trusted, None
+        if not (readings or results or acks or trusted is not None):
             return
         try:
-            await self._call(self._commit_sync, readings, results, acks, urgent)
+            await self._call(self._commit_sync, readings, results, acks, urgent, trusted)
         except sqlite3.OperationalError as exc:
             if not is_disk_full(exc):
                 raise
             self._hold_while_full(readings, results, acks)
+            if self._pending_trusted is None:
+                self._pending_trusted = trusted
             return
         if self.disk_full:
             self._resume_after_full()
@@ -487,6 +504,7 @@ class Outbox:
         results: list[tuple[str | None, bytes | None, str]],
         acks: list[tuple[Lane, int, int]],
         urgent: bool,
+        trusted: float | None = None,
     ) -> bool:
         db = self._conn()
         stats = self.stats
@@ -506,6 +524,10 @@ class Outbox:
                 )
             acked = self._delete_acked(db, acks)
             dropped = self._shed_if_over_cap(db, synced)
+            if trusted is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('trusted_wall', ?)", (repr(trusted),)
+                )
             db.execute("COMMIT")
         except BaseException as exc:
             rollback(db)
@@ -524,6 +546,8 @@ class Outbox:
         )
         if acked:
             stats.last_ack_at = self._clock.wall()
+        if trusted is not None:
+            self.trusted_wall = trusted
         if dropped:
             _LOGGER.warning("outbox over its size cap: dropped=%d oldest routine readings", dropped)
         if urgent or dropped:  # the gateway.dropped notice is an alarm too
