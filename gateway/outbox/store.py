@@ -13,6 +13,13 @@ Durability windows (README, "Delivery guarantee"):
   ``sync_interval_ms`` while there is something unsynced, so a power cut loses
   at most that window, and an idle gateway writes nothing.
 * Alarms and command results are committed and synced at once.
+* (CONTRACT 1.1) ``fetch`` returns only rows whose commit a completed sync
+  covers, and ``new_data`` is set after a sync, not after a commit: a power
+  cut can take back only readings nobody has seen, so a seq is never given to
+  two different readings. ``open`` syncs once, for rows a killed process
+  committed but never synced.
+* A full disk fails a commit without losing it: its work waits in memory
+  (shed by the size cap's rules) and is retried; see ``_hold_while_full``.
 
 Lanes are separate tables keyed by ``seq`` (the rowid), so appends touch the
 rightmost pages only and a drained batch is deleted as one range. Rows are
@@ -26,8 +33,9 @@ One worker thread owns the SQLite connection; the event loop never blocks on
 it (STYLE.md §5).
 
 Longer than 400 lines because the durability windows, lanes, batching, PUBACK deletes,
-the size cap and clock correction all act on one SQLite connection owned by one worker;
-what needs no connection (WAL sync, the status report) has its own module.
+the size cap, the disk-full hold and clock correction all act on one SQLite connection
+owned by one worker, and keep one invariant together (a seq is spent only on a committed
+reading, and sent only once synced); opening and syncing live in gateway/storage/sqlite.py.
 """
 
 from __future__ import annotations
