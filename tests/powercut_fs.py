@@ -74,10 +74,15 @@ class PowerCutFs(Operations):  # type: ignore[misc]
             raise FuseOSError(errno.EACCES)
 
     def open(self, path: str, flags: int) -> int:
-        return _os_call(os.open, self._full(path), _rdwr(flags))
+        fh: int = _os_call(os.open, self._full(path), _rdwr(flags))
+        if flags & os.O_TRUNC:
+            self.truncate(path, 0, fh)  # through the undo log, like any truncate
+        return fh
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        return _os_call(os.open, self._full(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC, mode)
+        fh: int = _os_call(os.open, self._full(path), os.O_RDWR | os.O_CREAT, mode)
+        self.truncate(path, 0, fh)
+        return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return _os_call(os.pread, fh, size, offset)
@@ -177,7 +182,8 @@ class PowerCutFs(Operations):  # type: ignore[misc]
 
 def _rdwr(flags: int) -> int:
     # Always read-write underneath: a write must first read what it overwrites.
-    return (flags & ~(os.O_WRONLY | os.O_RDONLY | os.O_RDWR | os.O_APPEND)) | os.O_RDWR
+    dropped = os.O_WRONLY | os.O_RDONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
+    return (flags & ~dropped) | os.O_RDWR
 
 
 def _os_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
