@@ -270,7 +270,7 @@ async def run_power_cuts(
         for cycle in range(cuts):
             fs.mount()
             daemon.start()
-            await asyncio.to_thread(daemon.wait_for_log, "gateway running", 30)
+            await daemon.wait_for_log("gateway running", 30)
             if cycle % 3 == 1:
                 # A crash without a cut first: the page cache keeps what the
                 # next process finds committed but never synced.
@@ -278,7 +278,7 @@ async def run_power_cuts(
                 daemon.kill()
                 report.kills_without_cut += 1
                 daemon.start()
-                await asyncio.to_thread(daemon.wait_for_log, "gateway running", 30)
+                await daemon.wait_for_log("gateway running", 30)
             await asyncio.sleep(rng.uniform(*load_s))
             daemon.kill()
             report.dropped_bytes += fs.cut()["dropped_bytes"]
@@ -291,7 +291,7 @@ async def run_power_cuts(
         await asyncio.gather(load, return_exceptions=True)
         fs.mount()
         daemon.start()
-        await asyncio.to_thread(daemon.wait_for_log, "gateway running", 30)
+        await daemon.wait_for_log("gateway running", 30)
         await asyncio.to_thread(_wait_drained, daemon.database, report.last_seq, 60)
         daemon.signal(signal.SIGTERM)
         await asyncio.to_thread(daemon.wait, 15)

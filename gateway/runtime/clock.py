@@ -109,8 +109,8 @@ class TrustedTime(Protocol):
 
 
 class TrustedClock:
-    """"Now" when the wall clock may be wrong (CONTRACT 1.1, "Time when the clock
-    cannot be trusted").
+    """The trusted "now" when the wall clock may be wrong (CONTRACT 1.1, "Time
+    when the clock cannot be trusted").
 
     While the kernel says the clock is synchronised (``ClockSync``), now is the
     wall clock, and it is remembered as the latest trusted time. Otherwise now

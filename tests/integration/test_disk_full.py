@@ -22,7 +22,7 @@ from drivers.base import Priority, ReadingType, make_reading
 from gateway.commands.store import CommandStore
 from gateway.outbox.store import DB_NAME, MAX_HELD_WHILE_FULL, Lane, Outbox
 from gateway.storage.sqlite import is_disk_full
-from tests.fakes import FakeClock, FakeClockSync
+from tests.fakes import FakeClock, FakeClockSync, wait_until
 from tests.unit.test_command_store import make_command
 
 pytestmark = pytest.mark.integration
@@ -53,13 +53,6 @@ def fill(directory: Path) -> Path:
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
-
-
-async def wait_until(predicate: object, timeout: float = 20.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def new_outbox(directory: Path, clock: FakeClock, commit_interval_s: float = 0.2) -> Outbox:
