@@ -11,13 +11,11 @@ from __future__ import annotations
 from datetime import UTC
 
 from drivers.access_file import FileAccessList
-from drivers.access_rules import DoorAccess, WallTime
-from drivers.base import Clock
+from drivers.access_rules import DoorAccess, TrustedTime
 from gateway.config import LoadedConfig
-from gateway.runtime.clock import ClockSync
 
 
-def file_door_access(loaded: LoadedConfig, clock: Clock, sync: ClockSync) -> DoorAccess:
+def file_door_access(loaded: LoadedConfig, time: TrustedTime) -> DoorAccess:
     """The doors' access from the local card file of the config."""
     config = loaded.config
     cards = config.access.cards
@@ -25,4 +23,4 @@ def file_door_access(loaded: LoadedConfig, clock: Clock, sync: ClockSync) -> Doo
     tz = config.gateway.tz
     # A file has no profiles, so its decisions never need the zone; its dates
     # without an offset use gateway.timezone, else the system's zone as before.
-    return DoorAccess(FileAccessList(path, tz=tz), WallTime(clock, sync), tz or UTC)
+    return DoorAccess(FileAccessList(path, tz=tz), time, tz or UTC)

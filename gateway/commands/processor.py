@@ -81,6 +81,7 @@ from gateway.commands.model import (
 )
 from gateway.commands.store import AuditRecord, CommandStore
 from gateway.commands.verify import CommandVerifier
+from gateway.runtime.clock import TrustedTime
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class CommandProcessor:
         readings: sink for ``audit.command`` readings.
         results: sink for result JSON.
         clock: wall clock for validity and stamps, monotonic clock for latency.
+        trusted: trusted time for the validity window (CONTRACT 1.1), when given.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class CommandProcessor:
         readings: ReadingSink,
         results: ResultSink,
         clock: Clock,
+        trusted: TrustedTime | None = None,
     ) -> None:
         self._config = config
         self._gateway_id = gateway_id
@@ -155,6 +158,7 @@ class CommandProcessor:
             device_actions=_DriverActions(drivers),
             seen=store,
             clock=clock,
+            trusted=trusted,
         )
 
     async def handle(

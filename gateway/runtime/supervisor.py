@@ -43,7 +43,7 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
-from gateway.runtime.clock import ClockSync, current_boot_id, make_clock_sync
+from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
 from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.runtime.reload import plan_reload
@@ -155,6 +155,11 @@ class Gateway:
             sync_interval_s=cfg.outbox.sync_interval_ms / 1000,
             max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
         )
+        # Trusted time (CONTRACT 1.1) for card and command windows; its latest
+        # value lives in the outbox database, restored once that is open.
+        self.trusted = TrustedClock(
+            self.clock, self.clock_sync, persist=self.outbox.record_trusted_time
+        )
         self.buses = BusPool()
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
@@ -206,10 +211,9 @@ class Gateway:
         del self.simulators[device_id]
 
     def _access_list(self, config: Config) -> DoorAccess:
+        # Card windows are judged by trusted time (CONTRACT 1.1).
         return file_door_access(
-            LoadedConfig(config, self.loaded.base_dir, self.loaded.source),
-            self.clock,
-            self.clock_sync,
+            LoadedConfig(config, self.loaded.base_dir, self.loaded.source), self.trusted
         )
 
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
@@ -232,9 +236,11 @@ class Gateway:
 
     async def _assemble(self) -> None:
         await self.outbox.open()
+        if self.outbox.trusted_wall is not None:
+            self.trusted.observe_trusted(self.outbox.trusted_wall)
         for device in self.config.devices:
             self.drivers[device.id] = await self._build_device(device)
-        self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock)
+        self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock, now=self.trusted.now)
         self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
@@ -243,6 +249,7 @@ class Gateway:
             readings=self.outbox,
             results=self.outbox,
             clock=self.clock,
+            trusted=self.trusted,
         )
         for result in processor.report_unfinished():
             _LOGGER.warning(
@@ -423,6 +430,7 @@ class Gateway:
             core = [
                 group.create_task(self.outbox.run(), name="outbox"),
                 group.create_task(self.uplink.run(), name="uplink"),
+                group.create_task(self.trusted.run(), name="trusted-time"),
             ]
             if self.config.metrics.enabled:
                 core.append(group.create_task(self._metrics_server().run(), name="metrics"))
@@ -445,6 +453,7 @@ class Gateway:
             await _stage(
                 "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, commands)
             )
+            self.trusted.persist_now()  # written by the flush below
             await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
             await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
             await _stage(

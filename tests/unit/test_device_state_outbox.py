@@ -83,6 +83,7 @@ async def test_a_reading_waits_one_commit_interval_even_while_deletes_wait(tmp_p
         async with asyncio.timeout(5):
             while outbox.stats.committed < 1:
                 await asyncio.sleep(0.01)
+        await outbox.sync()  # only synced readings may be sent
         batch = await outbox.fetch(Lane.ROUTINE, 0, 10, 1 << 20)
         assert batch is not None
         outbox.ack(batch)  # a delete now waits for the (30 s) sync interval
