@@ -31,7 +31,10 @@ from tests.integration.test_uhppote_daemon import ROOT, controller, door_events
 from tests.subscriber import Subscriber
 from tests.uhppote_rig import SERIAL
 
-TARGET_P99_MS = 100.0
+# No target in the issue. A door event is a routine reading, published once it
+# is synced (CONTRACT 1.1): at most one commit interval plus one sync interval
+# (200 + 1000 ms with the defaults this daemon runs with).
+TARGET_P99_MS = 1200.0
 
 
 async def one_run(events: int, interval: float, gates: int, drop: float) -> list[float]:
