@@ -84,6 +84,7 @@ from drivers.codecs.door_node_map import (
     decode_card_id,
     pulse_tenths,
 )
+from drivers.liveness import OFFLINE_AFTER_S, Liveness
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPriority
@@ -207,18 +208,22 @@ class DoorLogic:
     def card_waiting(self, now: float) -> bool:
         """The "new card" coil read 1: return whether to act on the card.
 
-        Only a card that arrived since the reader was last seen idle, within
-        ``stale_card_s``, is fresh; anything else (first poll after start, after
-        a bus outage, a card whose re-arm failed) is of unknown age and must be
-        re-armed and discarded. The card is consumed either way until the next
-        ``reader_idle``.
+        The card arrived after the last poll that saw the reader idle, so that
+        poll bounds its age: it is fresh when that was within ``stale_card_s``,
+        even if polls failed in between (a noise burst, a short glitch). Any
+        other card (first poll after start, after a long outage, a card already
+        decided whose re-arm failed) is of unknown age and must be re-armed and
+        discarded. A fresh card stays fresh until ``card`` decides it (a failed
+        read of its id is tried again on the next poll).
         """
         fresh = self._reader_idle_at is not None and now - self._reader_idle_at <= self.stale_card_s
-        self._reader_idle_at = None
+        if not fresh:
+            self._reader_idle_at = None
         return fresh
 
     def card(self, card: str, decision: Decision, now: float) -> Step:
-        """A fresh card and the access list's decision on it."""
+        """A fresh card and the access list's decision on it (the card is consumed)."""
+        self._reader_idle_at = None
         if self.mode is DoorMode.LOCKED:
             decision = Decision(False, LOCKED_REASON)
         if not decision.granted:
@@ -356,7 +361,15 @@ class DoorNodeConfig(DeviceConfigBase):
         default=DoorMode.NORMAL, description="Mode at start: normal, locked, open."
     )
     offline_after_failures: int = Field(
-        default=3, ge=1, le=100, description="Consecutive failed polls before the door is offline."
+        default=3, ge=1, le=100, description="Consecutive failed polls before the door is offline "
+        "(and offline_after_s of silence too)."
+    )
+    offline_after_s: float = Field(
+        default=OFFLINE_AFTER_S,
+        gt=0,
+        le=3600,
+        description="Silence before the door is offline: a noise burst that costs a few "
+        "transactions is not an outage.",
     )
     stale_card_ms: int = Field(
         default=2000,
@@ -405,7 +418,7 @@ class DoorNodeDriver:
             stale_card_s=config.stale_card_ms / 1000,
             mode=config.mode,
         )
-        self._failures = 0
+        self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
         self._hold_synced = False
         # Commands and the poll loop both change the mode and the relay:
         # one at a time, so a mode write never interleaves with a card's pulse.
@@ -547,13 +560,12 @@ class DoorNodeDriver:
             )
 
     def _answered(self) -> None:
-        self._failures = 0
+        self._liveness.answered(self._clock.monotonic())
         self.health.seen()
 
     def _failed(self, exc: TransportError) -> None:
-        self._failures += 1
         self.health.count("poll_failures")
-        if self._failures >= self.config.offline_after_failures:
+        if self._liveness.failed(self._clock.monotonic()):
             # Write the relay to match the mode again once the node is back.
             self._hold_synced = False
             if self.health.set_state(DeviceState.OFFLINE, str(exc)):

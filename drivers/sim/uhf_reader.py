@@ -9,7 +9,8 @@ status 0xFE). In scan mode it pushes ``0xEE`` frames, at most once per tag per
 ``Tag_Time``.
 
 Scriptable from tests: ``inject_pass`` (an EPC read N times over a duration),
-``set_answering(False)``, ``send_garbage``, ``unplug`` / ``replug``, and
+``set_answering(False)``, ``send_garbage``, ``corrupt_next_replies``,
+``noise_burst`` (``drivers.sim.noise``), ``unplug`` / ``replug``, and
 ``start_flood`` (pushes as fast as the wire allows, for the benchmark). With
 ``wire_time=True`` every byte takes 10 bits / baud on the line, as on a real
 8N1 link (ptys ignore the baud rate, PROTOCOLS.md "pymodbus" note).
@@ -54,6 +55,7 @@ from drivers.codecs.chafon_uhf import (
     WorkModeReply,
 )
 from drivers.sim.base import SimEndpoint
+from drivers.sim.noise import LineNoise
 from drivers.sim.pty import PtyLink
 from drivers.uhf_reader import UhfReaderConfig
 
@@ -77,6 +79,8 @@ class _Pass:
     epc: bytes
     reads: deque[float] = field(default_factory=deque)  # loop times of the reads still due
     last_push: float | None = None
+    leaves_at: float | None = None
+    """Loop time the tag leaves the field; None: it waits for an inventory forever."""
 
 
 class UhfReaderSimulator:
@@ -115,6 +119,8 @@ class UhfReaderSimulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flood: Sequence[bytes] = ()
         self._flood_index = 0
+        self.noise = LineNoise(self._send, self._rng)
+        """Corrupted replies and garbage bursts on this line (``drivers.sim.noise``)."""
 
     # Simulator protocol
 
@@ -138,6 +144,7 @@ class UhfReaderSimulator:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # stop() itself was cancelled: pass it on
+        self.noise.cancel()
         self.unplug()
 
     # scripting
@@ -170,14 +177,31 @@ class UhfReaderSimulator:
         """Put noise on the line (random bytes by default); returns what was sent."""
         if data is None:
             data = self._rng.randbytes(self._rng.randint(5, 40))
-        self._send(data)
-        return data
+        return self.noise.garbage(data)
 
-    def inject_pass(self, epc: bytes | str, *, reads: int = 10, duration_s: float = 1.0) -> None:
+    def corrupt_next_replies(self, count: int = 1) -> None:
+        """Send the next ``count`` replies with a flipped bit."""
+        self.noise.corrupt_next(count)
+
+    def noise_burst(self, duration_s: float) -> None:
+        """Garbage on the line, and every frame broken, for ``duration_s`` from now."""
+        self.noise.burst(duration_s)
+
+    def inject_pass(
+        self,
+        epc: bytes | str,
+        *,
+        reads: int = 10,
+        duration_s: float = 1.0,
+        leaves: bool = False,
+    ) -> None:
         """A tag in the field for ``duration_s``, read ``reads`` times evenly.
 
         In answer mode each inventory returns a tag with a read due (one read per
-        inventory); in scan mode each read is pushed (subject to Tag_Time).
+        inventory); in scan mode each read is pushed (subject to Tag_Time). With
+        ``leaves``, the tag is gone ``duration_s`` after it came, as a passing bike
+        is: an inventory after that no longer sees it, so a reader that was not
+        asked in time never reads it.
         """
         if isinstance(epc, str):
             epc = bytes.fromhex(epc)
@@ -185,6 +209,8 @@ class UhfReaderSimulator:
         now = self._loop.time()
         step = duration_s / max(reads - 1, 1)
         p = _Pass(epc, deque(now + i * step for i in range(reads)))
+        if leaves:
+            p.leaves_at = now + duration_s
         self._passes.append(p)
         for t in p.reads:
             self._at(t, functools.partial(self._scan_read, p))
@@ -225,7 +251,7 @@ class UhfReaderSimulator:
     def _reply(self, frame: InventoryReply | ReaderInfoReply | WorkModeReply | StatusReply) -> None:
         if self.answering:
             self.frames_sent += 1
-            self._send(frame.encode())
+            self._send(self.noise.garble(frame.encode()))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -260,7 +286,7 @@ class UhfReaderSimulator:
         p.last_push = now
         if self.answering:
             self.frames_sent += 1
-            self._send(TagPushed(p.epc, self.address).encode())
+            self._send(self.noise.garble(TagPushed(p.epc, self.address).encode()))
 
     def _flood_next(self) -> None:
         if not self._flood or self._loop is None:
@@ -313,8 +339,15 @@ class UhfReaderSimulator:
         now = self._loop.time()
         due = []
         for p in list(self._passes):
+            if p.leaves_at is not None and now > p.leaves_at:
+                self._passes.remove(p)  # gone: its reads left with it
+                continue
             if p.reads and p.reads[0] <= now:
                 p.reads.popleft()
+                if p.leaves_at is not None:
+                    # Still in the field: one read per inventory, the missed ones are gone.
+                    while p.reads and p.reads[0] <= now:
+                        p.reads.popleft()
                 due.append(p.epc)
             if not p.reads:
                 self._passes.remove(p)

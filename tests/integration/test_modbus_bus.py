@@ -7,6 +7,7 @@ connected event) inside ``asyncio.timeout``; nothing asserts on timing.
 from __future__ import annotations
 
 import asyncio
+import time
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ BUS_OPTIONS = {
     "reconnect_initial_s": 0.05,
     "reconnect_max_s": 0.2,
     "slave_backoff_after": 3,
+    "slave_silent_s": 0.5,
     "slave_probe_initial_s": 0.1,
     "slave_probe_max_s": 0.4,
 }
@@ -200,6 +202,7 @@ async def test_silent_slave_is_rationed_while_others_are_served(rtu: Line) -> No
     server, bus = rtu.server, rtu.bus
     server.silence(2)
     errors: list[str] = []
+    started = time.monotonic()
     async with asyncio.timeout(WAIT_S):
         while not bus.backing_off(2):
             with pytest.raises(TransportTimeoutError) as caught:
@@ -207,7 +210,9 @@ async def test_silent_slave_is_rationed_while_others_are_served(rtu: Line) -> No
             errors.append(caught.value.reason)
             # The healthy slave on the same line keeps answering meanwhile.
             assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
-        assert len(errors) == 3
+        # Rationed only after three unanswered requests *and* slave_silent_s of silence.
+        assert len(errors) >= 3
+        assert time.monotonic() - started >= BUS_OPTIONS["slave_silent_s"]
         on_wire = server.requests_to(2)
         with pytest.raises(TransportError, match="backing off"):
             await bus.read_holding_registers(2, 0, 2)
@@ -236,6 +241,34 @@ async def test_garbage_and_bad_crc_are_recovered_by_a_retry(line: Line) -> None:
         server.corrupt_next_replies(1)
         assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
     assert bus.stats.retries >= 2
+
+
+async def test_a_garbled_reply_is_retried_at_once_not_after_the_timeout(tmp_path: Path) -> None:
+    # A 2 s timeout: a retry that waited for it would take 2 s; one that goes
+    # once the line is quiet after the broken reply takes a few ms.
+    async with open_line(tmp_path, "rtu", timeout_ms=2000, retries=0) as opened:
+        server, bus = opened.server, opened.bus
+        server.corrupt_next_replies(3)
+        started = time.monotonic()
+        async with asyncio.timeout(WAIT_S):
+            assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
+        assert time.monotonic() - started < 1.0
+        assert (bus.stats.bad_replies, bus.stats.timeouts) == (3, 0)
+
+
+async def test_garbled_replies_within_the_budget_then_fail(tmp_path: Path) -> None:
+    # Noise for longer than the request's budget (timeout x (retries + 1)):
+    # the request fails, but a slave that keeps answering, however garbled,
+    # is never rationed.
+    async with open_line(tmp_path, "rtu", timeout_ms=100, retries=1) as opened:
+        server, bus = opened.server, opened.bus
+        server.noise_burst(1.5)
+        async with asyncio.timeout(WAIT_S):
+            for _ in range(4):
+                with pytest.raises(TransportTimeoutError, match="garbled"):
+                    await bus.read_holding_registers(2, 0, 2)
+        assert bus.stats.bad_replies >= 4
+        assert not bus.backing_off(2)
 
 
 async def test_unplug_fails_requests_then_replug_reconnects(line: Line) -> None:
