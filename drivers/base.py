@@ -138,6 +138,8 @@ class DeviceHealth:
     detail: str = ""
     last_seen_wall: float | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Extra facts for the device's status entry (a door's ``mode``)."""
 
     def set_state(self, state: DeviceState, detail: str = "") -> bool:
         """Record the state; return True (and emit a reading) when it changed."""
@@ -165,6 +167,19 @@ class DeviceHealth:
     def count(self, name: str, n: int = 1) -> None:
         """Bump a named counter (``frames_rejected``, ``timeouts``...)."""
         self.counters[name] = self.counters.get(name, 0) + n
+
+
+class DeviceStateStore(Protocol):
+    """Durable per-device key/value state that survives a restart (a door's mode,
+    an event bookmark). Implemented on the gateway side; writes are rare."""
+
+    async def get(self, device_id: str, key: str) -> str | None:
+        """The value last put, or None when there is none."""
+        ...
+
+    async def put(self, device_id: str, key: str, value: str) -> None:
+        """Store ``value``; returns once it is durable (synced to disk)."""
+        ...
 
 
 class Driver(Protocol):

@@ -39,6 +39,11 @@ Choices beyond PROTOCOLS.md, each for a reason:
   open held for 30 s makes an opening at 15 s legitimate, not ``forced``. For
   the same reason ``held_open`` counts from the later of the opening and the
   lock closing again.
+- The mode a remote ``door.set_mode`` chose is durable: it is put in the
+  gateway's ``DeviceStateStore`` (key ``mode``) before the command is done,
+  and read back when the driver starts, where it wins over the configured
+  ``mode`` (a lockdown must survive a crash or a power cut). The mode in force
+  is in the device's status entry (``health.attributes["mode"]``).
 - ``locked`` mode refuses cards only: the exit button (people must always be
   able to leave) and a signed remote ``door.open`` still open the door.
 - ``held_open`` is judged on polls: while the node is offline, nothing is.
@@ -72,6 +77,7 @@ from drivers.base import (
     DeviceError,
     DeviceHealth,
     DeviceState,
+    DeviceStateStore,
     Driver,
     Priority,
     ReadingSink,
@@ -101,6 +107,8 @@ HOLD_SECONDS_DEFAULT = 5
 
 ACTION_OPEN = "door.open"
 ACTION_SET_MODE = "door.set_mode"
+MODE_KEY = "mode"
+"""The ``DeviceStateStore`` key of the door's mode."""
 
 
 class DoorMode(StrEnum):
@@ -358,7 +366,9 @@ class DoorNodeConfig(DeviceConfigBase):
         default=30.0, gt=0, le=86_400, description="A legitimate opening longer than this alarms."
     )
     mode: DoorMode = Field(
-        default=DoorMode.NORMAL, description="Mode at start: normal, locked, open."
+        default=DoorMode.NORMAL,
+        description="Mode at start: normal, locked, open. A mode set by a remote "
+        "door.set_mode is kept across restarts and wins over this one.",
     )
     offline_after_failures: int = Field(
         default=3, ge=1, le=100, description="Consecutive failed polls before the door is offline "
@@ -401,6 +411,7 @@ class DoorNodeDriver:
         clock: Clock,
         bus: ModbusBus,
         access: AccessList,
+        state: DeviceStateStore | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.id
@@ -419,6 +430,9 @@ class DoorNodeDriver:
             mode=config.mode,
         )
         self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
+        self._state = state
+        self._mode_restored = state is None
+        self.health.attributes["mode"] = self.logic.mode.value
         self._hold_synced = False
         # Commands and the poll loop both change the mode and the relay:
         # one at a time, so a mode write never interleaves with a card's pulse.
@@ -431,10 +445,41 @@ class DoorNodeDriver:
         """Poll until cancelled; bus failures are states (offline), not exceptions."""
         interval_s = self.config.poll_interval_ms / 1000
         loop = asyncio.get_running_loop()
+        await self._restore_mode()
         while True:
             started = loop.time()
             await self.poll_once()
             await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
+
+    async def _restore_mode(self) -> None:
+        """Take the mode a remote set_mode left, if any (before the first relay write)."""
+        if self._mode_restored or self._state is None:
+            return
+        try:
+            stored = await self._state.get(self.device_id, MODE_KEY)
+        except Exception:  # the door must work without its stored mode
+            _LOGGER.warning(
+                "door mode not restored, using the configured one: device=%s mode=%s",
+                self.device_id,
+                self.logic.mode.value,
+                exc_info=True,
+            )
+            stored = None
+        async with self._lock:
+            if self._mode_restored:
+                return  # a set_mode came in meanwhile: it is newer
+            self._mode_restored = True
+            if stored is None:
+                return
+            try:
+                mode = DoorMode(stored)
+            except ValueError:
+                _LOGGER.warning("door mode stored is unknown, ignored: device=%s", self.device_id)
+                return
+            if mode is not self.logic.mode:
+                self.logic.set_mode(mode, self._clock.monotonic())
+                self.health.attributes["mode"] = mode.value
+            _LOGGER.info("door mode restored: device=%s mode=%s", self.device_id, mode.value)
 
     async def poll_once(self) -> None:
         """One poll cycle: the reader, then the door inputs; never raises for the bus."""
@@ -605,7 +650,12 @@ class DoorNodeDriver:
             async with self._lock:
                 for write in self.logic.mode_actions(mode):
                     await self._act(write)
+                if self._state is not None:
+                    # Durable before done: a lockdown must survive a restart.
+                    await self._state.put(self.device_id, MODE_KEY, mode.value)
+                self._mode_restored = True
                 self.logic.set_mode(mode, self._clock.monotonic())
+                self.health.attributes["mode"] = mode.value
             _LOGGER.info("door mode: device=%s mode=%s", self.device_id, mode.value)
         else:
             raise ActionNotSupportedError(self.device_id, f"unsupported action {action!r}")
@@ -618,8 +668,14 @@ def build_driver(
     clock: Clock,
     buses: BusPool,
     access: AccessList,
+    state: DeviceStateStore | None = None,
 ) -> Driver:
-    """The door node driver on the shared bus of its transport."""
+    """The door node driver on the shared bus of its transport; ``state`` keeps its mode."""
     return DoorNodeDriver(
-        config, sink=sink, clock=clock, bus=buses.get(config.transport), access=access
+        config,
+        sink=sink,
+        clock=clock,
+        bus=buses.get(config.transport),
+        access=access,
+        state=state,
     )

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from drivers import ble_receiver, door_node, temperature_gate, uhf_reader
 from drivers.access import AccessList
-from drivers.base import Clock, Driver, ReadingSink
+from drivers.base import Clock, DeviceStateStore, Driver, ReadingSink
 from drivers.ble_receiver import BleReceiverConfig
 from drivers.door_node import DoorNodeConfig
 from drivers.sim.base import SimEndpoint, Simulator
@@ -43,13 +43,20 @@ class DriverDeps:
     clock: Clock
     buses: BusPool
     access: AccessList
+    state: DeviceStateStore | None = None
+    """Durable per-device state (a door's mode); None keeps nothing across restarts."""
 
 
 def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
     """Make the driver of one configured device."""
     if isinstance(config, DoorNodeConfig):
         return door_node.build_driver(
-            config, sink=deps.sink, clock=deps.clock, buses=deps.buses, access=deps.access
+            config,
+            sink=deps.sink,
+            clock=deps.clock,
+            buses=deps.buses,
+            access=deps.access,
+            state=deps.state,
         )
     if isinstance(config, TemperatureGateConfig):
         return temperature_gate.build_driver(

@@ -40,6 +40,7 @@ from drivers.transports.modbus import BusPool
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
+from gateway.devicestate.store import SqliteDeviceStateStore
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
@@ -161,6 +162,7 @@ class Gateway:
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
         self.store: CommandStore | None = None
+        self.device_state: SqliteDeviceStateStore | None = None
         self.processor: CommandProcessor | None = None
         self.commands: CommandQueue | None = None
         self.uplink: Uplink | None = None
@@ -215,7 +217,13 @@ class Gateway:
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
         """Start the device's simulator if it has one, and build its driver."""
         attached = await self._start_simulator(device) if device.simulate else device
-        deps = DriverDeps(sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access)
+        deps = DriverDeps(
+            sink=self.outbox,
+            clock=self.clock,
+            buses=self.buses,
+            access=self._access,
+            state=self.device_state,
+        )
         try:
             return build_driver(attached, deps)
         except BaseException:
@@ -226,6 +234,7 @@ class Gateway:
         await self.outbox.open()
         if self.outbox.trusted_wall is not None:
             self.trusted.observe_trusted(self.outbox.trusted_wall)
+        self.device_state = SqliteDeviceStateStore.open(self.loaded.data_dir)
         for device in self.config.devices:
             self.drivers[device.id] = await self._build_device(device)
         self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock, now=self.trusted.now)
@@ -276,6 +285,7 @@ class Gateway:
             }
             if health.last_seen_wall is not None:
                 entry["last_seen"] = rfc3339(health.last_seen_wall)
+            entry.update(health.attributes)  # e.g. a door's mode
             states[device_id] = entry
         return states
 
@@ -466,6 +476,8 @@ class Gateway:
             await asyncio.wait_for(self.outbox.close(), CLOSE_S)
         if self.store is not None:
             self.store.close()
+        if self.device_state is not None:
+            self.device_state.close()
         for device_id in list(self.simulators):
             await self._stop_simulator(device_id)
         if self._sim_dir is not None:

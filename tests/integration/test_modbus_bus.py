@@ -7,8 +7,8 @@ connected event) inside ``asyncio.timeout``; nothing asserts on timing.
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -166,7 +166,9 @@ async def test_implausible_and_out_of_range_readings_are_errors_never_fevers(
                 lambda r: r.type is ReadingType.TEMPERATURE_BODY and r.data["celsius"] == 36.4
             )
             temperatures = [
-                r.data["celsius"] for r in run.sink.readings if r.type is ReadingType.TEMPERATURE_BODY
+                r.data["celsius"]
+                for r in run.sink.readings
+                if r.type is ReadingType.TEMPERATURE_BODY
             ]
             assert temperatures == [36.7, 36.4]
             assert not any(
