@@ -93,7 +93,7 @@ from drivers.codecs.door_node_map import (
 from drivers.liveness import OFFLINE_AFTER_S, Liveness
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
-from drivers.transports.modbus import BusPriority
+from drivers.transports.modbus import BusPriority, ModbusExceptionError
 
 if TYPE_CHECKING:
     from drivers.transports.modbus import BusPool, ModbusBus
@@ -495,14 +495,14 @@ class DoorNodeDriver:
                 )
                 step = self.logic.inputs(bits[0], bits[1], self._clock.monotonic())
                 await self._carry_out(step)
-        except TransportError as exc:
-            self._failed(exc)
-        except (DeviceError, DoorNodeMapError) as exc:
+        except (ModbusExceptionError, DeviceError, DoorNodeMapError) as exc:
             # The node answered, but with a Modbus exception or an impossible value.
             self._answered()
             self.health.count("device_errors")
             if self.health.set_state(DeviceState.ERROR, str(exc)):
                 _LOGGER.warning("door node error: device=%s %s", self.device_id, exc)
+        except TransportError as exc:
+            self._failed(exc)
         else:
             self._answered()
             if self.health.set_state(DeviceState.ONLINE):
@@ -568,12 +568,17 @@ class DoorNodeDriver:
             self._emit(step.events)
 
     async def _act(self, action: Action) -> None:
+        """Carry out one action; an exception response is the node refusing (DeviceError)."""
+        try:
+            await self._act_on_bus(action)
+        except ModbusExceptionError as exc:
+            raise DeviceError(self.device_id, exc.reason) from exc
+
+    async def _act_on_bus(self, action: Action) -> None:
         if isinstance(action, PulseLock):
-            await self._bus.pulse_relay(
-                self._map.relay_slave,
-                self._map.lock_relay,
-                action.tenths,
-                priority=BusPriority.COMMAND,
+            request = self._map.pulse_lock(action.tenths)
+            await self._bus.write_coil_value(
+                request.slave, request.address, request.value, priority=BusPriority.COMMAND
             )
         elif isinstance(action, HoldLock):
             await self._write_hold(action)

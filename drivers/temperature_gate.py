@@ -42,7 +42,6 @@ from drivers.base import (
     ActionNotSupportedError,
     Clock,
     DeviceConfigBase,
-    DeviceError,
     DeviceHealth,
     DeviceState,
     Driver,
@@ -63,7 +62,7 @@ from drivers.codecs.temperature_gate_map import (
 from drivers.liveness import OFFLINE_AFTER_S, Liveness
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
-from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -216,16 +215,16 @@ class TemperatureGateDriver:
                     config.slave, self._map.base_address, BLOCK_LENGTH, priority=BusPriority.POLL
                 )
             block = self._map.decode(words)
-        except TransportError as exc:
-            self._no_answer(exc.reason)
-            return
-        except (DeviceError, TemperatureGateMapError) as exc:
+        except (ModbusExceptionError, TemperatureGateMapError) as exc:
             # It answered, but not with a measurement: wrong map, or a device fault.
             self._answered()
             self.health.count("device_errors")
-            reason = exc.reason if isinstance(exc, DeviceError) else str(exc)
+            reason = exc.reason if isinstance(exc, ModbusExceptionError) else str(exc)
             if self.health.set_state(DeviceState.ERROR, reason):
                 _LOGGER.warning("device=%s error: %s", self.device_id, reason)
+            return
+        except TransportError as exc:
+            self._no_answer(exc.reason)
             return
         self._answered()
         self._handle(block)

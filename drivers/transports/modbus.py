@@ -38,15 +38,20 @@ door commands first, and is the only code that touches the pymodbus client.
   Garbled replies never count: the slave is there, the line is noisy.
   COMMAND requests always go to the wire.
 
-Errors: ``TransportError`` (port gone, slave backing off),
-``TransportTimeoutError`` (no valid answer after the retries) and
-``ModbusExceptionError``, a ``drivers.base.DeviceError`` carrying the Modbus
-exception code. ``drivers.base`` is the one import from outside the transport
-layer, because the bus is where an exception response is first seen.
+Errors, all ``TransportError``s (the transport layer imports nothing of the
+project but its own modules): ``TransportError`` (port gone, slave backing
+off), ``TransportTimeoutError`` (no valid answer after the retries) and
+``ModbusExceptionError``, the slave's exception response with its code. A
+driver turns the last into its device error: the slave answered and refused.
+
+The bus knows Modbus, not devices: what a coil address or a 16-bit FC05 value
+means (a relay board's pulse command, its address base) belongs to the
+device's register map (``drivers.codecs.door_node_map``); the bus only sends
+``write_coil_value``.
 
 Longer than 400 lines because the bus owns the whole life of a line: the priority queue,
-inter-frame silence, retries, reconnect, slave probing and the pymodbus cancellation
-workarounds.
+inter-frame silence, retries (garbled replies at once), reconnect, slave probing and the
+pymodbus cancellation workarounds.
 """
 
 from __future__ import annotations
@@ -73,7 +78,6 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-from drivers.base import DeviceError
 from drivers.transports.backoff import Backoff
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -106,8 +110,6 @@ SELECT_GRANULARITY_S = 0.001
 """asyncio's epoll selector waits in whole milliseconds, rounded up."""
 COIL_ON = 0xFF00
 COIL_OFF = 0x0000
-PULSE_ADDRESS_BASE = 0x0200
-"""Relay board pulse command: FC05 to 0x0200 + (relay - 1), value x 100 ms."""
 MAX_READ_BITS = 2000
 MAX_READ_REGISTERS = 125
 
@@ -132,8 +134,8 @@ class ModbusExceptionCode(IntEnum):
     GATEWAY_TARGET_NO_RESPONSE = 0x0B
 
 
-class ModbusExceptionError(DeviceError):
-    """The slave answered with a Modbus exception response."""
+class ModbusExceptionError(TransportError):
+    """The slave answered with a Modbus exception response (it is there, and refused)."""
 
     def __init__(self, bus: str, slave: int, function_code: int, exception_code: int) -> None:
         try:
@@ -153,8 +155,8 @@ class RawCoilWrite(ModbusPDU):
     """FC05 with any 16-bit value; also the echo reply.
 
     pymodbus's ``WriteSingleCoilRequest`` only sends FF00/0000 and decodes the
-    echo to a bool, but the relay board's pulse command (PROTOCOLS.md, door
-    node) carries a duration in the value. The simulators register this class
+    echo to a bool, but some devices give FC05 values of their own (the door
+    node's relay board takes a pulse duration, PROTOCOLS.md). The simulators register this class
     on their decoder as well, to see the raw value.
     """
 
@@ -732,23 +734,15 @@ class ModbusBus:
             slave, WriteSingleRegisterRequest(address=address, registers=[value]), priority
         )
 
-    async def pulse_relay(
-        self, slave: int, relay: int, tenths: int, *, priority: BusPriority = BusPriority.COMMAND
+    async def write_coil_value(
+        self, slave: int, address: int, value: int, *, priority: BusPriority = BusPriority.POLL
     ) -> None:
-        """Switch relay ``relay`` (1-based) on for ``tenths`` x 100 ms, board-timed.
-
-        FC05 to 0x0200 + (relay - 1) with the duration as value; the board
-        echoes the request. Raises as ``read_coils``.
-        """
-        if not 1 <= relay <= 0x100:
-            raise ValueError(f"relay {relay} out of 1..256")
-        if not 1 <= tenths <= 0xFFFF:
-            raise ValueError(f"pulse length {tenths} x 100 ms out of 1..65535")
-        await self._request(
-            slave,
-            RawCoilWrite(address=PULSE_ADDRESS_BASE + relay - 1, value=tenths),
-            priority,
-        )
+        """FC05 with any 16-bit ``value`` (a device's own command, e.g. a relay pulse);
+        the echo is checked. Raises as ``read_coils``."""
+        _check_range(address, 1, 1)
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"coil value {value} out of 0..65535")
+        await self._request(slave, RawCoilWrite(address=address, value=value), priority)
 
 
 def _check_range(address: int, count: int, max_count: int) -> None:

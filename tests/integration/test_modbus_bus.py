@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DeviceError
+from drivers.codecs.door_node_map import pulse_address
 from drivers.sim.modbus_server import ModbusSimServer, Table, WriteOutcome, WriteRequest
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -117,10 +117,10 @@ async def test_reads_and_writes_round_trip(line: Line) -> None:
     assert bus.connected
 
 
-async def test_pulse_relay_sends_its_duration_and_checks_the_echo(line: Line) -> None:
+async def test_coil_value_write_sends_its_value_and_checks_the_echo(line: Line) -> None:
     async with asyncio.timeout(WAIT_S):
-        await line.bus.pulse_relay(1, 1, 7)
-        await line.bus.pulse_relay(2, 3, 30)
+        await line.bus.write_coil_value(1, pulse_address(1), 7)
+        await line.bus.write_coil_value(2, pulse_address(3), 30)
     assert [(p.slave, p.address, p.values) for p in line.pulses] == [
         (1, 0x0200, (7,)),
         (2, 0x0202, (30,)),
@@ -133,7 +133,7 @@ async def test_exception_response_carries_its_code(line: Line) -> None:
     async with asyncio.timeout(WAIT_S):
         with pytest.raises(ModbusExceptionError) as caught:
             await line.bus.read_holding_registers(1, 0x0100, 2)
-        with pytest.raises(DeviceError) as write_error:
+        with pytest.raises(TransportError) as write_error:
             await line.bus.write_coil(1, 0x0100, True)
     assert caught.value.exception_code == 0x02
     assert caught.value.function_code == 0x03
@@ -153,7 +153,7 @@ async def test_command_waits_for_at_most_one_in_flight_transaction(rtu: Line) ->
     async with asyncio.timeout(WAIT_S):
         await server.wait_until(lambda: server.received >= 2)
         seen_before = server.received
-        await bus.pulse_relay(1, 1, 7)  # COMMAND priority by default
+        await bus.write_coil_value(1, pulse_address(1), 7, priority=BusPriority.COMMAND)
         await asyncio.gather(*polls)
     order = [seen.function_code for seen in server.requests]
     command_at = order.index(5)
