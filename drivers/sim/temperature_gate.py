@@ -35,8 +35,8 @@ from drivers.codecs.temperature_gate_map import (
     RegisterMap,
 )
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import TemperatureGateSimConfig
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer, ReadRequest, Table
-from drivers.temperature_gate import TemperatureGateConfig
 from drivers.transports.config import ModbusRtuTransportConfig
 
 AMBIENT_PERIOD_S = 0.5
@@ -192,7 +192,7 @@ class TemperatureGateSimulator:
 
     def __init__(
         self,
-        config: TemperatureGateConfig,
+        config: TemperatureGateSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -275,7 +275,7 @@ class TemperatureGateSimulator:
 
 
 def make_simulator(
-    config: TemperatureGateConfig, workdir: Path, *, ambient: bool = True
+    config: TemperatureGateSimConfig, workdir: Path, *, ambient: bool = True
 ) -> TemperatureGateSimulator:
     """The simulator for a ``simulate: true`` temperature gate."""
     return TemperatureGateSimulator(config, workdir, ambient=ambient)

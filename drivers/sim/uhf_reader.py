@@ -21,15 +21,12 @@ Ambient mode (the shipped config) lets a bike pass every few seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,21 +52,18 @@ from drivers.codecs.chafon_uhf import (
     WorkModeReply,
 )
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import UhfReaderSimConfig
 from drivers.sim.noise import LineNoise
 from drivers.sim.pty import PtyLink
-from drivers.uhf_reader import UhfReaderConfig
+from drivers.sim.scheduler import Action, SimScheduler
 
 __all__ = ["UhfReaderSimulator", "make_simulator"]
 
 _LOGGER = logging.getLogger(__name__)
 
-BITS_PER_BYTE = 10
-"""8N1: start bit, 8 data bits, stop bit."""
 AMBIENT_INTERVAL_S = 6.0
 """Ambient mode: one bike every this many seconds (jittered)."""
 AMBIENT_BIKES = tuple(bytes.fromhex(f"E2000017221100881520{n:04X}") for n in range(0xAB00, 0xAB08))
-IDLE_WAKE_S = 1.0
-"""The scheduler wakes at least this often."""
 
 _COMMAND_TYPES = (Inventory, InventorySingle, GetReaderInfo, SetWorkMode, GetWorkMode, Command)
 
@@ -88,7 +82,7 @@ class UhfReaderSimulator:
 
     def __init__(
         self,
-        config: UhfReaderConfig,
+        config: UhfReaderSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -111,11 +105,9 @@ class UhfReaderSimulator:
         self._rng = random.Random(seed)
         self._decoder = ChafonDecoder(Direction.TO_READER)
         self._passes: list[_Pass] = []
-        self._heap: list[tuple[float, int, bytes | Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self._wire_free = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self.scheduler = SimScheduler(
+            f"sim-uhf-{config.id}", self._write, baudrate=self.baudrate, wire_time=wire_time
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flood: Sequence[bytes] = ()
         self._flood_index = 0
@@ -128,22 +120,14 @@ class UhfReaderSimulator:
         """Plug the pty and start answering; returns the port path for the driver."""
         self._loop = asyncio.get_running_loop()
         self.replug()
-        self._task = asyncio.create_task(self._run(), name=f"sim-uhf-{self.config.id}")
+        self.scheduler.start()
         if self.ambient:
             self._at(self._loop.time() + 1.0, self._ambient_bike)
         return SimEndpoint(port=str(self.link.path))
 
     async def stop(self) -> None:
         """Stop the scheduler and release the pty."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # stop() itself was cancelled: pass it on
+        await self.scheduler.stop()
         self.noise.cancel()
         self.unplug()
 
@@ -227,23 +211,15 @@ class UhfReaderSimulator:
 
     def frame_time_s(self, n_bytes: int) -> float:
         """Wire time of ``n_bytes`` at the configured baud rate."""
-        return n_bytes * BITS_PER_BYTE / self.baudrate
+        return self.scheduler.wire_time_s(n_bytes)
 
     # output
 
-    def _at(self, due: float, action: bytes | Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), action))
-        self._wake.set()
+    def _at(self, due: float, action: Action) -> None:
+        self.scheduler.at(due, action)
 
     def _send(self, data: bytes) -> None:
-        if not self.wire_time or self._loop is None:
-            self._write(data)
-            return
-        now = self._loop.time()
-        start = max(now, self._wire_free)
-        self._wire_free = start + self.frame_time_s(len(data))
-        # The driver sees the frame once its last bit has arrived.
-        self._at(self._wire_free, data)
+        self.scheduler.send(data)
 
     def _write(self, data: bytes) -> None:
         self.link.write(data)
@@ -252,23 +228,6 @@ class UhfReaderSimulator:
         if self.answering:
             self.frames_sent += 1
             self._send(self.noise.garble(frame.encode()))
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._heap and self._heap[0][0] <= now:
-                _, _, action = heapq.heappop(self._heap)
-                if isinstance(action, bytes):
-                    self._write(action)
-                else:
-                    action()
-            delay = self._heap[0][0] - now if self._heap else IDLE_WAKE_S
-            self._wake.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(delay, IDLE_WAKE_S)):
-                        await self._wake.wait()
 
     # behaviour
 
@@ -301,7 +260,7 @@ class UhfReaderSimulator:
         if self.wire_time:
             # Queue the next push one frame ahead, so the emulated wire never
             # idles for the scheduler's own latency: back to back, as a reader does.
-            nxt = max(self._wire_free - frame_s, self._loop.time())
+            nxt = max(self.scheduler.wire_free_at - frame_s, self._loop.time())
         else:
             nxt = self._loop.time() + frame_s
         self._at(nxt, self._flood_next)
@@ -398,7 +357,7 @@ class UhfReaderSimulator:
 
 
 def make_simulator(
-    config: UhfReaderConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
+    config: UhfReaderSimConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
 ) -> UhfReaderSimulator:
     """The supervisor's and the tests' factory for ``kind: uhf_reader``."""
     return UhfReaderSimulator(config, workdir, ambient=ambient, wire_time=wire_time)
