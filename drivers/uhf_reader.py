@@ -534,12 +534,17 @@ class UhfReaderDriver:
         await transport.write(request.encode())
         deadline = loop.time() + self._reply_timeout_s
         while True:
-            frame = await self._next_frame(deadline, stop_on_garbled=resends > 0)
-            if frame is None and self._garbled and resends > 0 and loop.time() < deadline:
+            frame = await self._next_frame(deadline, stop_on_garbled=True)
+            if frame is None and self._garbled and loop.time() < deadline:
                 # Heard, but garbled, and the line is quiet again: ask again now
-                # rather than wait out the reply timeout (issue 9 item 10).
-                resends -= 1
+                # rather than wait out the reply timeout (issue 9 item 10); with
+                # no resend left, give up now, so the next poll comes soon.
                 self.health.count("garbled_replies")
+                if resends <= 0:
+                    raise TransportTimeoutError(
+                        transport.port, f"garbled replies to 0x{request.cmd:02X}"
+                    )
+                resends -= 1
                 self._garbled = False
                 await transport.write(request.encode())
                 deadline = loop.time() + self._reply_timeout_s

@@ -117,3 +117,17 @@ async def test_card_whose_id_read_is_lost_is_decided_on_the_next_poll(tmp_path: 
         assert len(lost) == 2
         assert g.door.health.counters.get("cards_discarded_stale", 0) == 0
         g.never_offline()
+
+
+async def test_uhf_gives_up_a_garbled_reply_at_once_when_out_of_resends(tmp_path: Path) -> None:
+    # No resends and a 5 s reply timeout: a garbled reply still costs only the
+    # quiet after it, then the next inventory comes at the poll interval.
+    uhf = {"retries": 0, "reply_timeout_ms": 5000, "offline_after_s": 10}
+    async with gate(tmp_path, uhf=uhf) as g:
+        await g.ready()
+        g.uhf_sim.corrupt_next_replies(1)
+        g.uhf_sim.inject_pass(EPC, reads=5, duration_s=0.8, leaves=True)
+        await g.sink.wait_for(bike(EPC))
+        assert g.uhf.health.counters["garbled_replies"] == 1
+        assert g.uhf.health.counters.get("timeouts", 0) == 0
+        g.never_offline()
