@@ -156,8 +156,8 @@ class RawCoilWrite(ModbusPDU):
 
     pymodbus's ``WriteSingleCoilRequest`` only sends FF00/0000 and decodes the
     echo to a bool, but some devices give FC05 values of their own (the door
-    node's relay board takes a pulse duration, PROTOCOLS.md). The simulators register this class
-    on their decoder as well, to see the raw value.
+    node's relay board takes a pulse duration, PROTOCOLS.md). The simulators
+    register this class on their decoder as well, to see the raw value.
     """
 
     function_code = 5

@@ -264,7 +264,8 @@ class GatewayCollector:
             name: CounterMetricFamily(PREFIX + f"modbus_{name}", help_text, labels=["bus"])
             for name, help_text in (
                 ("transactions", "Modbus requests that went to the wire, retries included."),
-                ("timeouts", "Modbus requests without a valid reply in time."),
+                ("timeouts", "Modbus attempts that heard no reply at all."),
+                ("bad_replies", "Modbus replies heard garbled or not matching (retried at once)."),
                 ("exceptions", "Modbus exception responses."),
                 ("connection_losses", "Times the Modbus line was lost and reopened."),
             )
@@ -273,6 +274,7 @@ class GatewayCollector:
             stats = bus.stats
             families["transactions"].add_metric([bus.name], stats.transactions)
             families["timeouts"].add_metric([bus.name], stats.timeouts)
+            families["bad_replies"].add_metric([bus.name], stats.bad_replies)
             families["exceptions"].add_metric([bus.name], stats.exceptions)
             families["connection_losses"].add_metric([bus.name], stats.connection_losses)
         yield from families.values()
