@@ -22,6 +22,14 @@ async def test_locked_mode_survives_sigkill_and_is_in_status(
         command = r.command(action="door.set_mode", params={"mode": "locked"})
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
+        # The new mode is in the status at once (a change, not the next interval).
+        await r.sub.wait_for(
+            lambda: any(
+                m.json().get("devices", {}).get("door-east-1", {}).get("mode") == "locked"
+                for m in r.sub.on("status")
+            ),
+            timeout=10,
+        )
         r.daemon.kill()
         statuses = len(r.sub.on("status"))
         r.daemon.start()
