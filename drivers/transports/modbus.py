@@ -383,6 +383,7 @@ class ModbusBus:
                 timeout=CONNECT_TIMEOUT_S,
                 retries=0,
                 trace_connect=self._on_trace_connect,
+                trace_packet=self._on_trace_packet,
             )
         # pymodbus closes a TCP connection after a few unanswered requests; on
         # a shared bus one silent slave must not cut off the others.

@@ -243,10 +243,13 @@ async def test_garbage_and_bad_crc_are_recovered_by_a_retry(line: Line) -> None:
     assert bus.stats.retries >= 2
 
 
-async def test_a_garbled_reply_is_retried_at_once_not_after_the_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["rtu", "tcp"])
+async def test_a_garbled_reply_is_retried_at_once_not_after_the_timeout(
+    tmp_path: Path, kind: str
+) -> None:
     # A 2 s timeout: a retry that waited for it would take 2 s; one that goes
     # once the line is quiet after the broken reply takes a few ms.
-    async with open_line(tmp_path, "rtu", timeout_ms=2000, retries=0) as opened:
+    async with open_line(tmp_path, kind, timeout_ms=2000, retries=0) as opened:
         server, bus = opened.server, opened.bus
         server.corrupt_next_replies(3)
         started = time.monotonic()
