@@ -23,57 +23,19 @@ from drivers.sim.uhf_reader import UhfReaderSimulator
 from drivers.transports.modbus import BusPool, ModbusBus
 from drivers.uhf_reader import UhfReaderConfig, UhfReaderDriver
 from drivers.uhf_reader import build_driver as build_uhf
+from tests.devices import stop_tasks
+from tests.fakes import RecordingSink, status_is, typed
 
-WAIT_S = 15.0
-"""A bound on a shared 2-core machine, not an expectation."""
 KNOWN = "04A1B2C3"
 EPC = "E2000017221100881520ABCD"
 
 
-class Sink:
-    """Readings of both drivers, waited on as facts."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_for(self, pred: Callable[[Reading], bool]) -> Reading:
-        async with asyncio.timeout(WAIT_S):
-            index = 0
-            while True:
-                for reading in self.readings[index:]:
-                    if pred(reading):
-                        return reading
-                index = len(self.readings)
-                await self._changed.wait()
-
-    def states(self, device: str) -> list[str]:
-        return [
-            r.data["state"]
-            for r in self.readings
-            if r.type is ReadingType.DEVICE_STATUS and r.device == device
-        ]
-
-
 def door_event(kind: str) -> Callable[[Reading], bool]:
-    return lambda r: r.type is ReadingType.DOOR_EVENT and r.data["event"] == kind
+    return typed(ReadingType.DOOR_EVENT, event=kind)
 
 
 def bike(epc: str) -> Callable[[Reading], bool]:
-    return lambda r: r.type is ReadingType.EBIKE_PASS and r.data["epc"] == epc
-
-
-def online(device: str) -> Callable[[Reading], bool]:
-    return lambda r: (
-        r.type is ReadingType.DEVICE_STATUS
-        and r.device == device
-        and r.data["state"] == DeviceState.ONLINE.value
-    )
+    return typed(ReadingType.EBIKE_PASS, epc=epc)
 
 
 @dataclass
@@ -83,11 +45,11 @@ class Gate:
     bus: ModbusBus
     uhf_sim: UhfReaderSimulator
     uhf: UhfReaderDriver
-    sink: Sink
+    sink: RecordingSink
 
     async def ready(self) -> None:
-        await self.sink.wait_for(online(self.door.device_id))
-        await self.sink.wait_for(online(self.uhf.device_id))
+        await self.sink.wait_for(status_is(DeviceState.ONLINE, device=self.door.device_id))
+        await self.sink.wait_for(status_is(DeviceState.ONLINE, device=self.uhf.device_id))
 
     def never_offline(self) -> None:
         assert "offline" not in self.sink.states(self.door.device_id), self.sink.states(
@@ -96,17 +58,6 @@ class Gate:
         assert "offline" not in self.sink.states(self.uhf.device_id), self.sink.states(
             self.uhf.device_id
         )
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    # pymodbus's wait_for may swallow one cancellation (see test_door_node._stop).
-    for _ in range(50):
-        task.cancel()
-        done, _pending = await asyncio.wait({task}, timeout=0.2)
-        if done:
-            break
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +97,7 @@ async def gate(
     uhf_config = uhf_config.model_copy(
         update={"transport": uhf_config.transport.model_copy(update={"port": uhf_port})}
     )
-    sink = Sink()
+    sink = RecordingSink()
     pool = BusPool()
     door_driver = build_door(
         door_config, sink=sink, clock=SystemClock(), buses=pool, access=AccessList(cards)
@@ -163,8 +114,7 @@ async def gate(
     try:
         yield Gate(door_sim, door_driver, bus, uhf_sim, uhf_driver, sink)
     finally:
-        for task in reversed(tasks):
-            await _stop(task)
+        await stop_tasks(*reversed(tasks))
         await door_sim.stop()
         await uhf_sim.stop()
 

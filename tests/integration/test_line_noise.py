@@ -15,7 +15,8 @@ import pytest
 
 from drivers.base import ReadingType
 from drivers.codecs.door_node_map import CARD_ID_REGISTER
-from tests.gate_rig import EPC, KNOWN, WAIT_S, bike, door_event, gate
+from tests.fakes import WAIT_S
+from tests.gate_rig import EPC, KNOWN, bike, door_event, gate
 
 pytestmark = pytest.mark.integration
 

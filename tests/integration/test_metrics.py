@@ -141,21 +141,26 @@ async def _closed_by_server(reader: asyncio.StreamReader) -> None:
         pass
 
 
+def _metrics_daemon(tmp_path: Path, **metrics: float) -> tuple[Daemon, int]:
+    """A started daemon (no broker needed) with these metrics options, and its port."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "gw" / "config.yaml",
+        brokers=["mqtt://127.0.0.1:9"],
+        metrics={"port": port, **metrics},
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    return daemon, port
+
+
 async def test_idle_sockets_cannot_keep_a_scrape_out(tmp_path: Path) -> None:
     # A long idle timeout: any socket closed early was closed by the cap of 8.
-    port = free_port()
-    daemon = Daemon(
-        write_config(
-            tmp_path / "gw" / "config.yaml",
-            brokers=["mqtt://127.0.0.1:9"],
-            metrics={"port": port, "max_connections": 8, "idle_timeout_s": 30.0},
-        )
-    )
-    daemon.start()
+    daemon, port = _metrics_daemon(tmp_path, max_connections=8, idle_timeout_s=30.0)
     url = f"http://127.0.0.1:{port}/metrics"
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        daemon.wait_for_log("metrics endpoint listening")
+        await daemon.wait_for_log("metrics endpoint listening")
         for n in range(50):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             if n % 2:
@@ -176,17 +181,9 @@ async def test_idle_sockets_cannot_keep_a_scrape_out(tmp_path: Path) -> None:
 
 
 async def test_an_idle_connection_is_closed_after_idle_timeout_s(tmp_path: Path) -> None:
-    port = free_port()
-    daemon = Daemon(
-        write_config(
-            tmp_path / "gw" / "config.yaml",
-            brokers=["mqtt://127.0.0.1:9"],
-            metrics={"port": port, "idle_timeout_s": 0.3},
-        )
-    )
-    daemon.start()
+    daemon, port = _metrics_daemon(tmp_path, idle_timeout_s=0.3)
     try:
-        daemon.wait_for_log("metrics endpoint listening")
+        await daemon.wait_for_log("metrics endpoint listening")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metr")
         started = time.monotonic()
