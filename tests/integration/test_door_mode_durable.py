@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Mosquitto
+from tests.broker import SharedBroker
 from tests.integration.test_commands_e2e import rig
 
 pytestmark = pytest.mark.integration
@@ -16,9 +16,9 @@ KNOWN = "04A1B2C3"
 
 
 async def test_locked_mode_survives_sigkill_and_is_in_status(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         command = r.command(action="door.set_mode", params={"mode": "locked"})
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
