@@ -44,7 +44,8 @@ from gateway.devicestate.store import SqliteDeviceStateStore
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
-from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.metrics import GatewayCollector, MetricsSources
+from gateway.runtime.metrics_server import MetricsServer
 from gateway.runtime.reload import plan_reload
 from gateway.timefmt import rfc3339
 from gateway.uplink.session import Uplink

@@ -18,7 +18,8 @@ from drivers.transports.config import ModbusRtuTransportConfig
 from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
-from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.metrics import GatewayCollector, MetricsSources
+from gateway.runtime.metrics_server import MetricsServer
 from gateway.uplink.session import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
 from tests.fakes import FakeClock, FakeClockSync, RecordingSink
 
