@@ -45,7 +45,8 @@ from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
 from gateway.runtime.device_state import OutboxDeviceState
-from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.metrics import GatewayCollector, MetricsSources
+from gateway.runtime.metrics_server import MetricsServer
 from gateway.runtime.reload import plan_reload
 from gateway.runtime.targets import CommandTargets
 from gateway.timefmt import rfc3339
@@ -164,6 +165,8 @@ class Gateway:
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
         self.store: CommandStore | None = None
+        # Drivers' durable state rides the outbox's commits (runtime/device_state.py).
+        self.device_state = OutboxDeviceState(self.outbox)
         self.processor: CommandProcessor | None = None
         self.commands: CommandQueue | None = None
         self.uplink: Uplink | None = None
@@ -224,7 +227,7 @@ class Gateway:
             clock=self.clock,
             buses=self.buses,
             access=self._access,
-            state=OutboxDeviceState(self.outbox),
+            state=self.device_state,
             zone=self._access.tz,  # gateway.timezone (UTC when unset)
             clock_trusted=self.clock_sync.is_synced,
         )
@@ -288,6 +291,7 @@ class Gateway:
             }
             if health.last_seen_wall is not None:
                 entry["last_seen"] = rfc3339(health.last_seen_wall)
+            entry.update(health.attributes)  # e.g. a door's mode
             states[device_id] = entry
         return states
 
