@@ -21,6 +21,7 @@ from dataclasses import asdict
 import psycopg
 
 from central.amqp import INGEST_QUEUE
+from central.commands import send_and_wait
 from central.ingest import IngestConfig, IngestWorker
 from central.report import build_report, format_report
 from central.schema import migrate
@@ -29,6 +30,7 @@ from central.store import WriteMode
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
 
 
 def _urls(text: str) -> list[str]:
@@ -65,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--group-max", type=int, default=500)
     ingest.add_argument("--write", choices=[m.value for m in WriteMode], default="copy")
 
+    door = sub.add_parser("open", help="sign and send door.open, wait for the result")
+    door.add_argument("gateway")
+    door.add_argument("door")
+    door.add_argument("--site", required=True)
+    door.add_argument("--key", required=True, help="the platform's private key (PEM, keygen)")
+    door.add_argument("--key-id", required=True)
+    door.add_argument("--hold-seconds", type=int, default=5)
+    door.add_argument("--timeout", type=float, default=10.0)
+    _add_amqp(door)
+
     report = sub.add_parser("report", help="per gate: complete, missing, explained")
     _add_db(report)
     report.add_argument("--json", action="store_true")
@@ -79,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
     )
+    if args.command == "open":
+        return asyncio.run(_run_open(args))
     if not args.db:
         print("error: no database: give --db or set ESTATE_DB", file=sys.stderr)
         return EXIT_USAGE
@@ -118,6 +132,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK if result.complete else EXIT_INCOMPLETE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+async def _run_open(args: argparse.Namespace) -> int:
+    if not args.amqp:
+        print("error: no broker: give --amqp or set ESTATE_AMQP", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcome = await send_and_wait(
+            args.amqp,
+            key_file=args.key,
+            key_id=args.key_id,
+            site=args.site,
+            gateway=args.gateway,
+            action="door.open",
+            device=args.door,
+            params={"hold_seconds": args.hold_seconds},
+            timeout_s=args.timeout,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if outcome.result is None:
+        print(
+            f"error: no result for id={outcome.command_id} within {args.timeout:g} s",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    print(f"result: {json.dumps(outcome.result, ensure_ascii=False)}")
+    print(f"round-trip: {outcome.round_trip_ms:.1f} ms")
+    return EXIT_OK if outcome.result.get("status") == "done" else EXIT_INCOMPLETE
 
 
 async def _run_ingest(config: IngestConfig) -> int:

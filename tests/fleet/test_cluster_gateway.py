@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from central.report import build_report
+from gateway.cli.operator_tools import keygen
 from tests.cluster import RabbitCluster
 from tests.daemon import Daemon, write_config
+from tests.fleet.processes import CentralProcess
 from tests.fleet.test_ingest import count, start_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 
-def gateway_config(path: Path, site: str, gateway: str, brokers: list[str]) -> Path:
+def gateway_config(
+    path: Path, site: str, gateway: str, brokers: list[str], **sections: Any
+) -> Path:
     return write_config(
         path,
         brokers=brokers,
@@ -35,6 +40,7 @@ def gateway_config(path: Path, site: str, gateway: str, brokers: list[str]) -> P
             "keepalive_s": 10,
             "failback_s": 5,
         },
+        **sections,
     )
 
 
@@ -85,3 +91,47 @@ async def test_gateway_survives_node_kill_with_every_seq_in_postgres(
             worker.kill()
         if not rabbit.nodes[0].running:
             rabbit.start_node(0)
+
+
+async def test_open_signs_sends_over_amqp_and_waits_for_the_result(
+    rabbit: RabbitCluster, site: str, workdir: Path
+) -> None:
+    key_id, _, public_b64 = keygen(workdir / "keys", key_id="platform").partition(": ")
+    daemon = Daemon(
+        gateway_config(
+            workdir / "gw" / "config.yaml",
+            site,
+            "north-gate-1",
+            rabbit.mqtt_urls,
+            commands={
+                "public_keys": {key_id: public_b64},
+                "permissions": {"door-east-1": {"actions": ["door.open"], "key_ids": [key_id]}},
+            },
+        )
+    )
+    try:
+        daemon.start()
+        await asyncio.to_thread(daemon.wait_for_log, "mqtt connected", 60)
+        await asyncio.to_thread(daemon.wait_for_log, "door node online", 60)
+        opener = CentralProcess(
+            workdir / "open.log",
+            "open",
+            "north-gate-1",
+            "door-east-1",
+            "--site",
+            site,
+            "--key",
+            str(workdir / "keys" / "platform.pem"),
+            "--key-id",
+            key_id,
+            "--amqp",
+            ",".join(rabbit.amqp_urls[1:]),
+            "--timeout",
+            "20",
+        )
+        opener.start()
+        assert opener.wait(60) == 0, opener.output()
+        assert '"status": "done"' in opener.output()
+        assert '"device": "door-east-1"' in opener.output()
+    finally:
+        daemon.stop()
