@@ -15,17 +15,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import psycopg
 
 from central.amqp import INGEST_QUEUE
+from central.cards import import_list, read_import, revoke
 from central.commands import send_and_wait
 from central.ingest import IngestConfig, IngestWorker
+from central.reconcile import Reconciler
 from central.report import build_report, format_report
 from central.schema import migrate
 from central.store import WriteMode
+from gateway.cli.operator_tools import load_private_key
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -66,6 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--prefetch", type=int, default=2000)
     ingest.add_argument("--group-max", type=int, default=500)
     ingest.add_argument("--write", choices=[m.value for m in WriteMode], default="copy")
+
+    cards = sub.add_parser("cards", help="the estate's access lists")
+    cards_sub = cards.add_subparsers(dest="cards_command", required=True)
+    imp = cards_sub.add_parser("import", help="make a site's list exactly this file (JSON)")
+    imp.add_argument("file")
+    imp.add_argument("--site", required=True)
+    _add_db(imp)
+    rev = cards_sub.add_parser("revoke", help="remove a card from every site's list")
+    rev.add_argument("card")
+    _add_db(rev)
+
+    rec = sub.add_parser("reconcile", help="send each gate the delta or snapshot it needs")
+    rec.add_argument("--key", required=True, help="the platform's private key (PEM, keygen)")
+    rec.add_argument("--key-id", required=True)
+    rec.add_argument("--resend-s", type=float, default=30.0)
+    _add_db(rec)
+    _add_amqp(rec)
 
     door = sub.add_parser("open", help="sign and send door.open, wait for the result")
     door.add_argument("gateway")
@@ -114,6 +135,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             write=WriteMode(args.write),
         )
         return asyncio.run(_run_ingest(config))
+    if args.command == "cards":
+        return _run_cards(args)
+    if args.command == "reconcile":
+        if not args.amqp:
+            print("error: no broker: give --amqp or set ESTATE_AMQP", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            key = load_private_key(args.key)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with psycopg.connect(args.db) as conn:
+            migrate(conn)
+        reconciler = Reconciler(
+            dsn=args.db,
+            amqp_urls=args.amqp,
+            private_key=key,
+            key_id=args.key_id,
+            resend_s=args.resend_s,
+        )
+        return asyncio.run(_until_signal(reconciler.run(), reconciler.stop))
     if args.command == "report":
         with psycopg.connect(args.db) as conn:
             migrate(conn)
@@ -164,13 +206,42 @@ async def _run_open(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.result.get("status") == "done" else EXIT_INCOMPLETE
 
 
-async def _run_ingest(config: IngestConfig) -> int:
-    worker = IngestWorker(config)
+def _run_cards(args: argparse.Namespace) -> int:
+    with psycopg.connect(args.db) as conn:
+        migrate(conn)
+        if args.cards_command == "import":
+            try:
+                records, profiles = read_import(args.file)
+            except (OSError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            version = import_list(conn, args.site, records, profiles)
+            print(f"site={args.site} cards={len(records)} version={version}")
+            return EXIT_OK
+        try:
+            changed = revoke(conn, args.card)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not changed:
+            print(f"card {args.card} is in no list", file=sys.stderr)
+            return EXIT_INCOMPLETE
+        for site, version in changed:
+            print(f"revoked site={site} version={version}")
+        return EXIT_OK
+
+
+async def _until_signal(main: Coroutine[Any, Any, None], stop: Callable[[], None]) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
-    await worker.run()
+        loop.add_signal_handler(signum, stop)
+    await main
     return EXIT_OK
+
+
+async def _run_ingest(config: IngestConfig) -> int:
+    worker = IngestWorker(config)
+    return await _until_signal(worker.run(), worker.stop)
 
 
 def main_entry() -> None:

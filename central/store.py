@@ -146,6 +146,8 @@ class IngestStore:
                 await cur.executemany(_STATUS, group.statuses)
             if group.access:
                 await cur.executemany(_ACCESS_STATE, group.access)
+                # The reconciler answers a gate's new state at once.
+                await cur.execute("SELECT pg_notify('access_changed', '')")
             if group.results:
                 await cur.executemany(_RESULT, group.results)
             if group.rejected:
