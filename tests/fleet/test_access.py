@@ -22,7 +22,7 @@ from tests.fleet.access_gate import AccessGate
 from tests.fleet.processes import CentralProcess
 from tests.fleet.test_ingest import start_workers
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 DAY = {
     "weekly": {"mon": [["06:00", "23:00"]], "sat": [["08:00", "12:00"], ["14:00", "24:00"]]},

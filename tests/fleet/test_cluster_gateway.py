@@ -22,7 +22,7 @@ from tests.daemon import Daemon, write_config
 from tests.fleet.processes import CentralProcess
 from tests.fleet.test_ingest import count, start_workers
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def gateway_config(

@@ -17,7 +17,7 @@ from tests.cluster import RabbitCluster
 from tests.fleet.processes import CentralProcess, ingest_worker
 from tests.fleet.wire import batch, dropped, reading
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 async def publish(port: int, items: list[tuple[str, bytes]], *, pause_s: float = 0.0) -> None:
