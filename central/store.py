@@ -27,7 +27,6 @@ from psycopg import errors
 from central.wire import (
     Kind,
     WireError,
-    WireReading,
     parse_batch,
     parse_result,
     parse_stamped,
@@ -51,30 +50,51 @@ class IngestCounts:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
+# ``json``, not ``jsonb``: COPY only checks it; each reading is parsed once, below.
 _INCOMING = """
-CREATE TEMP TABLE IF NOT EXISTS incoming (
-    id text, site text, gateway text, epoch text, seq bigint, type text,
-    priority text, ts text, body jsonb
+CREATE TEMP TABLE IF NOT EXISTS incoming_batch (
+    site text, gateway text, epoch text, body json
 ) ON COMMIT DELETE ROWS
 """
-_COLUMNS = "id, site, gateway, epoch, seq, type, priority, ts, body"
-_MOVE_READINGS = f"""
-INSERT INTO readings ({_COLUMNS})
-SELECT id, site, gateway, epoch, seq, type, priority, ts::timestamptz, body
-FROM incoming ORDER BY id
-ON CONFLICT (id) DO NOTHING
-"""
-_KEEP_CONFLICTS = """
+# One statement splits the batches (a ``ts`` outside the contract's form is
+# stored as NULL, the body keeps it; one the pattern lets through but
+# PostgreSQL cannot read, a 30 February, fails the group, which ``commit``
+# then writes message by message), inserts the new readings and their alarms,
+# and keeps conflicts. The insert's own rows are not visible to the rest of
+# the statement, so ``readings`` there holds only what was stored before:
+# only the ids the insert skipped are compared with it, and copies of one id
+# within the group with each other.
+_MOVE = r"""
+WITH incoming AS MATERIALIZED (
+    SELECT r->>'id' AS id, b.site, b.gateway, b.epoch, (r->>'seq')::bigint AS seq,
+           r->>'type' AS type, coalesce(r->>'priority', 'routine') AS priority,
+           CASE WHEN r->>'ts' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
+                THEN (r->>'ts')::timestamptz END AS ts,
+           r AS body, row_number() OVER () AS n
+    FROM incoming_batch b CROSS JOIN LATERAL jsonb_array_elements(b.body::jsonb->'readings') r
+), ins AS (
+    INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body)
+    SELECT id, site, gateway, epoch, seq, type, priority, ts, body
+    FROM incoming ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), alarms AS (
+    INSERT INTO alarms (id, site, gateway, type, device, ts, data)
+    SELECT DISTINCT ON (id) id, site, gateway, type, body->>'device', ts, body->'data'
+    FROM incoming WHERE priority = 'alarm' ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+), pairs AS (
+    SELECT i.id, r.body AS stored, i.body AS received
+    FROM incoming i JOIN readings r USING (id)
+    WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id)
+    UNION ALL
+    SELECT id, first_value(body) OVER (PARTITION BY id ORDER BY n), body FROM incoming
+    WHERE id IN (SELECT id FROM incoming GROUP BY id HAVING count(*) > 1)
+)
 INSERT INTO conflicts (id, stored, received)
-SELECT DISTINCT i.id, r.body, i.body FROM incoming i JOIN readings r USING (id)
-WHERE (r.body - 'ts' - 'clock') <> (i.body - 'ts' - 'clock')
+SELECT DISTINCT id, stored, received FROM pairs
+WHERE (stored - 'ts' - 'clock') <> (received - 'ts' - 'clock')
 ON CONFLICT DO NOTHING
-"""
-_MOVE_ALARMS = """
-INSERT INTO alarms (id, site, gateway, type, device, ts, data)
-SELECT DISTINCT ON (id) id, site, gateway, type, body->>'device', ts::timestamptz, body->'data'
-FROM incoming WHERE priority = 'alarm' ORDER BY id
-ON CONFLICT (id) DO NOTHING
 """
 # Latest arrival wins: a gateway's statuses are seconds apart, and the will
 # carries the ``at`` of its connect, so ``at`` cannot order it (README).
@@ -97,7 +117,7 @@ _REJECTED = "INSERT INTO rejected (routing_key, reason, body) VALUES (%s, %s, %s
 
 @dataclass(slots=True)
 class _Group:
-    readings: list[tuple[str, str, WireReading]] = field(default_factory=list)
+    batches: list[tuple[str, str, str, str]] = field(default_factory=list)  # site, gw, epoch, body
     statuses: list[tuple[object, ...]] = field(default_factory=list)
     access: list[tuple[object, ...]] = field(default_factory=list)
     results: list[tuple[object, ...]] = field(default_factory=list)
@@ -120,15 +140,30 @@ class IngestStore:
                 nothing of the group is committed then.
         """
         group, counts = _decode(messages)
+        try:
+            await self._write_retrying(group)
+        except errors.DataError:
+            # Something PostgreSQL cannot take (a \u0000, a 30 February):
+            # find the message, keep it aside, never block the queue on it.
+            _LOGGER.warning("ingest: a group failed on its data; writing it message by message")
+            for key, body in messages:
+                one, _ = _decode([(key, body)])
+                try:
+                    await self._write_retrying(one)
+                except errors.DataError as exc:
+                    counts.rejected += 1
+                    await self._write_retrying(_Group(rejected=[(key, f"database: {exc}", body)]))
+        return counts
+
+    async def _write_retrying(self, group: _Group) -> None:
         for attempt in range(RETRIES):
             try:
                 await self._write_group(group)
-                return counts
+                return
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt == RETRIES - 1:
                     raise
                 _LOGGER.info("ingest: deadlock, retrying the group attempt=%d", attempt + 1)
-        raise AssertionError("unreachable")
 
     async def _write_group(self, group: _Group) -> None:
         conn = self._conn
@@ -137,11 +172,9 @@ class IngestStore:
             await conn.commit()
             self._prepared = True
         async with conn.transaction(), conn.cursor() as cur:
-            if group.readings:
-                await self._load(cur, group.readings)
-                await cur.execute(_MOVE_READINGS)
-                await cur.execute(_KEEP_CONFLICTS)
-                await cur.execute(_MOVE_ALARMS)
+            if group.batches:
+                await self._load(cur, group.batches)
+                await cur.execute(_MOVE)
             if group.statuses:
                 await cur.executemany(_STATUS, group.statuses)
             if group.access:
@@ -154,20 +187,18 @@ class IngestStore:
                 await cur.executemany(_REJECTED, group.rejected)
 
     async def _load(
-        self, cur: psycopg.AsyncCursor[Any], rows: list[tuple[str, str, WireReading]]
+        self, cur: psycopg.AsyncCursor[Any], batches: list[tuple[str, str, str, str]]
     ) -> None:
-        values = [
-            (r.id, site, gateway, r.epoch, r.seq, r.type, r.priority, r.ts, r.body)
-            for site, gateway, r in rows
-        ]
         if self._write is WriteMode.COPY:
-            async with cur.copy(f"COPY incoming ({_COLUMNS}) FROM STDIN") as copy:
-                for row in values:
+            async with cur.copy(
+                "COPY incoming_batch (site, gateway, epoch, body) FROM STDIN"
+            ) as copy:
+                for row in batches:
                     await copy.write_row(row)
         else:
             await cur.executemany(
-                f"INSERT INTO incoming ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                values,
+                "INSERT INTO incoming_batch (site, gateway, epoch, body) VALUES (%s, %s, %s, %s)",
+                batches,
             )
 
 
@@ -181,8 +212,8 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
             counts.kinds[kind] = counts.kinds.get(kind, 0) + 1
             if kind in (Kind.READINGS, Kind.ALARMS):
                 batch = parse_batch(body, where)
-                group.readings.extend((where.site, where.gateway, r) for r in batch)
-                counts.readings += len(batch)
+                group.batches.append((where.site, where.gateway, batch.epoch, body.decode()))
+                counts.readings += batch.count
             elif kind is Kind.STATUS:
                 doc, at = parse_stamped(body)
                 group.statuses.append(

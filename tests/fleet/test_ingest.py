@@ -100,6 +100,10 @@ async def test_two_workers_dedupe_keep_conflicts_and_report_gaps(
         other = reading("g1", "e1", 3, data={"celsius": 39.9, "threshold": 37.3, "fever": True})
         resent = reading("g1", "e1", 4, ts=time.time() + 60)
         items.append((f"{root}/readings", batch(site, "g1", "e1", [other, resent])))
+        # A reading PostgreSQL cannot take (30 February passes the pattern, not
+        # the cast): that message is kept aside, the rest of its group lands.
+        poison = reading("g1", "e1", 300) | {"ts": "2026-02-30T10:00:00.000Z"}
+        items.append((f"{root}/readings", batch(site, "g1", "e1", [poison])))
         status = {
             "v": 1,
             "state": "online",
@@ -113,6 +117,7 @@ async def test_two_workers_dedupe_keep_conflicts_and_report_gaps(
         await wait_db(dsn, "SELECT count(*) FROM readings", 4 + 192)
         await wait_db(dsn, "SELECT count(*) FROM conflicts", 1)
         await wait_db(dsn, "SELECT count(*) FROM gateway_status WHERE state = 'online'", 1)
+        await wait_db(dsn, "SELECT count(*) FROM rejected WHERE reason LIKE 'database:%'", 1)
         assert count(dsn, "SELECT count(*) FROM alarms") == 2
         with psycopg.connect(dsn) as conn:
             report = build_report(conn)
