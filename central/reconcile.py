@@ -28,10 +28,12 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import access, amqp
-from central.cards import changes_since, gate_list
+from central.cards import changes_since, gate_list, site_version
 from gateway.cli.operator_tools import topic_root
 
 _LOGGER = logging.getLogger(__name__)
+
+LIST_CACHE_SIZE = 64  # distinct (site, version, gate-only cards) lists kept
 
 _BEHIND = """
 SELECT s.site, s.gateway, s.version, s.digest, s.body, v.version,
@@ -80,6 +82,9 @@ class Reconciler:
         self._poll_s = poll_s
         self._stop = asyncio.Event()
         self.sent = 0
+        self._lists: dict[
+            tuple[str, int, tuple[str, ...]], tuple[list[access.Entry], access.Profiles, str]
+        ] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -100,11 +105,14 @@ class Reconciler:
                 attempt += 1
 
     async def _serve(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        with psycopg.connect(self._dsn, autocommit=True) as listen:
+        with (
+            psycopg.connect(self._dsn, autocommit=True) as listen,
+            psycopg.connect(self._dsn, autocommit=True) as db,
+        ):
             listen.execute("LISTEN access_changed")
             _LOGGER.info("reconciler listening")
             while not self._stop.is_set():
-                await self.pass_once(channel)
+                await self.pass_once(channel, db)
                 await asyncio.to_thread(self._wait_notify, listen)
 
     def _wait_notify(self, listen: psycopg.Connection[Any]) -> None:
@@ -114,14 +122,27 @@ class Reconciler:
         for _ in listen.notifies(timeout=0.01):
             pass
 
-    async def pass_once(self, channel: aio_pika.abc.AbstractChannel) -> int:
-        """Send what every gate behind needs; return how many gates were sent to."""
-        plans = await asyncio.to_thread(self._plan)
-        for plan in plans:
+    async def pass_once(
+        self, channel: aio_pika.abc.AbstractChannel, db: psycopg.Connection[Any]
+    ) -> int:
+        """Send what every gate behind needs; return how many gates were sent to.
+
+        Each gate is sent to as soon as its messages are built, not after all
+        gates' (a revoke reaches the first gates while the last are built).
+        """
+        rows = await asyncio.to_thread(lambda: db.execute(_BEHIND, (self._resend_s,)).fetchall())
+        sent = 0
+        for row in rows:
+            plan = await asyncio.to_thread(self._plan, db, row)
+            if plan is None:
+                continue
             root = topic_root(plan.site, plan.gateway)
             for payload in plan.payloads:
                 await amqp.publish(channel, f"{root}/access", payload)
-            await asyncio.to_thread(self._record, plan)
+            await asyncio.to_thread(
+                db.execute, _RECORD, (plan.site, plan.gateway, plan.version, plan.digest, plan.kind)
+            )
+            sent += 1
             self.sent += 1
             _LOGGER.info(
                 "access sent: site=%s gateway=%s version=%d kind=%s messages=%d",
@@ -131,35 +152,47 @@ class Reconciler:
                 plan.kind,
                 len(plan.payloads),
             )
-        return len(plans)
+        return sent
 
-    def _record(self, plan: Send) -> None:
-        with psycopg.connect(self._dsn) as conn:
-            conn.execute(_RECORD, (plan.site, plan.gateway, plan.version, plan.digest, plan.kind))
+    def _plan(self, db: psycopg.Connection[Any], row: tuple[Any, ...]) -> Send | None:
+        site, gateway, held, held_digest, state, version, kind, recent = row
+        error = state.get("last_error") or {}
+        mismatch = error.get("reason") == "base_mismatch" and error.get("version") == version
+        if recent and not (mismatch and kind == "delta"):
+            return None  # sent lately: give the gate time to answer
+        # One snapshot of the tables for everything this gate is sent.
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return self._build(
+                db,
+                site=site,
+                gateway=gateway,
+                held=held,
+                held_digest=held_digest,
+                version=version,
+                mismatch=mismatch,
+            )
 
-    def _plan(self) -> list[Send]:
-        plans = []
-        with psycopg.connect(self._dsn) as conn:
-            for site, gateway, held, held_digest, state, version, kind, recent in conn.execute(
-                _BEHIND, (self._resend_s,)
-            ).fetchall():
-                error = state.get("last_error") or {}
-                mismatch = (
-                    error.get("reason") == "base_mismatch" and error.get("version") == version
-                )
-                if recent and not (mismatch and kind == "delta"):
-                    continue  # sent lately: give the gate time to answer
-                plan = self._build(
-                    conn,
-                    site=site,
-                    gateway=gateway,
-                    held=held,
-                    held_digest=held_digest,
-                    version=version,
-                    mismatch=mismatch,
-                )
-                plans.append(plan)
-        return plans
+    def _gate_list(
+        self, conn: psycopg.Connection[Any], site: str, gateway: str
+    ) -> tuple[list[access.Entry], access.Profiles, str]:
+        """The gate's list and digest; gates given the same cards share one computation."""
+        own = tuple(
+            row[0]
+            for row in conn.execute(
+                "SELECT card FROM cards WHERE site = %s AND gateways IS NOT NULL "
+                "AND %s = ANY(gateways) ORDER BY card",
+                (site, gateway),
+            )
+        )
+        version = site_version(conn, site)
+        key = (site, version, own)
+        if key not in self._lists:
+            if len(self._lists) > LIST_CACHE_SIZE:
+                self._lists.clear()
+            cards, profiles = gate_list(conn, site, gateway)
+            self._lists[key] = (cards, profiles, access.digest(cards, profiles))
+        return self._lists[key]
 
     def _build(
         self,
@@ -172,8 +205,7 @@ class Reconciler:
         version: int,
         mismatch: bool,
     ) -> Send:
-        cards, profiles = gate_list(conn, site, gateway)
-        want_digest = access.digest(cards, profiles)
+        cards, profiles, want_digest = self._gate_list(conn, site, gateway)
         row = conn.execute(_SENT_DIGEST, (site, gateway, held)).fetchone()
         knows_base = held > 0 and row is not None and row[0] == held_digest
         if knows_base and not mismatch:
