@@ -168,7 +168,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
                 "poll_interval_ms": 100,
             }
         )
-        fever_sim = TemperatureGateSimulator(fever_config, workdir / "fever-sim")
+        # No passers-by of its own: an injected fever is never overwritten by
+        # the next measurement before a (loaded) poll reads it.
+        fever_sim = TemperatureGateSimulator(fever_config, workdir / "fever-sim", ambient=False)
         endpoint = await fever_sim.start()
         for g in range(args.gateways):
             name = f"gate-{g:02d}"
@@ -280,9 +282,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
             f"lost: {sum(len(v) for v in missing.values())}"
         )
         with psycopg.connect(dsn) as conn:
+            # By the gateway's sending order (the batch's sent_at): two
+            # competing workers may commit an earlier batch a little later.
             alarms_first = conn.execute(
-                "SELECT min(received_at) FILTER (WHERE priority = 'alarm'), "
-                "min(received_at) FILTER (WHERE priority = 'routine') FROM readings "
+                "SELECT min(sent_at) FILTER (WHERE priority = 'alarm'), "
+                "min(sent_at) FILTER (WHERE priority = 'routine') FROM readings "
                 "WHERE gateway = 'gate-00' AND ts BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
                 (cut_from, cut_to),
             ).fetchone()
@@ -298,7 +302,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
         print(
             f"cut: {fevers} fevers injected, {fever_rows[0]} fever alarms stored "
             f"({fever_rows[1]} alarms of temp-gate-9); first alarm "
-            f"of the cut received {first_alarm}, first routine {first_routine}: "
+            f"of the cut sent {first_alarm}, first routine {first_routine}: "
             f"{'alarms first' if in_order else 'CHECK'}"
         )
         reconnects = []

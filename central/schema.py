@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS readings (
     priority    text NOT NULL,
     ts          timestamptz,
     body        jsonb NOT NULL,
+    -- the batch's sent_at: the gateway's sending order, which competing
+    -- consumers do not keep in received_at (alarms first after an outage)
+    sent_at     timestamptz,
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS readings_by_seq ON readings (site, gateway, epoch, seq);

@@ -65,16 +65,22 @@ CREATE TEMP TABLE IF NOT EXISTS incoming_batch (
 # only the ids the insert skipped are compared with it, and copies of one id
 # within the group with each other.
 _MOVE = r"""
-WITH incoming AS MATERIALIZED (
+WITH batches AS MATERIALIZED (
+    -- each batch parsed once; its readings split out below
+    SELECT site, gateway, epoch, doc->'readings' AS readings,
+           CASE WHEN doc->>'sent_at' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
+                THEN (doc->>'sent_at')::timestamptz END AS sent_at
+    FROM (SELECT site, gateway, epoch, body::jsonb AS doc FROM incoming_batch) parsed
+), incoming AS MATERIALIZED (
     SELECT r->>'id' AS id, b.site, b.gateway, b.epoch, (r->>'seq')::bigint AS seq,
            r->>'type' AS type, coalesce(r->>'priority', 'routine') AS priority,
            CASE WHEN r->>'ts' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
                 THEN (r->>'ts')::timestamptz END AS ts,
-           r AS body, row_number() OVER () AS n
-    FROM incoming_batch b CROSS JOIN LATERAL jsonb_array_elements(b.body::jsonb->'readings') r
+           r AS body, row_number() OVER () AS n, b.sent_at
+    FROM batches b CROSS JOIN LATERAL jsonb_array_elements(b.readings) r
 ), ins AS (
-    INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body)
-    SELECT id, site, gateway, epoch, seq, type, priority, ts, body
+    INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body, sent_at)
+    SELECT id, site, gateway, epoch, seq, type, priority, ts, body, sent_at
     FROM incoming ORDER BY id
     ON CONFLICT (id) DO NOTHING
     RETURNING id

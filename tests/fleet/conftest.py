@@ -1,6 +1,6 @@
-"""Fixtures for the fleet tests: one RabbitMQ cluster and one PostgreSQL per module.
+"""Fixtures for the fleet tests: one RabbitMQ cluster and one PostgreSQL for the session.
 
-A cluster takes about 40 s to boot on the 2-core machine, so a module shares
+A cluster takes about 40 s to boot on the 2-core machine, so the tests share
 one; a test that kills a node starts it again before it ends. Each test gets
 its own database, site name and ingest queue, so tests never see each
 other's data.
@@ -19,7 +19,7 @@ from tests.cluster import RabbitCluster
 from tests.postgres import Postgres
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit"))
     try:
@@ -29,7 +29,7 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pg_server() -> Iterator[Postgres]:
     server = Postgres()
     try:
