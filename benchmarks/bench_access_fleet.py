@@ -90,9 +90,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         for proc in procs:
             proc.start()
-        await asyncio.to_thread(procs[-1].wait_for_log, "reconciler listening", 120)
+        await procs[-1].wait_for_log("reconciler listening", 120)
         for proc in procs[:2]:
-            await asyncio.to_thread(proc.wait_for_log, "ingest consuming", 120)
+            await proc.wait_for_log("ingest consuming", 120)
         public = base64.b64decode(public_b64)
         gates = [
             AccessGate(cluster.nodes[g % 3].mqtt_port, SITE, f"gate-{g:02d}", public)

@@ -56,7 +56,7 @@ async def measure(engine: str, workdir: Path, seconds: float) -> dict[str, objec
         startup_s = time.monotonic() - started
         stage = "gateway connect"
         daemon.start()
-        await asyncio.to_thread(daemon.wait_for_log, "mqtt connected", 30)
+        await daemon.wait_for_log("mqtt connected", 30)
         stage = "first readings"
         await subscriber.wait_for(lambda: len(subscriber.unique_seqs()) >= 20, 60)
         stage = "reconnect"

@@ -154,7 +154,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
             worker.start()
             workers.append(worker)
         for worker in workers:
-            await asyncio.to_thread(worker.wait_for_log, "ingest consuming", 120)
+            await worker.wait_for_log("ingest consuming", 120)
 
         proxies = [CuttableProxy(node.mqtt_port) for node in cluster.nodes]
         for proxy in proxies:
@@ -192,7 +192,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
             daemon.start()
             daemons.append(daemon)
         for daemon in daemons:
-            await asyncio.to_thread(daemon.wait_for_log, "mqtt connected", 180)
+            await daemon.wait_for_log("mqtt connected", 180)
         started = time.monotonic()
         print(f"fleet up: {len(daemons)} gateways, chaos over {duration:.0f} s", flush=True)
 

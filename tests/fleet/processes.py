@@ -6,12 +6,10 @@ only the command line differs.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.daemon import REPO, Daemon
+from tests.daemon import Daemon
 
 
 class CentralProcess(Daemon):
@@ -19,16 +17,8 @@ class CentralProcess(Daemon):
         super().__init__(log.with_suffix(".args"))  # Daemon derives ``log`` from it
         self.args = args
 
-    def start(self, *, env: dict[str, str] | None = None) -> None:
-        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "central", *self.args],
-                cwd=REPO,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **(env or {})},
-            )
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "central", *self.args]
 
 
 def ingest_worker(

@@ -55,7 +55,7 @@ async def test_cards_reach_every_gate_by_snapshot_then_delta(
 ) -> None:
     key_id, _, public_b64 = keygen(workdir / "keys", key_id="platform").partition(": ")
     public = base64.b64decode(public_b64)
-    workers = start_workers(workdir, rabbit, dsn, site)
+    workers = await start_workers(workdir, rabbit, dsn, site)
     reconciler = CentralProcess(
         workdir / "reconcile.log",
         "reconcile",
@@ -71,7 +71,7 @@ async def test_cards_reach_every_gate_by_snapshot_then_delta(
     gates = [AccessGate(rabbit.nodes[i].mqtt_port, site, f"g{i + 1}", public) for i in range(2)]
     try:
         reconciler.start()
-        reconciler.wait_for_log("reconciler listening")
+        await reconciler.wait_for_log("reconciler listening", 60)
         for gate in gates:
             await gate.start()
         listing = {

@@ -55,15 +55,13 @@ async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignor
 async def test_gateway_survives_node_kill_with_every_seq_in_postgres(
     rabbit: RabbitCluster, dsn: str, site: str, workdir: Path
 ) -> None:
-    workers = start_workers(workdir, rabbit, dsn, site, prefetch=200, group_max=50)
+    workers = await start_workers(workdir, rabbit, dsn, site, prefetch=200, group_max=50)
     daemon = Daemon(
         gateway_config(workdir / "gw" / "config.yaml", site, "north-gate-1", rabbit.mqtt_urls)
     )
     try:
         daemon.start()
-        await asyncio.to_thread(
-            daemon.wait_for_log, f"mqtt connected: broker={rabbit.mqtt_urls[0]}", 60
-        )
+        await daemon.wait_for_log(f"mqtt connected: broker={rabbit.mqtt_urls[0]}", 60)
         readings = "SELECT count(*) FROM readings"
         await wait_for(lambda: count(dsn, readings) >= 10, 60, "first readings")
         before = daemon.output().count("mqtt connected")
@@ -111,8 +109,8 @@ async def test_open_signs_sends_over_amqp_and_waits_for_the_result(
     )
     try:
         daemon.start()
-        await asyncio.to_thread(daemon.wait_for_log, "mqtt connected", 60)
-        await asyncio.to_thread(daemon.wait_for_log, "door node online", 60)
+        await daemon.wait_for_log("mqtt connected", 60)
+        await daemon.wait_for_log("door node online", 60)
         opener = CentralProcess(
             workdir / "open.log",
             "open",

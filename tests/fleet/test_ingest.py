@@ -53,7 +53,7 @@ async def wait_db(dsn: str, sql: str, expected: int, timeout: float = 90.0) -> N
     raise AssertionError(f"{sql}: {got}, expected {expected}")
 
 
-def start_workers(
+async def start_workers(
     workdir: Path, rabbit: RabbitCluster, dsn: str, site: str, n: int = 2, **kw: int
 ) -> list[CentralProcess]:
     urls = rabbit.amqp_urls
@@ -66,14 +66,14 @@ def start_workers(
         worker.start()
         workers.append(worker)
     for worker in workers:
-        worker.wait_for_log("ingest consuming", 60)
+        await worker.wait_for_log("ingest consuming", 60)
     return workers
 
 
 async def test_two_workers_dedupe_keep_conflicts_and_report_gaps(
     rabbit: RabbitCluster, dsn: str, site: str, workdir: Path
 ) -> None:
-    workers = start_workers(workdir, rabbit, dsn, site, prefetch=5, group_max=3)
+    workers = await start_workers(workdir, rabbit, dsn, site, prefetch=5, group_max=3)
     try:
         listed = rabbit.ctl(0, "list_consumers", "queue_name").split()
         assert listed.count(f"ingest-{site}") == 2  # two competing consumers
@@ -135,7 +135,7 @@ async def test_two_workers_dedupe_keep_conflicts_and_report_gaps(
 async def test_worker_killed_mid_stream_loses_nothing(
     rabbit: RabbitCluster, dsn: str, site: str, workdir: Path
 ) -> None:
-    workers = start_workers(workdir, rabbit, dsn, site, prefetch=40, group_max=10)
+    workers = await start_workers(workdir, rabbit, dsn, site, prefetch=40, group_max=10)
     try:
         root = f"estates/{site}/gateways/g2"
         total_batches, per_batch = 300, 20
