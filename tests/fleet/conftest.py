@@ -1,9 +1,10 @@
-"""Fixtures for the fleet tests: one RabbitMQ cluster and one PostgreSQL for the session.
+"""Fixtures for the fleet tests: one RabbitMQ cluster and one PostgreSQL for the package.
 
-A cluster takes about 40 s to boot on the 2-core machine, so the tests share
+A cluster takes about 40 s to boot on the 2-core machine, so the tests here share
 one; a test that kills a node starts it again before it ends. Each test gets
 its own database, site name and ingest queue, so tests never see each
-other's data.
+other's data. Both stop when this package's tests are done, so they do not
+load the machine while the rest of the suite runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.cluster import RabbitCluster
 from tests.postgres import Postgres
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit"))
     try:
@@ -29,7 +30,7 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg_server() -> Iterator[Postgres]:
     server = Postgres()
     try:
