@@ -30,6 +30,7 @@ class ReadingType(StrEnum):
     DEVICE_STATUS = "device.status"
     AUDIT_COMMAND = "audit.command"
     GATEWAY_DROPPED = "gateway.dropped"
+    ACCESS_CHANGED = "access.changed"
 
 
 class Priority(StrEnum):
