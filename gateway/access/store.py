@@ -401,6 +401,8 @@ class AccessWriter:
 
     def _stage(self, conn: sqlite3.Connection, part: AccessSnapshotPart, now: float) -> PartOutcome:
         version = part.envelope.version
+        if version <= _meta_int(_meta(conn), "version"):
+            return PartOutcome(ignored=True)  # a version already held or passed
         stage = conn.execute("SELECT version, parts FROM stage").fetchone()
         if stage is not None and version < stage[0]:
             return PartOutcome(ignored=True)  # a part of a superseded version
