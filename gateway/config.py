@@ -243,8 +243,18 @@ class ClockConfig(_Model):
 
 
 class AccessConfig(_Model):
+    source: Literal["file", "platform"] = Field(
+        default="file",
+        description="file: the local card file (access.cards); platform: the platform's "
+        "signed list on {root}/access, kept in access.sqlite3. Switching imports nothing: "
+        "a gateway switched to platform denies every card until the first snapshot.",
+    )
     cards: Path | None = Field(
         default=None, description="File of allowed card ids; relative to the config file."
+    )
+    key_ids: frozenset[str] = Field(
+        default_factory=frozenset,
+        description="Keys (names in commands.public_keys) allowed to write access lists.",
     )
 
 
@@ -331,8 +341,25 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _doors_need_an_access_list(self) -> Config:
-        if self.access.cards is None and any(d.kind == "door_node" for d in self.devices):
+        access = self.access
+        if (
+            access.source == "file"
+            and access.cards is None
+            and any(d.kind == "door_node" for d in self.devices)
+        ):
             raise ValueError("door nodes decide cards locally: set access.cards to the card file")
+        if access.source == "platform":
+            if self.gateway.timezone is None:
+                raise ValueError(
+                    "access.source platform judges profiles in local time: set gateway.timezone"
+                )
+            if not access.key_ids:
+                raise ValueError("access.source platform needs access.key_ids")
+        unknown = sorted(access.key_ids - self.commands.public_keys.keys())
+        if unknown:
+            raise ValueError(
+                "access.key_ids names keys missing from commands.public_keys: " + ", ".join(unknown)
+            )
         return self
 
     @property

@@ -138,7 +138,10 @@ class AccessProcessor:
         finally:
             if self._part_flush is not None:
                 self._part_flush.cancel()
-            self._executor.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Stop the writer thread; a change it is writing commits or rolls back whole."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _write(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -31,13 +31,16 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.access_rules import DoorAccess
+from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import Clock, DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
+from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
+from gateway.access.store import DB_FILENAME as ACCESS_DB
+from gateway.access.store import AccessStore, AccessWriter
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
@@ -170,6 +173,11 @@ class Gateway:
         self.processor: CommandProcessor | None = None
         self.commands: CommandQueue | None = None
         self.uplink: Uplink | None = None
+        self.access_store: AccessStore | None = None
+        self.access_processor: AccessProcessor | None = None
+        self._trusted_time = WallTime(self.clock, self.clock_sync)
+        if cfg.access.source == "platform":
+            self.access_store = AccessStore.open(loaded.data_dir)
         self._access = self._access_list(self.config)
         self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
         # Task bookkeeping, so a reload can stop one device and start another
@@ -215,6 +223,10 @@ class Gateway:
 
     def _access_list(self, config: Config) -> DoorAccess:
         # Card windows are judged by trusted time (CONTRACT 1.1).
+        if self.access_store is not None:
+            tz = config.gateway.tz
+            assert tz is not None  # the config requires a zone with the platform's list
+            return DoorAccess(self.access_store, self._trusted_time, tz)
         return file_door_access(
             LoadedConfig(config, self.loaded.base_dir, self.loaded.source), self.trusted
         )
@@ -260,6 +272,19 @@ class Gateway:
                 result.id,
             )
         self.commands = CommandQueue(processor)
+        if self.access_store is not None:
+            self.access_processor = AccessProcessor(
+                AccessSettings(
+                    gateway_id=self.config.gateway.id,
+                    public_keys=self.config.commands.public_key_bytes(),
+                    key_ids=self.config.access.key_ids,
+                    skew_s=self.config.commands.skew_s,
+                ),
+                writer=AccessWriter(self.loaded.data_dir / ACCESS_DB),
+                readings=self.outbox,
+                clock=self.clock,
+                trusted=self._trusted_time,
+            )
         mqtt = self.config.mqtt
         password = mqtt.password(self.loaded.base_dir)
         tls = mqtt.tls
@@ -278,6 +303,7 @@ class Gateway:
                 self.loaded.path(tls.cert) if tls.cert else None,
                 self.loaded.path(tls.key) if tls.key else None,
             ),
+            access=self.access_processor,
         )
 
     # --------------------------------------------------------------- status
@@ -380,6 +406,9 @@ class Gateway:
                 "; ".join(exc.problems),
             )
             return
+        if new.access.source != self.config.access.source:
+            _LOGGER.warning("config reload: access.source changed; needs a restart, not applied")
+            new = new.model_copy(update={"access": self.config.access})
         plan = plan_reload(self.config, new)
         for section in plan.needs_restart:
             _LOGGER.warning(
@@ -439,6 +468,9 @@ class Gateway:
             if self.config.metrics.enabled:
                 core.append(group.create_task(self._metrics_server().run(), name="metrics"))
             commands = group.create_task(self.commands.run(), name="commands")
+            workers = [commands]
+            if self.access_processor is not None:
+                workers.append(group.create_task(self.access_processor.run(), name="access"))
             for device_id, driver in self.drivers.items():
                 self._start_device_task(device_id, driver)
             reloader = group.create_task(self._reload_loop(), name="reload")
@@ -455,7 +487,7 @@ class Gateway:
             sdnotify.stopping()
             _LOGGER.info("shutting down")
             await _stage(
-                "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, commands)
+                "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, workers)
             )
             self.trusted.persist_now()  # written by the flush below
             await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
@@ -466,11 +498,11 @@ class Gateway:
         await self._close()
 
     async def _stop_workers(
-        self, reloader: asyncio.Task[None], commands: asyncio.Task[None]
+        self, reloader: asyncio.Task[None], workers: list[asyncio.Task[None]]
     ) -> None:
         # The reloader first: a reload cut short may have started devices.
         await _cancel_all([reloader])
-        await _cancel_all([commands, *self._device_tasks.values()])
+        await _cancel_all([*workers, *self._device_tasks.values()])
 
     async def _goodbye(self, uplink_task: asyncio.Task[None]) -> None:
         assert self.uplink is not None
@@ -482,6 +514,10 @@ class Gateway:
             await asyncio.wait_for(self.outbox.close(), CLOSE_S)
         if self.store is not None:
             self.store.close()
+        if self.access_processor is not None:
+            self.access_processor.close()
+        if self.access_store is not None:
+            self.access_store.close()
         for device_id in list(self.simulators):
             await self._stop_simulator(device_id)
         if self._sim_dir is not None:

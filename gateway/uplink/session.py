@@ -59,6 +59,24 @@ class CommandHandler(Protocol):
         ...
 
 
+class AccessHandler(Protocol):
+    """The access-list side (``gateway.access.processor``): messages in, state out."""
+
+    state_changed: asyncio.Event
+
+    async def receive(self, payload: bytes) -> None:
+        """Take one message from the access topic (may wait while its queue is full)."""
+        ...
+
+    def state_json(self) -> str:
+        """The retained ``{root}/access/state`` message, as of now."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """``access`` of the status message."""
+        ...
+
+
 class PublishRefusedError(aiomqtt.MqttError):
     """The broker answered a publish with a failure reason code."""
 
@@ -108,6 +126,8 @@ class Topics:
         self.status = f"{root}/status"
         self.commands = f"{root}/commands"
         self.results = f"{root}/commands/results"
+        self.access = f"{root}/access"
+        self.access_state = f"{root}/access/state"
 
 
 def set_nodelay(client: aiomqtt.Client) -> None:
@@ -149,6 +169,7 @@ class Uplink:
         device_states: Callable[[], Mapping[str, Mapping[str, Any]]],
         password: str | None = None,
         tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+        access: AccessHandler | None = None,
     ) -> None:
         self._config = config
         self._site = site
@@ -159,6 +180,7 @@ class Uplink:
         self._device_states = device_states
         self._password = password
         self._tls_files = tls_files
+        self._access = access
         self.topics = Topics(topic_root)
         self.started_at = rfc3339(time.time())
         self.stats = UplinkStats()
@@ -235,6 +257,8 @@ class Uplink:
                 connected = True
                 self._on_connected(client, broker)
                 await client.subscribe(self.topics.commands, qos=1)
+                if self._access is not None:
+                    await client.subscribe(self.topics.access, qos=1)
                 await self._publish_status(client, "online")
                 try:
                     async with asyncio.TaskGroup() as group:
@@ -242,6 +266,11 @@ class Uplink:
                         group.create_task(self._receive(client), name="uplink-commands")
                         group.create_task(self._status_loop(client), name="uplink-status")
                         group.create_task(self._wait_stop(), name="uplink-stop")
+                        if self._access is not None:
+                            group.create_task(
+                                self._access_state_loop(client, self._access),
+                                name="uplink-access-state",
+                            )
                         if fallback:
                             group.create_task(self._failback_probe(), name="uplink-failback")
                 except* _StopRequestedError:
@@ -414,6 +443,8 @@ class Uplink:
             "backlog": {"routine": backlog[Lane.ROUTINE], "alarm": backlog[Lane.ALARM]},
             "oldest_unsent": await self._outbox.oldest_unsent_ts(),
             "devices": {k: dict(v) for k, v in self._device_states().items()},
+            # CONTRACT 1.1: the list the gateway decides with, null for a local file.
+            "access": self._access.status() if self._access is not None else None,
         }
         payload = self._status_payload(state, reason=reason, extra=extra)
         await self._publish(client, self.topics.status, payload, retain=True)
@@ -436,28 +467,36 @@ class Uplink:
     def _state_summary(self) -> dict[str, Any]:
         # Every fact of a device entry but last_seen (which moves with every
         # poll): a state change or a door's new mode is published at once.
-        return {
+        summary: dict[str, Any] = {
             k: {name: value for name, value in v.items() if name != "last_seen"}
             for k, v in self._device_states().items()
         }
+        if self._access is not None:
+            summary[self.topics.access] = self._access.status()
+        return summary
+
+    async def _access_state_loop(self, client: aiomqtt.Client, access: AccessHandler) -> None:
+        """The retained access state on connect and whenever it changed."""
+        while True:
+            access.state_changed.clear()
+            await self._publish(client, self.topics.access_state, access.state_json(), retain=True)
+            await access.state_changed.wait()
 
     # ------------------------------------------------------------ commands
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if self._access is not None and message.topic.matches(self.topics.access):
+                await self._access.receive(_payload_bytes(message.payload))
+                continue
             if not message.topic.matches(self.topics.commands):
                 continue
             self.stats.commands_received += 1
             props = message.properties
             response_topic = getattr(props, "ResponseTopic", None) if props else None
             correlation = getattr(props, "CorrelationData", None) if props else None
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode("utf-8")
-            elif not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
             self._commands.submit(
-                bytes(payload),
+                _payload_bytes(message.payload),
                 response_topic=response_topic,
                 correlation_data=correlation,
                 received_mono=time.monotonic(),
@@ -478,6 +517,14 @@ class Uplink:
             except (OSError, TimeoutError):
                 continue
             raise _FailbackError
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
 
 
 class _FailbackError(Exception):
