@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.cli import operator_tools
+from gateway.cli import access_tools, operator_tools
 from gateway.config import ConfigError, LoadedConfig, load_config
 from gateway.outbox.report import NoDatabaseError, read_report
 from gateway.runtime.logfmt import setup_logging
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(run=cmd_simulate)
 
     operator_tools.add_operator_subcommands(sub)
+    access_tools.add_access_subcommands(sub)
     return parser
 
 

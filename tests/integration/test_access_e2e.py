@@ -6,8 +6,10 @@ keeps the list in ``access.sqlite3`` and decides each swipe with it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from gateway.access.build import card, delta_message, sign, snapshot_messages
 from gateway.access.digest import EMPTY_DIGEST, digest_of_list
 from gateway.cli.operator_tools import keygen, load_private_key
 from tests.broker import Mosquitto
-from tests.daemon import Daemon, write_config
+from tests.daemon import REPO, Daemon, write_config
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -318,3 +320,65 @@ async def test_each_refusal_leaves_the_list_and_the_door_alone(
         assert (denied["event"], denied["reason"]) == ("denied", "not_listed")
         assert not r.sim.node.pulses
         assert not r.changes()
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, output.decode()
+
+
+async def test_access_push_and_access_show(tmp_path: Path, broker: Mosquitto) -> None:
+    async with rig(tmp_path, broker) as r:
+        snapshot = tmp_path / "list.csv"
+        snapshot.write_text(
+            "card,holder,doors,from,until,profile\n"
+            f"{RESIDENT},r-1,door-east-1;door-west-1,,2099-01-01T00:00:00.000Z,\n"
+            "0B0B,r-2,,,,\n",
+            encoding="utf-8",
+        )
+        common = [
+            "--broker", broker.url, "--key", str(r.keys / f"{KEY_ID}.pem"),
+            "--key-id", KEY_ID, "--site", "changqing", "--gateway", GW, "--timeout", "20",
+        ]  # fmt: skip
+        code, out = await run_cli(
+            "access-push", *common, "--snapshot", str(snapshot), "--version", "3"
+        )
+        assert code == 0, out
+        assert "applied: version 3, 2 cards" in out
+        delta = tmp_path / "delta.json"
+        delta.write_text(json.dumps({"upsert": [card("0C0C")], "delete": ["0B0B"]}))
+        code, out = await run_cli(
+            "access-push", *common, "--delta", str(delta), "--base", "1", "--version", "4"
+        )
+        assert code == 1 and "refused: base_mismatch" in out, out
+        code, out = await run_cli(
+            "access-push", *common, "--delta", str(delta), "--base", "3", "--version", "4"
+        )
+        assert code == 0 and "applied: version 4, 2 cards" in out, out
+        state = r.states()[-1]
+        assert state["digest"] == digest_of_list(
+            [
+                card(RESIDENT, holder="r-1", doors=["door-east-1", "door-west-1"],
+                     until="2099-01-01T00:00:00.000Z"),
+                card("0C0C"),
+            ],
+            {},
+        )  # fmt: skip
+        code, out = await run_cli(
+            "access-show", "-c", str(r.daemon.config), "--card", "00" + RESIDENT
+        )
+        assert code == 0, out
+        assert "version  4" in out and f"digest   {state['digest']}" in out
+        assert f"door {DOOR}: granted (listed)" in out
+        code, out = await run_cli("access-show", "-c", str(r.daemon.config), "--card", "0B0B")
+        assert f"door {DOOR}: denied (not_listed)" in out
