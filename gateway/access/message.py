@@ -8,17 +8,19 @@ sorted non-overlapping segments, a card at most once per message, counts.
 What needs the list held (a delta's profile names against the profiles held
 after it, a snapshot's names once complete) is the store's to check.
 
-Entries keep their wire form (``wire``), because the digest is computed over
-the entries as held, exactly as the platform sent them.
+Entries keep their canonical JSON (``WireEntry.text``): the digest is
+computed over the entries as held, exactly as the platform sent them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring
 from typing import Any, TypeGuard
 
 from drivers.access_rules import WEEKDAYS, CardEntry, Profile, parse_hhmm
@@ -66,10 +68,15 @@ class AccessRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WireEntry:
-    """A card entry as decided with, and as sent (for the digest and the store)."""
+    """A checked card entry: its id, profile and canonical JSON as sent (held, digested)."""
 
-    entry: CardEntry
-    wire: Mapping[str, Any]
+    card: str
+    profile: str | None
+    text: str
+
+    @property
+    def entry(self) -> CardEntry:
+        return entry_from_text(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +177,29 @@ def parse_card_id(value: object, where: str, version: int) -> str:
     return value
 
 
+def _check_time(value: object, where: str, key: str, version: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not _CONTRACT_TS.fullmatch(value):
+        raise _bad(f"{where}.{key}: not YYYY-MM-DDTHH:MM:SS.mmmZ", version)
+    try:
+        datetime.fromisoformat(value[:-1])  # the C parser: a real date and time
+    except ValueError as exc:
+        raise _bad(f"{where}.{key}: not a real time", version) from exc
+
+
 def parse_entry(value: object, where: str, version: int) -> WireEntry:
-    """One card entry: exactly the six keys (CONTRACT.md "Card entry")."""
+    """One card entry: exactly the six keys (CONTRACT.md "Card entry").
+
+    Called for every entry of a message (5,000 per part), so it builds the
+    canonical text directly: the keys are known and every value but
+    ``holder`` and ``profile`` is already checked to need no escaping.
+    """
     if not isinstance(value, dict) or value.keys() != _ENTRY_KEYS:
         raise _bad(f"{where}: a card entry has exactly the keys {sorted(_ENTRY_KEYS)}", version)
-    card = parse_card_id(value["card"], f"{where}.card", version)
+    card = value["card"]
+    if not isinstance(card, str) or not _CARD.fullmatch(card):
+        parse_card_id(card, f"{where}.card", version)  # raises with the reason
     holder = value["holder"]
     if holder is not None and not (isinstance(holder, str) and 1 <= len(holder) <= 64):
         raise _bad(f"{where}.holder: a string of 1 to 64 characters or null", version)
@@ -186,20 +211,49 @@ def parse_entry(value: object, where: str, version: int) -> WireEntry:
             raise _bad(f"{where}.doors: a list of door ids or null", version)
         if doors != sorted(set(doors)):
             raise _bad(f"{where}.doors: not sorted and unique", version)
-    valid_from = _optional_timestamp(value["from"], f"{where}.from", version)
-    until = _optional_timestamp(value["until"], f"{where}.until", version)
+    valid_from, until = value["from"], value["until"]
+    _check_time(valid_from, where, "from", version)
+    _check_time(until, where, "until", version)
     profile = value["profile"]
     if profile is not None and not (isinstance(profile, str) and 1 <= len(profile) <= 64):
         raise _bad(f"{where}.profile: a profile name or null", version)
-    entry = CardEntry(
-        card=card,
-        holder=holder,
+    try:
+        text = (
+            f'{{"card":"{card}","doors":{_doors_text(doors)},"from":{_plain(valid_from)},'
+            f'"holder":{_string(holder)},"profile":{_string(profile)},"until":{_plain(until)}}}'
+        )
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form
+        raise _bad(f"{where}: a string with no UTF-8 form", version) from exc
+    return WireEntry(card, profile, text)
+
+
+def _string(value: str | None) -> str:
+    if value is None:
+        return "null"
+    value.encode("utf-8")  # raises for a lone surrogate, as the canonical form would
+    return encode_basestring(value)
+
+
+def _plain(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'
+
+
+def _doors_text(doors: list[str] | None) -> str:
+    return "null" if doors is None else "[" + ",".join(f'"{d}"' for d in doors) + "]"
+
+
+def entry_from_text(text: str) -> CardEntry:
+    """A held entry (canonical JSON, checked when it arrived) as a ``CardEntry``."""
+    value = json.loads(text)
+    valid_from, until, doors = value["from"], value["until"], value["doors"]
+    return CardEntry(
+        card=value["card"],
+        holder=value["holder"],
         doors=tuple(doors) if doors is not None else None,
-        valid_from=valid_from,
-        until=until,
-        profile=profile,
+        valid_from=parse_rfc3339_utc(valid_from).timestamp() if valid_from is not None else None,
+        until=parse_rfc3339_utc(until).timestamp() if until is not None else None,
+        profile=value["profile"],
     )
-    return WireEntry(entry, value)
 
 
 def parse_profile(value: object, where: str, version: int) -> WireProfile:
@@ -260,7 +314,7 @@ def _entries(value: object, where: str, version: int) -> tuple[WireEntry, ...]:
     if not isinstance(value, list):
         raise _bad(f"{where}: a list of card entries", version)
     entries = tuple(parse_entry(item, f"{where}[{i}]", version) for i, item in enumerate(value))
-    if len({e.entry.card for e in entries}) != len(entries):
+    if len({e.card for e in entries}) != len(entries):
         raise _bad(f"{where}: a card appears twice", version)
     return entries
 
@@ -324,7 +378,7 @@ def _delta(obj: Mapping[str, Any], envelope: Envelope) -> AccessDelta:
     delete = tuple(parse_card_id(c, f"delete[{i}]", version) for i, c in enumerate(deletes))
     if len(set(delete)) != len(delete):
         raise _bad("delete: a card appears twice", version)
-    if {e.entry.card for e in upsert} & set(delete):
+    if {e.card for e in upsert} & set(delete):
         raise _bad("a card is both upserted and deleted", version)
     profiles = _profiles(obj.get("profiles", {}), "profiles", version)
     raw_deleted = obj.get("delete_profiles", [])

@@ -155,7 +155,8 @@ class AccessProcessor:
     async def handle(self, payload: bytes) -> None:
         """Check and apply one message; the outcome is in the state (never raises for it)."""
         try:
-            message = self._verify(payload)
+            # Off the loop: a part is up to 1 MiB of JSON and 5,000 entries to check.
+            message = await self._write(lambda: self._verify(payload))
         except AccessRefused as exc:
             await self._refused(exc)
             return

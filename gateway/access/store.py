@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from gateway.access.message import (
     AccessErrorReason,
     AccessRefused,
     AccessSnapshotPart,
-    parse_entry,
+    entry_from_text,
     parse_profile,
 )
 
@@ -49,6 +49,7 @@ _LOGGER = logging.getLogger(__name__)
 
 DB_FILENAME = "access.sqlite3"
 SCHEMA_VERSION = 1
+DIGEST_BATCH = 2000  # rows per fetch while hashing the list
 STALE_PARTS_S = 3600.0
 """Parts of a version are discarded when none has come for this long (CONTRACT.md)."""
 
@@ -144,11 +145,6 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA user_version = {target:d}")
         conn.execute("COMMIT")
     return conn
-
-
-def entry_from_text(text: str) -> CardEntry:
-    """A held entry (canonical JSON, checked when it arrived) as a ``CardEntry``."""
-    return parse_entry(json.loads(text), "held", 0).entry
 
 
 def _profile_from_text(text: str) -> Profile:
@@ -327,13 +323,13 @@ class AccessWriter:
             names = {row[0] for row in conn.execute("SELECT name FROM profiles")}
             names = (names - set(delta.delete_profiles)) | delta.profiles.keys()
             for wire in delta.upsert:
-                if wire.entry.profile is not None and wire.entry.profile not in names:
+                if wire.profile is not None and wire.profile not in names:
                     raise AccessRefused(
                         AccessErrorReason.BAD_SCHEMA,
-                        f"card entry names unknown profile {wire.entry.profile!r}",
+                        f"card entry names unknown profile {wire.profile!r}",
                         version=version,
                     )
-            replaced = {wire.entry.card for wire in delta.upsert} | set(delta.delete)
+            replaced = {wire.card for wire in delta.upsert} | set(delta.delete)
             for name in delta.delete_profiles:
                 for (card,) in conn.execute("SELECT card FROM cards WHERE profile = ?", (name,)):
                     if card not in replaced:
@@ -344,15 +340,15 @@ class AccessWriter:
                         )
             upserts = 0
             for wire in delta.upsert:
-                text = canonical_text(wire.wire)
+                text = wire.text
                 row = conn.execute(
-                    "SELECT entry FROM cards WHERE card = ?", (wire.entry.card,)
+                    "SELECT entry FROM cards WHERE card = ?", (wire.card,)
                 ).fetchone()
                 if row is None or row[0] != text:
                     upserts += 1
                     conn.execute(
                         "INSERT OR REPLACE INTO cards (card, profile, entry) VALUES (?, ?, ?)",
-                        (wire.entry.card, wire.entry.profile, text),
+                        (wire.card, wire.profile, text),
                     )
             deletes = 0
             for card in delta.delete:
@@ -425,7 +421,7 @@ class AccessWriter:
         try:
             conn.executemany(
                 "INSERT INTO stage_cards (card, profile, entry) VALUES (?, ?, ?)",
-                ((w.entry.card, w.entry.profile, canonical_text(w.wire)) for w in part.cards),
+                ((w.card, w.profile, w.text) for w in part.cards),
             )
         except sqlite3.IntegrityError as exc:
             raise AccessRefused(
@@ -523,8 +519,13 @@ def _finish_change(
 
 def list_digest(conn: sqlite3.Connection) -> str:
     """The digest of the list held, streamed from the table in card order."""
-    rows: Iterable[tuple[str]] = conn.execute("SELECT entry FROM cards ORDER BY card")
     profiles = {
         name: json.loads(body) for name, body in conn.execute("SELECT name, body FROM profiles")
     }
-    return digest_of((text for (text,) in rows), canonical_text(profiles))
+    cursor = conn.execute("SELECT entry FROM cards ORDER BY card")
+
+    def batches() -> Iterator[list[str]]:
+        while rows := cursor.fetchmany(DIGEST_BATCH):
+            yield [text for (text,) in rows]
+
+    return digest_of(batches(), canonical_text(profiles))

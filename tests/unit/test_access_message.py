@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.access.build import card, delta_message, snapshot_messages
+from gateway.access.digest import canonical_text
 from gateway.access.message import (
     AccessDelta,
     AccessErrorReason,
     AccessRefused,
     AccessSnapshotPart,
+    parse_entry,
     parse_message,
 )
 
@@ -60,7 +65,7 @@ def test_the_contract_example_delta_parses() -> None:
     assert isinstance(message, AccessDelta)
     assert message.base == 41 and message.envelope.version == 42
     (entry,) = message.upsert
-    assert entry.entry.profile == "day" and entry.entry.until is not None
+    assert entry.entry.profile == "day" and entry.entry.until == 1_814_371_200.0
     assert message.profiles["day"].profile.weekly[5] == ((480, 720), (840, 1440))
 
 
@@ -162,3 +167,43 @@ def test_too_large(message: dict[str, Any]) -> None:
 def test_exactly_5000_entries_is_allowed() -> None:
     upsert = [card(f"{i + 256:04X}") for i in range(4998)]  # + 1 delete + 1 profile
     assert isinstance(parse_message(a_delta(upsert=upsert)), AccessDelta)
+
+
+_text = st.one_of(st.none(), st.text(min_size=1, max_size=64))
+_times = st.one_of(
+    st.none(),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1)).map(
+        lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.binary(min_size=1, max_size=10).filter(lambda b: b[0] != 0).map(lambda b: b.hex().upper()),
+    _text,
+    st.one_of(st.none(), st.lists(st.from_regex(r"[a-z0-9-]{1,8}", fullmatch=True), unique=True)),
+    _times,
+    _times,
+    _text,
+)
+def test_entry_text_is_the_canonical_json(
+    card_id: str,
+    holder: str | None,
+    doors: list[str] | None,
+    valid_from: str | None,
+    until: str | None,
+    profile: str | None,
+) -> None:
+    value = card(
+        card_id, holder=holder, doors=doors, valid_from=valid_from, until=until, profile=profile
+    )
+    try:
+        expected = canonical_text(value).encode("utf-8").decode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(AccessRefused):
+            parse_entry(value, "e", 1)
+        return
+    assert parse_entry(value, "e", 1).text == expected
+    entry = parse_entry(value, "e", 1).entry
+    assert (entry.card, entry.holder, entry.profile) == (card_id, holder, profile)

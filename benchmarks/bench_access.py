@@ -1,0 +1,285 @@
+"""Access lists at estate scale: a 200,000-card snapshot, a 1,000-card delta, lookups.
+
+Targets (issue 10), on this machine:
+
+- a 200,000-card snapshot (40 parts of 5,000) from the first part published
+  to the state acknowledging it: <= 15 s; the daemon's RSS <= 70 MB during
+  and after; doors keep deciding during the apply: card-to-pulse p99 during
+  the apply no worse than 2x the idle figure;
+- a 1,000-card delta applied and acknowledged: <= 1 s;
+- a decision lookup with 200,000 cards: p99 <= 2 ms.
+
+The real daemon runs as a child process (``access.source: platform``) against
+a mosquitto started here, with one door node whose simulator (on a pty) runs
+in this process. A resident swipes a listed card every ``SWIPE_GAP_S``; the
+card-to-pulse time is from ``present_card`` to the pulse frame reaching the
+simulator, both on this process's monotonic clock. The idle figure is taken
+with a small list before the big snapshot. The daemon's RSS is sampled from
+``/proc`` every 50 ms from the first part until 3 s after the acknowledgement.
+The lookup figure is measured in this process on the daemon's database
+afterwards (``DoorAccess.decide``, half listed cards, half unknown).
+
+    .venv/bin/python -m benchmarks.bench_access [--cards 200000] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiomqtt
+
+from benchmarks.common import percentile, proc_status_kb, temp_dir
+from drivers.access_rules import DoorAccess, WallTime
+from drivers.base import SystemClock
+from drivers.door_node import DoorNodeConfig
+from drivers.sim.door_node import DoorNodeSimulator
+from gateway.access.build import card, delta_message, snapshot_messages
+from gateway.access.store import AccessStore
+from gateway.cli.operator_tools import keygen, load_private_key
+from tests.broker import Mosquitto
+from tests.daemon import Daemon, write_config
+
+ROOT = "estates/changqing/gateways/north-gate-1"
+GW = "north-gate-1"
+KEY_ID = "platform-2026"
+DOOR = "door-east-1"
+RESIDENT = "04A1B2C3"
+SWIPE_GAP_S = 0.25
+IDLE_SWIPES = 40
+TARGET_SNAPSHOT_S = 15.0
+TARGET_RSS_MB = 70.0
+TARGET_DELTA_S = 1.0
+TARGET_LOOKUP_P99_MS = 2.0
+PROFILES = {
+    "day": {"weekly": {d: [["06:00", "23:00"]] for d in ("mon", "tue", "wed", "thu", "fri")},
+            "closed_dates": ["2026-12-31"]},
+}  # fmt: skip
+
+
+def estate(count: int) -> list[dict[str, Any]]:
+    """``count`` residents; every third has a profile, every fifth an end date."""
+    cards = [card(RESIDENT, holder="r-0")]
+    for i in range(1, count):
+        cards.append(
+            card(
+                f"{0x10000000 + i:08X}",
+                holder=f"r-{i}",
+                until="2027-06-30T16:00:00.000Z" if i % 5 == 0 else None,
+                profile="day" if i % 3 == 0 else None,
+            )
+        )
+    return cards
+
+
+@dataclass
+class RunResult:
+    snapshot_s: float = 0.0
+    rss_peak_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    idle_p99_ms: float = 0.0
+    apply_p99_ms: float = 0.0
+    apply_swipes: int = 0
+    delta_s: float = 0.0
+    lookup_p99_ms: float = 0.0
+    lookup_median_ms: float = 0.0
+    rss_before_mb: float = 0.0
+    rss_samples: list[float] = field(default_factory=list)
+
+
+class Swiper:
+    """Swipes the resident's card every ``SWIPE_GAP_S``; card-to-pulse times in ms."""
+
+    def __init__(self, sim: DoorNodeSimulator) -> None:
+        self.sim = sim
+        self.latencies_ms: list[float] = []
+        self.missed = 0
+
+    async def swipe_once(self) -> None:
+        node = self.sim.node
+        seen = len(node.pulses)
+        node.present_card(RESIDENT)
+        raised = node.card_raised_at
+        assert raised is not None
+        try:
+            async with asyncio.timeout(5.0):
+                await self.sim.wait_until(lambda: len(node.pulses) > seen)
+        except TimeoutError:
+            self.missed += 1
+            return
+        self.latencies_ms.append((node.pulses[seen].at - raised) * 1000)
+
+    async def run(self, count: int | None = None) -> None:
+        n = 0
+        while count is None or n < count:
+            await self.swipe_once()
+            n += 1
+            await asyncio.sleep(SWIPE_GAP_S)
+
+
+async def publish(port: int, messages: list[dict[str, Any]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        for message in messages:
+            body = json.dumps(message, separators=(",", ":")).encode()
+            await client.publish(f"{ROOT}/access", body, qos=1)
+
+
+async def wait_state(client: aiomqtt.Client, version: int) -> dict[str, Any]:
+    async for message in client.messages:
+        assert isinstance(message.payload, bytes | bytearray)
+        state: dict[str, Any] = json.loads(message.payload)
+        if state["version"] == version:
+            return state
+        if state.get("last_error") and state["last_error"]["version"] == version:
+            raise RuntimeError(f"refused: {state['last_error']}")
+    raise RuntimeError("subscriber closed")
+
+
+async def sample_rss(pid: int, into: list[float]) -> None:
+    while True:
+        with contextlib.suppress(OSError, KeyError):
+            into.append(proc_status_kb(pid, "VmRSS") / 1024)
+        await asyncio.sleep(0.05)
+
+
+async def one_run(cards_count: int, workdir: Path) -> RunResult:
+    result = RunResult()
+    broker = Mosquitto(workdir / "mosquitto")
+    broker.start()
+    keys = workdir / "keys"
+    public = dict([keygen(keys, key_id=KEY_ID).split(": ")])
+    key = load_private_key(keys / f"{KEY_ID}.pem")
+    door = {"id": DOOR, "kind": "door_node", "transport": {"type": "modbus_rtu"}}
+    sim = DoorNodeSimulator(DoorNodeConfig.model_validate(door), workdir / "sim", ambient=False)
+    endpoint = await sim.start()
+    door["transport"] = {"type": "modbus_rtu", "port": endpoint.port}
+    door["poll_interval_ms"] = 50
+    config = write_config(
+        workdir / "gw" / "config.yaml",
+        brokers=[broker.url],
+        devices=[door],
+        gateway={"site": "changqing", "id": GW, "data_dir": "data", "timezone": "Asia/Shanghai"},
+        commands={"public_keys": public},
+        access={"source": "platform", "key_ids": [KEY_ID]},
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        daemon.wait_for_log("gateway running")
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        sign = {"gateway": GW, "key": key, "key_id": KEY_ID, "issued_at": time.time()}
+        async with aiomqtt.Client("127.0.0.1", broker.port) as watcher:
+            await watcher.subscribe(f"{ROOT}/access/state", qos=1)
+            await wait_state(watcher, 0)  # published once the daemon subscribed to access
+            # A small list first, for the idle card-to-pulse figure.
+            await publish(broker.port, snapshot_messages([card(RESIDENT)], {}, version=1, **sign))
+            await wait_state(watcher, 1)
+            swiper = Swiper(sim)
+            await swiper.run(IDLE_SWIPES)
+            result.idle_p99_ms = percentile(swiper.latencies_ms, 99)
+            result.rss_before_mb = proc_status_kb(pid, "VmRSS") / 1024
+
+            messages = snapshot_messages(estate(cards_count), PROFILES, version=2, **sign)
+            apply_swiper = Swiper(sim)
+            rss_task = asyncio.create_task(sample_rss(pid, result.rss_samples), name="rss")
+            swipe_task = asyncio.create_task(apply_swiper.run(), name="swipes")
+            started = time.monotonic()
+            await publish(broker.port, messages)
+            state = await wait_state(watcher, 2)
+            result.snapshot_s = time.monotonic() - started
+            swipe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await swipe_task
+            assert state["cards"] == cards_count, state
+            await asyncio.sleep(3.0)  # RSS after the apply settles
+            rss_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rss_task
+            result.rss_peak_mb = max(result.rss_samples)
+            result.rss_after_mb = result.rss_samples[-1]
+            result.apply_swipes = len(apply_swiper.latencies_ms)
+            if apply_swiper.missed:
+                print(f"  swipes with no pulse during the apply: {apply_swiper.missed}")
+            if apply_swiper.latencies_ms:
+                result.apply_p99_ms = max(apply_swiper.latencies_ms) if len(
+                    apply_swiper.latencies_ms
+                ) < 2 else percentile(apply_swiper.latencies_ms, 99)
+
+            upsert = [card(f"{0x20000000 + i:08X}", holder=f"n-{i}") for i in range(1000)]
+            delta = delta_message(base=2, version=3, upsert=upsert, delete=[], **sign)
+            started = time.monotonic()
+            await publish(broker.port, [delta])
+            await wait_state(watcher, 3)
+            result.delta_s = time.monotonic() - started
+    finally:
+        daemon.stop()
+        await sim.stop()
+        broker.stop()
+    result.lookup_median_ms, result.lookup_p99_ms = lookups(config.parent / "data", cards_count)
+    return result
+
+
+def lookups(data_dir: Path, cards_count: int, n: int = 20_000) -> tuple[float, float]:
+    """``DoorAccess.decide`` on the store, half listed cards and half unknown: ms."""
+    store = AccessStore.open(data_dir)
+    access = DoorAccess(store, WallTime(SystemClock()), ZoneInfo("Asia/Shanghai"))
+    rng = random.Random(7)
+    times: list[float] = []
+    for k in range(n):
+        i = rng.randrange(1, cards_count)
+        card_id = f"{0x10000000 + i:08X}" if k % 2 else f"{0x30000000 + i:08X}"
+        t0 = time.perf_counter()
+        access.decide(card_id, DOOR, door_refuses_cards=False)
+        times.append((time.perf_counter() - t0) * 1000)
+    store.close()
+    return statistics.median(times), percentile(times, 99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cards", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    results = []
+    for run in range(1, args.runs + 1):
+        with temp_dir("bench-access-") as tmp:
+            r = asyncio.run(one_run(args.cards, Path(tmp)))
+        results.append(r)
+        print(
+            f"run {run}: snapshot {r.snapshot_s:.2f} s, RSS before {r.rss_before_mb:.1f} MB "
+            f"peak {r.rss_peak_mb:.1f} MB "
+            f"after {r.rss_after_mb:.1f} MB, card-to-pulse p99 idle {r.idle_p99_ms:.1f} ms "
+            f"during apply {r.apply_p99_ms:.1f} ms ({r.apply_swipes} swipes), "
+            f"delta {r.delta_s * 1000:.0f} ms, lookup median {r.lookup_median_ms:.3f} ms "
+            f"p99 {r.lookup_p99_ms:.3f} ms"
+        )
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    snap = med([r.snapshot_s for r in results])
+    rss = med([r.rss_peak_mb for r in results])
+    idle = med([r.idle_p99_ms for r in results])
+    during = med([r.apply_p99_ms for r in results])
+    delta = med([r.delta_s for r in results])
+    lookup = med([r.lookup_p99_ms for r in results])
+    print(f"median of {len(results)} run(s):")
+    print(f"  snapshot  {snap:.2f} s   target <= {TARGET_SNAPSHOT_S} s   ratio {snap / TARGET_SNAPSHOT_S:.2f}")
+    print(f"  RSS peak  {rss:.1f} MB  target <= {TARGET_RSS_MB} MB  ratio {rss / TARGET_RSS_MB:.2f}")
+    print(f"  card-to-pulse p99 during/idle {during:.1f}/{idle:.1f} ms  target ratio <= 2  ratio {during / idle:.2f}")
+    print(f"  delta     {delta * 1000:.0f} ms  target <= 1000 ms  ratio {delta / TARGET_DELTA_S:.2f}")
+    print(f"  lookup p99 {lookup:.3f} ms  target <= {TARGET_LOOKUP_P99_MS} ms  ratio {lookup / TARGET_LOOKUP_P99_MS:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
