@@ -181,6 +181,12 @@ def read_state(conn: sqlite3.Connection) -> AccessState:
     )
 
 
+_LOOKUP = (
+    "SELECT (SELECT value FROM meta WHERE key = 'version'),"
+    " (SELECT entry FROM cards WHERE card = ?)"
+)
+
+
 class AccessStore:
     """The list the doors decide with: an ``AccessList`` read from SQLite (module docstring).
 
@@ -236,10 +242,14 @@ class AccessStore:
         return entries[0] if entries else None
 
     def lookup_all(self, card_hex: str) -> tuple[CardEntry, ...]:
-        with self._read() as conn:
-            self._sync_meta()
-            row = conn.execute("SELECT entry FROM cards WHERE card = ?", (card_hex,)).fetchone()
-        return (entry_from_text(row[0]),) if row else ()
+        # One statement is one read snapshot: the version and the card agree.
+        version_text, text = self._conn.execute(_LOOKUP, (card_hex,)).fetchone()
+        if (int(version_text) if version_text is not None else 0) != self._profiles_version:
+            with self._read():  # a new version: its profiles, from one snapshot
+                self._sync_meta()
+                version_text, text = self._conn.execute(_LOOKUP, (card_hex,)).fetchone()
+        self._version = int(version_text) if version_text is not None else 0
+        return (entry_from_text(text),) if text is not None else ()
 
     def entries(self) -> Iterator[CardEntry]:
         """Every entry sorted by card, from one read snapshot (a second connection)."""

@@ -56,6 +56,8 @@ from gateway.runtime.clock import make_clock_sync
 from gateway.timefmt import rfc3339
 
 DEFAULT_TIMEOUT_S = 60.0
+PART_WINDOW = 8
+"""Snapshot parts published ahead of what the gateway's state says it has received."""
 CSV_COLUMNS = ("card", "holder", "doors", "from", "until", "profile")
 
 
@@ -201,13 +203,8 @@ async def access_push(
             password=password,
             tls_context=tls_context,
         ) as client:
-            await client.subscribe(f"{root}/access/state", qos=1)
-            for message in messages:
-                body = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-                await client.publish(f"{root}/access", body.encode("utf-8"), qos=1)
-            print(f"published {len(messages)} message(s) for version {version}", file=out)
             async with asyncio.timeout(timeout_s):
-                return await _await_state(client, version, out)
+                return await push_and_wait(client, root, messages, version, out)
     except TimeoutError:
         print(f"access-push: no state for version {version} within {timeout_s:g} s", file=err)
         return EXIT_TIMEOUT
@@ -216,7 +213,32 @@ async def access_push(
         return EXIT_MQTT
 
 
-async def _await_state(client: aiomqtt.Client, version: int, out: TextIO) -> int:
+async def push_and_wait(
+    client: aiomqtt.Client,
+    root: str,
+    messages: Sequence[Mapping[str, Any]],
+    version: int,
+    out: TextIO,
+    *,
+    window: int | None = PART_WINDOW,
+) -> int:
+    """Publish ``messages`` and wait for the gateway's state on ``version``; an exit code.
+
+    At most ``window`` parts are ahead of what the state says the gateway has
+    received (all at once with ``None``): the gateway's MQTT client buffers
+    whatever arrives, so pacing keeps its memory flat during a big snapshot.
+    """
+    await client.subscribe(f"{root}/access/state", qos=1)
+    sent = 0
+
+    async def send_until(limit: int) -> None:
+        nonlocal sent
+        while sent < min(limit, len(messages)):
+            body = json.dumps(messages[sent], separators=(",", ":"), ensure_ascii=False)
+            await client.publish(f"{root}/access", body.encode("utf-8"), qos=1)
+            sent += 1
+
+    await send_until(len(messages) if window is None else window)
     async for message in client.messages:
         if message.retain or not isinstance(message.payload, bytes | bytearray):
             continue  # the retained state is from before this push
@@ -234,6 +256,9 @@ async def _await_state(client: aiomqtt.Client, version: int, out: TextIO) -> int
         if state.get("version", 0) > version:
             print(f"ignored: the gateway holds version {state['version']}", file=out)
             return EXIT_NOT_DONE
+        pending = state.get("pending")
+        if window is not None and pending is not None and pending.get("version") == version:
+            await send_until(int(pending["received"]) + window)
     raise aiomqtt.MqttError("connection closed")
 
 
