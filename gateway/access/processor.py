@@ -46,8 +46,12 @@ from gateway.commands.verify import parse_json_object
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-QUEUE_MAX = 4
-"""Messages waiting; beyond it the uplink's receive loop waits (a part is up to 1 MiB)."""
+QUEUE_MAX = 2048
+"""Messages waiting (beyond a snapshot's 1,000 parts); more are dropped and logged.
+
+The uplink's receive loop never waits here: commands share it. Messages wait
+in memory either way (the MQTT client reads and acknowledges what arrives),
+which is why ``access-push`` paces a snapshot's parts on the gateway's state."""
 PART_STATE_INTERVAL_S = 1.0
 STALE_CHECK_INTERVAL_S = 60.0
 
@@ -93,12 +97,17 @@ class AccessProcessor:
         self._part_state_at = 0.0
         self._part_flush: asyncio.TimerHandle | None = None
         self.handled = 0
+        self.dropped = 0
 
     # -- what the uplink calls ---------------------------------------------------
 
     async def receive(self, payload: bytes) -> None:
-        """Queue one message from ``{root}/access`` (waits while the queue is full)."""
-        await self._queue.put(payload)
+        """Queue one message from ``{root}/access``; never waits."""
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            _LOGGER.error("access queue full, message dropped: dropped=%d", self.dropped)
 
     def state_json(self) -> str:
         """The retained state message, as of now."""

@@ -65,7 +65,7 @@ class AccessHandler(Protocol):
     state_changed: asyncio.Event
 
     async def receive(self, payload: bytes) -> None:
-        """Take one message from the access topic (may wait while its queue is full)."""
+        """Take one message from the access topic; never waits (commands share the loop)."""
         ...
 
     def state_json(self) -> str:

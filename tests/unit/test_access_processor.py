@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.access_rules import WallTime
 from drivers.base import Reading, ReadingType
 from gateway.access.build import card, snapshot_messages
-from gateway.access.processor import PART_STATE_INTERVAL_S, AccessProcessor, AccessSettings
+from gateway.access.processor import (
+    PART_STATE_INTERVAL_S,
+    QUEUE_MAX,
+    AccessProcessor,
+    AccessSettings,
+)
 from gateway.access.store import DB_FILENAME, AccessStore, AccessWriter
 from gateway.cli.operator_tools import public_key_b64
 from tests.fakes import FakeClock
@@ -120,3 +125,10 @@ async def test_refused_and_ignored_messages_change_only_the_state(rig: Rig) -> N
     assert state["last_error"]["reason"] == "bad_schema"
     assert len(rig.sink.readings) == 1
     assert rig.trusted == [1_795_000_000.0 - 30] * 2, "only verified messages are trusted"
+
+
+async def test_receive_never_waits_and_drops_beyond_the_queue(rig: Rig) -> None:
+    async with asyncio.timeout(5):
+        for _ in range(QUEUE_MAX + 2):
+            await rig.processor.receive(b"{}")
+    assert rig.processor.dropped == 2
