@@ -87,12 +87,12 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_json_object(payload: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    """Decode a command payload into a JSON object and its canonical form (``canonical_bytes``).
+def decode_json_object(payload: bytes, *, max_bytes: int) -> dict[str, Any]:
+    """Decode a payload into a JSON object, refusing what signers and we could read apart.
 
     Raises:
         CommandRejected: ``bad_json``, for every way the payload is not a JSON
-            object we can read and re-encode.
+            object we can read.
     """
     if len(payload) > max_bytes:
         raise CommandRejected(
@@ -110,6 +110,17 @@ def parse_json_object(payload: bytes, *, max_bytes: int) -> tuple[dict[str, Any]
         raise CommandRejected(RejectReason.BAD_JSON, "not JSON") from exc
     if not isinstance(obj, dict):
         raise CommandRejected(RejectReason.BAD_JSON, "not a JSON object")
+    return obj
+
+
+def parse_json_object(payload: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """Decode a command payload into a JSON object and its canonical form (``canonical_bytes``).
+
+    Raises:
+        CommandRejected: ``bad_json``, for every way the payload is not a JSON
+            object we can read and re-encode.
+    """
+    obj = decode_json_object(payload, max_bytes=max_bytes)
     try:
         signed = canonical_bytes(obj)
     except RecursionError as exc:

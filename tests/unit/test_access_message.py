@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +19,12 @@ from gateway.access.message import (
     AccessErrorReason,
     AccessRefused,
     AccessSnapshotPart,
+    check_utf8,
     parse_entry,
     parse_message,
+    signed_bytes,
 )
+from gateway.commands.model import canonical_bytes
 
 KEY = Ed25519PrivateKey.generate()
 DAY = {
@@ -207,3 +211,30 @@ def test_entry_text_is_the_canonical_json(
     assert parse_entry(value, "e", 1).text == expected
     entry = parse_entry(value, "e", 1).entry
     assert (entry.card, entry.holder, entry.profile) == (card_id, holder, profile)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        a_delta(),
+        a_delta(upsert=[], delete=[], delete_profiles=["night"]),
+        a_part(),
+        a_part(cards=[]),
+        a_delta(upsert=[card("0A", holder='r-"\\u00e9\u4e2d\U0001f600</script>')]),
+        a_delta(profiles={'we"ird \u4e2d': DAY}),
+    ],
+    ids=["delta", "empty delta", "part", "empty part", "odd holder", "odd profile name"],
+)
+def test_signed_bytes_equal_the_canonical_form(message: dict[str, Any]) -> None:
+    parsed = parse_message(message)
+    assert signed_bytes(message, parsed) == canonical_bytes(message)
+
+
+def test_a_lone_surrogate_is_bad_json() -> None:
+    body = json.dumps(a_delta(upsert=[card("0A", holder="x")])).replace('"x"', '"\\ud800"')
+    obj = json.loads(body)
+    with pytest.raises(AccessRefused) as info:
+        check_utf8(body.encode(), obj)
+    assert info.value.reason is AccessErrorReason.BAD_JSON
+    paired = body.replace("\\ud800", "\\ud83d\\ude00")
+    check_utf8(paired.encode(), json.loads(paired))  # a pair is one character: fine
