@@ -204,7 +204,7 @@ async def access_push(
             tls_context=tls_context,
         ) as client:
             async with asyncio.timeout(timeout_s):
-                return await push_and_wait(client, root, messages, version, out)
+                return await push_and_wait(client, root, encode_all(messages), version, out)
     except TimeoutError:
         print(f"access-push: no state for version {version} within {timeout_s:g} s", file=err)
         return EXIT_TIMEOUT
@@ -213,16 +213,23 @@ async def access_push(
         return EXIT_MQTT
 
 
+def encode_all(messages: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """Messages as published: compact JSON, UTF-8."""
+    return [
+        json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode("utf-8") for m in messages
+    ]
+
+
 async def push_and_wait(
     client: aiomqtt.Client,
     root: str,
-    messages: Sequence[Mapping[str, Any]],
+    bodies: Sequence[bytes],
     version: int,
     out: TextIO,
     *,
     window: int | None = PART_WINDOW,
 ) -> int:
-    """Publish ``messages`` and wait for the gateway's state on ``version``; an exit code.
+    """Publish ``bodies`` (encoded messages) and wait for the state on ``version``; an exit code.
 
     At most ``window`` parts are ahead of what the state says the gateway has
     received (all at once with ``None``): the gateway's MQTT client buffers
@@ -233,12 +240,11 @@ async def push_and_wait(
 
     async def send_until(limit: int) -> None:
         nonlocal sent
-        while sent < min(limit, len(messages)):
-            body = json.dumps(messages[sent], separators=(",", ":"), ensure_ascii=False)
-            await client.publish(f"{root}/access", body.encode("utf-8"), qos=1)
+        while sent < min(limit, len(bodies)):
+            await client.publish(f"{root}/access", bodies[sent], qos=1)
             sent += 1
 
-    await send_until(len(messages) if window is None else window)
+    await send_until(len(bodies) if window is None else window)
     async for message in client.messages:
         if message.retain or not isinstance(message.payload, bytes | bytearray):
             continue  # the retained state is from before this push
