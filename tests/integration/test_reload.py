@@ -131,3 +131,31 @@ async def test_an_invalid_file_is_refused_and_the_old_config_stays(tmp_path: Pat
     assert "devices[0].poll_intervl_ms: unknown key (typo?)" in refused
     assert "devices[1].transport: Field required" in refused
     assert "device stopped" not in log and "device started" not in log
+
+
+async def test_a_change_of_access_source_needs_a_restart(tmp_path: Path) -> None:
+    """Switching file -> platform on SIGHUP is refused: the doors keep the card file."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.cli.operator_tools import public_key_b64
+
+    door = devices_by_id()["door-east-1"]
+    config = write_config(
+        tmp_path / "gw" / "config.yaml", brokers=["mqtt://127.0.0.1:9"], devices=[door]
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        await daemon.wait_for_log("gateway running")
+        raw = yaml.safe_load(config.read_text())
+        rewrite(
+            config,
+            gateway={**raw["gateway"], "timezone": "Asia/Shanghai"},
+            commands={"public_keys": {"k": public_key_b64(Ed25519PrivateKey.generate())}},
+            access={"source": "platform", "key_ids": ["k"]},
+        )
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_for_log("access.source changed; needs a restart, not applied")
+        assert not (config.parent / "data" / "access.sqlite3").exists()
+    finally:
+        daemon.stop()

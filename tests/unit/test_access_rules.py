@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from drivers.access_file import FileAccessList
 from drivers.access_rules import (
     CardEntry,
     Decision,
     DecisionReason,
+    DoorAccess,
     Profile,
+    WallTime,
     decide,
     normalise_card,
     parse_hhmm,
 )
+from tests.fakes import FakeClock
 
 R = DecisionReason
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -175,3 +180,26 @@ def test_parse_hhmm() -> None:
     for bad in ("24:01", "6:00", "25:00", "12:60", "12:00:00"):
         with pytest.raises(ValueError, match=r"HH:MM|past"):
             parse_hhmm(bad)
+
+
+def test_the_card_file_as_an_access_list(tmp_path: Path) -> None:
+    cards = tmp_path / "access.cards"
+    cards.write_text(
+        "0B0B\n"
+        "04A1B2C3 doors=door-west-1,door-east-1\n"
+        "04A1B2C3 doors=door-north-1 until=2020-01-01\n",
+        encoding="utf-8",
+    )
+    access = FileAccessList(cards, tz=SHANGHAI)
+    access.refresh()
+    assert access.version is None and access.profiles() == {}
+    both = access.lookup_all("04A1B2C3")
+    assert [e.doors for e in both] == [("door-east-1", "door-west-1"), ("door-north-1",)]
+    assert access.lookup("04A1B2C3") == both[0] and access.lookup("0C0C") is None
+    assert [e.card for e in access.entries()] == ["04A1B2C3", "04A1B2C3", "0B0B"]
+    door = DoorAccess(access, WallTime(FakeClock(wall=MONDAY_NOON)), SHANGHAI)
+    assert door.decide("0004a1b2c3", "door-east-1", door_refuses_cards=False) == Decision(
+        True, R.LISTED, None
+    )
+    assert door.decide("04A1B2C3", "door-north-1", door_refuses_cards=False).reason is R.EXPIRED
+    assert door.decide("ZZ", "door-east-1", door_refuses_cards=False).reason is R.NOT_LISTED
