@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from gateway.access.message import MAX_ENTRIES
 from gateway.commands.model import canonical_bytes
 from gateway.timefmt import rfc3339
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def sign(message: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:

@@ -10,6 +10,10 @@ after it, a snapshot's names once complete) is the store's to check.
 
 Entries keep their canonical JSON (``WireEntry.text``): the digest is
 computed over the entries as held, exactly as the platform sent them.
+
+Longer than 400 lines because the contract's shapes (envelope, delta,
+snapshot part, card entry, profile) and the signed form built from them are
+checked in one place, against one list of keys each.
 """
 
 from __future__ import annotations

@@ -25,10 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drivers.access_rules import TrustedTime
 from drivers.base import Clock, Priority, ReadingSink, ReadingType, make_reading
@@ -46,6 +43,9 @@ from gateway.access.state import state_message, status_summary
 from gateway.access.store import AccessState, AccessWriter, Change, PartOutcome
 from gateway.commands.model import CommandRejected
 from gateway.commands.verify import decode_json_object
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -90,10 +90,7 @@ class AccessProcessor:
         self._clock = clock
         self._trusted = trusted
         self._observe_trusted = observe_trusted
-        self._keys = {
-            key_id: Ed25519PublicKey.from_public_bytes(raw)
-            for key_id, raw in settings.public_keys.items()
-        }
+        self._keys = _public_keys(settings.public_keys)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_MAX)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-writer")
         self._state: AccessState = writer.state()
@@ -226,6 +223,8 @@ class AccessProcessor:
             raise AccessRefused(
                 AccessErrorReason.UNKNOWN_KEY, "key_id not configured", version=version
             )
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - loaded with a key
+
         try:
             key.verify(envelope.sig, signed)
         except InvalidSignature:
@@ -303,3 +302,14 @@ class AccessProcessor:
             self._part_flush = None
         self._part_state_at = time.monotonic()
         self.state_changed.set()
+
+
+def _public_keys(raw_keys: Mapping[str, bytes]) -> dict[str, Ed25519PublicKey]:
+    """The keys; ``cryptography`` (about 7 MB resident) loads only if there are any."""
+    if not raw_keys:
+        return {}
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
+
+    return {key_id: Ed25519PublicKey.from_public_bytes(raw) for key_id, raw in raw_keys.items()}

@@ -21,6 +21,10 @@ with the number of cards.
 
 Commits are ``synchronous=FULL``: a change is on disk before the state that
 announces it is published.
+
+Longer than 400 lines because the reader, the writer and the SQL they share
+(schema, staging, apply, digest) must agree on one schema; split, each half
+would restate it.
 """
 
 from __future__ import annotations

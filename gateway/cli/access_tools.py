@@ -19,6 +19,9 @@ within the timeout, 4 MQTT error.
 ``access-show`` reads the list the gateway holds (``access.sqlite3``, or the
 card file) and prints its version, digest and counts; with ``--card`` it
 prints what each door of the config would decide for that card now, and why.
+
+Longer than 400 lines because both tools, their file formats and their
+argparse registration live together, as ``operator_tools`` does for commands.
 """
 
 from __future__ import annotations
