@@ -48,6 +48,7 @@ from gateway.access.message import (
     entry_from_text,
     parse_profile,
 )
+from gateway.storage.sqlite import Schema, open_database, statements
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,27 +129,27 @@ class _PartsMismatchError(AccessRefused):
     """Parts of one version disagree on ``parts``: the gathering goes."""
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating) the access database.
+SCHEMA = Schema(
+    name="access", version=SCHEMA_VERSION, migrations=tuple(statements(*m) for m in _MIGRATIONS)
+)
 
-    Opened simply here: the shared open/check/migrate helper of issue 8 had
-    not landed when this was written.
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating, checking and migrating) the access database, for any one thread.
+
+    Through the shared helper (``gateway.storage.sqlite``): an unusable file is
+    moved aside, and the gateway starts with no list (every card denied until
+    the next snapshot) rather than with a list it cannot vouch for. Commits
+    are then made ``synchronous=FULL``: changes here are rare and announced.
     """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise sqlite3.DatabaseError(f"{path}: schema v{version} is newer than this code")
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _MIGRATIONS[target - 1]:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {target:d}")
-        conn.execute("COMMIT")
-    return conn
+    opened = open_database(path, SCHEMA, check_same_thread=False)
+    if opened.moved_aside is not None:
+        _LOGGER.error(
+            "access database unusable, moved aside; no list until the next snapshot: moved_to=%s",
+            opened.moved_aside,
+        )
+    opened.conn.execute("PRAGMA synchronous=FULL")
+    return opened.conn
 
 
 def _profile_from_text(text: str) -> Profile:

@@ -285,6 +285,8 @@ def access_show(config_path: Path, card: str | None, *, out: TextIO | None = Non
         return EXIT_USAGE
     config = loaded.config
     sync = make_clock_sync(config.clock.source)
+    # The tool has no trusted-time anchor of its own: the wall clock, synced as the kernel says.
+    time_now = WallTime(SystemClock(), sync)
     store: AccessStore | None = None
     if config.access.source == "platform":
         path = loaded.data_dir / DB_FILENAME
@@ -295,7 +297,7 @@ def access_show(config_path: Path, card: str | None, *, out: TextIO | None = Non
         state = store.state()
         tz = config.gateway.tz
         assert tz is not None
-        access = DoorAccess(store, WallTime(SystemClock(), sync), tz)
+        access = DoorAccess(store, time_now, tz)
         lines = [
             "source   platform",
             f"version  {state.version}",
@@ -318,7 +320,7 @@ def access_show(config_path: Path, card: str | None, *, out: TextIO | None = Non
             ),
         ]
     else:
-        access = file_door_access(loaded, SystemClock(), sync)
+        access = file_door_access(loaded, time_now)
         access.refresh()
         cards = sum(1 for _ in access.access.entries())
         lines = ["source   file", f"cards    {cards} line(s)"]

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.access_rules import DoorAccess, WallTime
+from drivers.access_rules import DoorAccess
 from drivers.base import Clock, DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
@@ -175,7 +175,6 @@ class Gateway:
         self.uplink: Uplink | None = None
         self.access_store: AccessStore | None = None
         self.access_processor: AccessProcessor | None = None
-        self._trusted_time = WallTime(self.clock, self.clock_sync)
         if cfg.access.source == "platform":
             self.access_store = AccessStore.open(loaded.data_dir)
         self._access = self._access_list(self.config)
@@ -226,7 +225,7 @@ class Gateway:
         if self.access_store is not None:
             tz = config.gateway.tz
             assert tz is not None  # the config requires a zone with the platform's list
-            return DoorAccess(self.access_store, self._trusted_time, tz)
+            return DoorAccess(self.access_store, self.trusted, tz)
         return file_door_access(
             LoadedConfig(config, self.loaded.base_dir, self.loaded.source), self.trusted
         )
@@ -283,7 +282,8 @@ class Gateway:
                 writer=AccessWriter(self.loaded.data_dir / ACCESS_DB),
                 readings=self.outbox,
                 clock=self.clock,
-                trusted=self._trusted_time,
+                trusted=self.trusted,
+                observe_trusted=self.trusted.observe_trusted,
             )
         mqtt = self.config.mqtt
         password = mqtt.password(self.loaded.base_dir)

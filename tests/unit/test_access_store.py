@@ -352,3 +352,12 @@ def test_store_matches_a_dictionary_model(ops: list[tuple[Any, ...]]) -> None:
             assert [e.card for e in store.entries()] == sorted(model)
         store.close()
         writer.close()
+
+
+def test_an_unusable_database_is_moved_aside_and_the_list_starts_empty(tmp_path: Path) -> None:
+    (tmp_path / DB_FILENAME).write_bytes(b"not a database at all" * 100)
+    store = AccessStore.open(tmp_path)
+    assert store.lookup("0A") is None and store.version == 0
+    assert store.state().digest == EMPTY_DIGEST
+    assert [p.name for p in tmp_path.glob(f"{DB_FILENAME}.corrupt-*")]
+    store.close()
