@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.base import Clock, Priority, Reading, ReadingType
+from gateway.outbox import deadletter
 from gateway.outbox.walsync import sync_wal
 from gateway.runtime.clock import ClockSync
 from gateway.timefmt import TimestampFormatter, rfc3339_ms
@@ -53,7 +54,7 @@ from gateway.timefmt import TimestampFormatter, rfc3339_ms
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "outbox.sqlite3"
 PAGE_SIZE = 1024
 # Deletes after PUBACK wait for the sync interval (or this many rows): a lost
@@ -106,6 +107,7 @@ class OutboxStats:
     committed: int = 0
     fetched_bytes: int = 0  # encoded size of the readings handed to the uplink
     dropped: int = 0
+    dead_letter: int = 0  # messages set aside (kept in the dead-letter table)
     syncs: int = 0
     last_ack_at: float | None = None
     # Committed readings by (device, type), and each device's latest reading
@@ -139,7 +141,7 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
 
 
 # Index i migrates from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, deadletter.create_table]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -211,6 +213,7 @@ _EXPECTED_COLUMNS = {
     "alarm": ["seq", "ts", "device", "type", "data", "mono", "boot"],
     "routine": ["seq", "ts", "device", "type", "data", "sheddable", "mono", "boot"],
     "result": ["id", "topic", "correlation", "body"],
+    deadletter.TABLE: deadletter.COLUMNS,
 }
 
 
@@ -310,6 +313,7 @@ class Outbox:
             self.stats.last_ack_at = float(meta["last_ack_at"])
         for lane in Lane:
             self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
+        self.stats.dead_letter = deadletter.count(db)
         self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
 
     async def close(self) -> None:
@@ -346,14 +350,53 @@ class Outbox:
         *,
         response_topic: str | None,
         correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
-        """Queue a command result for the results topic (and the MQTT 5 response topic)."""
+        """Queue a command result for the results topic (and the MQTT 5 response topic).
+
+        ``urgent=False`` (the result of a message that never verified) rides the
+        next group commit and sync instead of forcing one of its own.
+        """
         body = result_json.decode("utf-8")
         self._pending_results.append((None, None, body))
         if response_topic:
             self._pending_results.append((response_topic, correlation_data, body))
-        self._urgent.set()
+        if urgent:
+            self._urgent.set()
         self._wake.set()
+
+    async def set_aside(self, batch: Batch, reason: str) -> None:
+        """Move a batch the broker refused (or that cannot be sent) to the dead-letter table."""
+        await self._call(self._set_aside_sync, batch, reason)
+
+    def _set_aside_sync(self, batch: Batch, reason: str) -> None:
+        db = self._conn()
+        joined = ",".join(batch.bodies)
+        body = batch.bodies[0] if batch.lane is Lane.RESULT else f"[{joined}]"
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            removed = deadletter.set_aside(
+                db,
+                lane=batch.lane.value,
+                key="id" if batch.lane is Lane.RESULT else "seq",
+                first=batch.first,
+                last=batch.last,
+                topic=batch.topic,
+                correlation=batch.correlation,
+                body=body,
+                rows=batch.count,
+                reason=reason,
+                at=self._clock.wall(),
+            )
+            if batch.lane is not Lane.RESULT:
+                self._persist_last_seq(db)  # rows left: keep the highest seq given out
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.stats.backlog[batch.lane] -= removed
+        self.stats.dead_letter += 1
+        self._mark_unsynced()
 
     def ack(self, batch: Batch) -> None:
         """The broker PUBACKed ``batch``: delete its rows with a coming commit."""

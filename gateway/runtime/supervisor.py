@@ -18,7 +18,6 @@ invalid file is refused and the running config stays in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import tempfile
@@ -34,6 +33,7 @@ from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
 from gateway.commands.processor import CommandProcessor
+from gateway.commands.queue import CommandQueue
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
@@ -58,46 +58,6 @@ SHUTDOWN_BUDGET_S = STOP_DRIVERS_S + FLUSH_OUTBOX_S + GOODBYE_S + CLOSE_S
 RESTART_INITIAL_S = 1.0
 RESTART_CAP_S = 60.0
 STABLE_RUN_S = 60.0  # a run this long resets the restart backoff
-COMMAND_QUEUE_MAX = 1000
-
-
-class CommandQueue:
-    """Takes commands from the uplink without blocking it; one worker executes them."""
-
-    def __init__(self, processor: CommandProcessor) -> None:
-        self._processor = processor
-        self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None, float]] = asyncio.Queue(
-            COMMAND_QUEUE_MAX
-        )
-        self.overflowed = 0
-
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        received_mono: float,
-    ) -> None:
-        try:
-            self._queue.put_nowait((payload, response_topic, correlation_data, received_mono))
-        except asyncio.QueueFull:
-            # A flood of commands: the platform sees no result for these and retries.
-            self.overflowed += 1
-            _LOGGER.error("command queue full, command dropped: overflowed=%d", self.overflowed)
-
-    async def run(self) -> None:
-        while True:
-            payload, response_topic, correlation, received = await self._queue.get()
-            try:
-                await self._processor.handle(
-                    payload,
-                    response_topic=response_topic,
-                    correlation_data=correlation,
-                    received_mono=received,
-                )
-            except Exception:  # one bad command must not stop the next
-                _LOGGER.exception("command handling failed")
 
 
 async def supervise(
@@ -105,13 +65,19 @@ async def supervise(
     run: Callable[[], Awaitable[None]],
     *,
     on_failure: Callable[[BaseException], None],
+    finished: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run ``run`` forever: log, report and restart it with backoff when it fails."""
+    """Run ``run`` forever: log, report and restart it with backoff when it fails.
+
+    ``run`` returning is a failure too, unless ``finished()`` says it was asked to stop.
+    """
     backoff = Backoff(initial_s=RESTART_INITIAL_S, cap_s=RESTART_CAP_S)
     while True:
         started = time.monotonic()
         try:
             await run()
+            if finished():
+                return
             _LOGGER.warning("task ended unexpectedly, restarting: task=%s", name)
             on_failure(RuntimeError("task ended"))
         except Exception as exc:
@@ -226,6 +192,7 @@ class Gateway:
             readings=self.outbox,
             results=self.outbox,
             clock=self.clock,
+            response_prefix=self.config.response_prefix,
         )
         for result in processor.report_unfinished():
             _LOGGER.warning(
@@ -251,6 +218,10 @@ class Gateway:
                 self.loaded.path(tls.cert) if tls.cert else None,
                 self.loaded.path(tls.key) if tls.key else None,
             ),
+            # A command may be at most max_payload_bytes; the rest is MQTT framing.
+            max_inbound_bytes=self.config.commands.max_payload_bytes + 1024,
+            clock_synced=self.clock_sync.is_synced,
+            clock=self.clock,
         )
 
     # --------------------------------------------------------------- status
@@ -259,12 +230,12 @@ class Gateway:
         states: dict[str, dict[str, Any]] = {}
         for device_id, driver in self.drivers.items():
             health = driver.health
-            entry: dict[str, Any] = {
+            # CONTRACT 1.1: last_seen always present, null when never heard.
+            last_seen = health.last_seen_wall
+            states[device_id] = {
                 "state": (health.state or DeviceState.OFFLINE).value,
+                "last_seen": None if last_seen is None else rfc3339(last_seen),
             }
-            if health.last_seen_wall is not None:
-                entry["last_seen"] = rfc3339(health.last_seen_wall)
-            states[device_id] = entry
         return states
 
     def status_line(self) -> str:
@@ -399,41 +370,48 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in stages."""
-        await self._assemble()
-        assert self.uplink is not None and self.commands is not None
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            core = [
-                group.create_task(self.outbox.run(), name="outbox"),
-                group.create_task(self.uplink.run(), name="uplink"),
-            ]
-            if self.config.metrics.enabled:
-                core.append(group.create_task(self._metrics_server().run(), name="metrics"))
-            commands = group.create_task(self.commands.run(), name="commands")
-            for device_id, driver in self.drivers.items():
-                self._start_device_task(device_id, driver)
-            reloader = group.create_task(self._reload_loop(), name="reload")
-            watchdog = group.create_task(sdnotify.watchdog_loop(self.status_line), name="watchdog")
-            sdnotify.ready()
-            _LOGGER.info(
-                "gateway running: site=%s gateway=%s devices=%d epoch=%s",
-                self.config.gateway.site,
-                self.config.gateway.id,
-                len(self.drivers),
-                self.outbox.stats.epoch,
-            )
-            await stop.wait()
-            sdnotify.stopping()
-            _LOGGER.info("shutting down")
-            await _stage(
-                "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, commands)
-            )
-            await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
-            await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
-            await _stage(
-                "close", CLOSE_S, _cancel_all([*core, *self._bus_tasks.values(), watchdog])
-            )
-        await self._close()
+        try:
+            await self._assemble()
+            assert self.uplink is not None and self.commands is not None
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                core = [
+                    group.create_task(self.outbox.run(), name="outbox"),
+                    group.create_task(self._supervised_uplink(), name="uplink"),
+                ]
+                if self.config.metrics.enabled:
+                    core.append(group.create_task(self._metrics_server().run(), name="metrics"))
+                commands = group.create_task(self.commands.run(), name="commands")
+                for device_id, driver in self.drivers.items():
+                    self._start_device_task(device_id, driver)
+                reloader = group.create_task(self._reload_loop(), name="reload")
+                watchdog = group.create_task(
+                    sdnotify.watchdog_loop(self.status_line), name="watchdog"
+                )
+                sdnotify.ready()
+                _LOGGER.info(
+                    "gateway running: site=%s gateway=%s devices=%d epoch=%s",
+                    self.config.gateway.site,
+                    self.config.gateway.id,
+                    len(self.drivers),
+                    self.outbox.stats.epoch,
+                )
+                await stop.wait()
+                sdnotify.stopping()
+                _LOGGER.info("shutting down")
+                await _stage(
+                    "stop drivers and commands",
+                    STOP_DRIVERS_S,
+                    self._stop_workers(reloader, commands),
+                )
+                await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
+                await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
+                await _stage(
+                    "close", CLOSE_S, _cancel_all([*core, *self._bus_tasks.values(), watchdog])
+                )
+        finally:
+            # Also when assembly or a task failed: files, simulators and ptys are released.
+            await self._close()
 
     async def _stop_workers(
         self, reloader: asyncio.Task[None], commands: asyncio.Task[None]
@@ -442,14 +420,26 @@ class Gateway:
         await _cancel_all([reloader])
         await _cancel_all([commands, *self._device_tasks.values()])
 
+    async def _supervised_uplink(self) -> None:
+        """The uplink under ``supervise``: a bug in it is logged, reported and restarted."""
+        uplink = self.uplink
+        assert uplink is not None
+
+        def failed(exc: BaseException) -> None:
+            uplink.stats.last_error = f"uplink failed: {exc!r}"[:200]
+
+        await supervise("uplink", uplink.run, on_failure=failed, finished=lambda: uplink.stopping)
+
     async def _goodbye(self, uplink_task: asyncio.Task[None]) -> None:
         assert self.uplink is not None
         await self.uplink.shutdown()
         await asyncio.wait({uplink_task})
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.outbox.close(), CLOSE_S)
+        except Exception:  # the rest must still close
+            _LOGGER.exception("outbox did not close cleanly")
         if self.store is not None:
             self.store.close()
         for device_id in list(self.simulators):

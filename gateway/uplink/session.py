@@ -11,6 +11,15 @@ backoff, going through ``mqtt.brokers`` in order, always starting again from
 the first ("failing over to the next and back"); while connected to a fallback
 broker it retries the first every ``failback_s``. TLS fails closed: an
 ``mqtts://`` broker is only ever reached over verified TLS.
+
+A message the broker refuses (a PUBACK reason code >= 0x80) or that cannot be
+published at all (paho refuses the topic) never stops the drain: a batch too
+large for the broker (CONNACK Maximum Packet Size, or refused as too large) is
+split in halves, and a single message still refused is set aside in the
+outbox's dead-letter table, counted, logged once per topic and reason, and
+shown in the status. Inbound payloads over ``max_inbound_bytes`` are refused
+by the broker (MQTT 5 Maximum Packet Size in CONNECT) and, should one arrive
+anyway (MQTT 3.1.1), dropped before they are queued.
 """
 
 from __future__ import annotations
@@ -20,44 +29,46 @@ import bisect
 import contextlib
 import json
 import logging
-import socket
-import ssl
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from drivers.base import Clock, SystemClock
 from drivers.transports.backoff import Backoff
-from gateway.config import BrokerUrl, MqttConfig
+from gateway.commands.inbound import InboundCommand
+from gateway.config import MqttConfig
 from gateway.outbox.store import Batch, Lane, Outbox
 from gateway.timefmt import rfc3339
+from gateway.uplink.broker import BrokerUrl, make_tls_context
+from gateway.uplink.mqtt_adapter import (
+    PUBACK_FAILURE,
+    SIZE_REFUSALS,
+    PahoAdapter,
+    PublishImpossibleError,
+    connect_properties,
+    publish_packet_size,
+    publish_properties,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 GATEWAY_VERSION = "0.1.0"
-PUBACK_FAILURE = 0x80  # MQTT 5: reason codes >= 0x80 are failures
+# A split batch is re-fetched by count; no byte bound beyond the broker's.
+_NO_BYTE_BOUND = 1 << 62
 
 
 class CommandHandler(Protocol):
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        received_mono: float,
-    ) -> None:
+    def submit(self, inbound: InboundCommand) -> None:
         """Take one message from the commands topic; never blocks."""
         ...
 
 
 class PublishRefusedError(aiomqtt.MqttError):
-    """The broker answered a publish with a failure reason code."""
+    """The broker answered a publish with a failure reason code (status, goodbye)."""
 
 
 # Publish-to-PUBACK latency buckets, seconds: a loopback broker answers in a
@@ -90,6 +101,10 @@ class UplinkStats:
     readings_sent: int = 0
     last_puback_latency_s: float | None = None
     commands_received: int = 0
+    inbound_oversize: int = 0  # payloads dropped unread for their size
+    inbound_failures: int = 0  # messages whose handling raised (a bug; logged)
+    set_aside: int = 0  # messages moved to the dead-letter table this run
+    splits: int = 0  # batches halved because the broker found them too large
     last_error: str | None = None
     puback_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
@@ -107,31 +122,6 @@ class Topics:
         self.results = f"{root}/commands/results"
 
 
-def set_nodelay(client: aiomqtt.Client) -> None:
-    """Send small MQTT packets at once instead of waiting out Nagle's algorithm."""
-    sock = client._client.socket()
-    if not isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:  # not TCP (a unix socket): nothing to do
-        _LOGGER.debug("TCP_NODELAY not set: %s", exc)
-
-
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho is untyped here
-
-
-def make_tls_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context: certificate chain and host name always checked."""
-    context = ssl.create_default_context(cafile=str(ca) if ca else None)
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    if cert is not None and key is not None:
-        context.load_cert_chain(str(cert), str(key))
-    return context
-
-
 class Uplink:
     def __init__(
         self,
@@ -146,6 +136,9 @@ class Uplink:
         device_states: Callable[[], Mapping[str, Mapping[str, Any]]],
         password: str | None = None,
         tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+        max_inbound_bytes: int = 8192 + 1024,
+        clock_synced: Callable[[], bool] = lambda: True,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._site = site
@@ -156,11 +149,17 @@ class Uplink:
         self._device_states = device_states
         self._password = password
         self._tls_files = tls_files
+        self._max_inbound_bytes = max_inbound_bytes
+        self._clock_synced = clock_synced
+        self._clock = clock or SystemClock()
         self.topics = Topics(topic_root)
-        self.started_at = rfc3339(time.time())
+        self.started_at = rfc3339(self._clock.wall())
         self.stats = UplinkStats()
+        self.subscribed = asyncio.Event()
+        """Set while subscribed to the commands topic (tests wait on it)."""
         self._stop = asyncio.Event()
-        self._acks: dict[int, asyncio.Future[int]] = {}
+        self._adapter: PahoAdapter | None = None
+        self._logged_refusals: set[tuple[str, str]] = set()
         self._batch_prefix = (
             f'{{"v":1,"site":{json.dumps(site)},"gateway":{json.dumps(gateway_id)},"epoch":"'
         )
@@ -192,6 +191,11 @@ class Uplink:
         """Ask the session to publish the offline status and disconnect cleanly."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether ``shutdown`` was asked for (``run`` returning then is no failure)."""
+        return self._stop.is_set()
+
     # -------------------------------------------------------------- session
 
     def _client(self, broker: BrokerUrl) -> aiomqtt.Client:
@@ -200,8 +204,11 @@ class Uplink:
         will_payload = self._status_payload("offline", reason="connection_lost", extra=None)
         kwargs: dict[str, Any] = {}
         if v5:
-            props = _properties(PacketTypes.CONNECT)
+            props = connect_properties()
             props.SessionExpiryInterval = cfg.session_expiry_s
+            # The broker then never sends us a larger packet: an oversize
+            # command is dropped there, not read, copied and queued here.
+            props.MaximumPacketSize = self._max_inbound_bytes
             kwargs["properties"] = props
             kwargs["clean_start"] = False
         else:
@@ -226,12 +233,16 @@ class Uplink:
     async def _session(self, broker: BrokerUrl, *, fallback: bool) -> bool:
         """One connection's life. Returns True when it connected at all."""
         client = self._client(broker)
+        self._adapter = adapter = PahoAdapter(
+            client, max_inbound_bytes=self._max_inbound_bytes, on_oversize=self._on_oversize
+        )
         connected = False
         try:
             async with client:
                 connected = True
-                self._on_connected(client, broker)
+                self._on_connected(adapter, broker)
                 await client.subscribe(self.topics.commands, qos=1)
+                self.subscribed.set()
                 await self._publish_status(client, "online")
                 try:
                     async with asyncio.TaskGroup() as group:
@@ -255,33 +266,32 @@ class Uplink:
             _LOGGER.info("mqtt first broker reachable again; failing back from broker=%s", broker)
         finally:
             self.stats.connected = False
-            self._fail_pending_acks()
+            self.subscribed.clear()
+            adapter.fail_pending()
         return connected
 
-    def _on_connected(self, client: aiomqtt.Client, broker: BrokerUrl) -> None:
+    def _on_connected(self, adapter: PahoAdapter, broker: BrokerUrl) -> None:
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         self.stats.connected = True
         self.stats.broker = str(broker)
-        _LOGGER.info("mqtt connected: broker=%s client_id=%s", broker, self._client_id)
-        # paho never sets TCP_NODELAY: a small result published right after our
-        # PUBACK of the command would wait for the broker's delayed ACK (~40 ms).
-        set_nodelay(client)
-        # aiomqtt 2.5.1 ignores the PUBACK reason code; a broker refusing a
-        # publish (MQTT 5, e.g. not authorised) must not make us delete readings.
-        paho = client._client
-        original = paho.on_publish
+        _LOGGER.info(
+            "mqtt connected: broker=%s client_id=%s broker_max_packet=%s",
+            broker,
+            self._client_id,
+            adapter.broker_max_packet,
+        )
+        adapter.set_nodelay()
 
-        def on_publish(c: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-            future = self._acks.pop(mid, None)
-            if future is not None and not future.done():
-                code = int(getattr(reason, "value", 0) or 0)
-                future.set_result(code)
-            if original is not None:
-                cast(Any, original)(c, userdata, mid, reason, props)
-
-        paho.on_publish = on_publish
+    def _on_oversize(self, topic: str, size: int) -> None:
+        self.stats.inbound_oversize += 1
+        _LOGGER.warning(
+            "inbound message dropped unread: topic=%s bytes=%d max=%d",
+            topic,
+            size,
+            self._max_inbound_bytes,
+        )
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()
@@ -295,12 +305,6 @@ class Uplink:
         except (aiomqtt.MqttError, TimeoutError) as exc:
             _LOGGER.warning("could not publish the offline status at shutdown: %s", exc)
 
-    def _fail_pending_acks(self) -> None:
-        for future in self._acks.values():
-            if not future.done():
-                future.cancel()
-        self._acks.clear()
-
     # ---------------------------------------------------------- publishing
 
     async def _publish(
@@ -310,19 +314,13 @@ class Uplink:
         payload: bytes | str,
         *,
         retain: bool = False,
-        properties: Properties | None = None,
     ) -> None:
         """Publish at QoS 1 and wait for the PUBACK; raise if the broker refused."""
-        info = client._client.publish(topic, payload, 1, retain, properties)
-        if info.rc != 0:
-            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[info.mid] = future
-        try:
-            async with asyncio.timeout(self._config.publish_timeout_s):
-                code = await future
-        finally:
-            self._acks.pop(info.mid, None)
+        assert self._adapter is not None
+        data = payload.encode("utf-8") if isinstance(payload, str) else payload
+        code = await self._adapter.publish(
+            topic, data, retain=retain, timeout_s=self._config.publish_timeout_s
+        )
         if code >= PUBACK_FAILURE:
             raise PublishRefusedError(f"broker refused publish to {topic}: reason code {code:#x}")
 
@@ -335,7 +333,7 @@ class Uplink:
                 await inflight.acquire()
                 batch = await self._next_batch(cursors)
                 cursors[batch.lane] = batch.last
-                group.create_task(self._send(client, batch, inflight), name="uplink-send")
+                group.create_task(self._send(batch, inflight), name="uplink-send")
 
     async def _next_batch(self, cursors: dict[Lane, int]) -> Batch:
         cfg = self._config
@@ -349,39 +347,100 @@ class Uplink:
                     return batch
             await self._outbox.new_data.wait()
 
-    async def _send(
-        self, client: aiomqtt.Client, batch: Batch, inflight: asyncio.Semaphore
-    ) -> None:
+    async def _send(self, batch: Batch, inflight: asyncio.Semaphore) -> None:
         try:
-            started = time.monotonic()
-            if batch.lane is Lane.RESULT:
-                await self._send_result(client, batch)
-            else:
-                topic = self.topics.alarms if batch.lane is Lane.ALARM else self.topics.readings
-                await self._publish(client, topic, self._envelope(batch))
-            self._outbox.ack(batch)
-            latency = time.monotonic() - started
-            self.stats.batches_sent += 1
-            self.stats.readings_sent += batch.count
-            self.stats.last_puback_latency_s = latency
-            self.stats.puback_latency.observe(latency)
+            await self._deliver(batch)
         finally:
             inflight.release()
 
-    async def _send_result(self, client: aiomqtt.Client, batch: Batch) -> None:
-        body = batch.bodies[0]
+    def _message(self, batch: Batch) -> tuple[str, bytes, Properties | None]:
+        """Topic, payload and properties of the MQTT message that carries ``batch``."""
+        if batch.lane is not Lane.RESULT:
+            topic = self.topics.alarms if batch.lane is Lane.ALARM else self.topics.readings
+            return topic, self._envelope(batch).encode("utf-8"), None
+        body = batch.bodies[0].encode("utf-8")
         if batch.topic is None:
-            await self._publish(client, self.topics.results, body)
-            return
+            return self.topics.results, body, None
         properties = None
         if self._config.protocol == "5" and batch.correlation is not None:
-            properties = _properties(PacketTypes.PUBLISH)
+            properties = publish_properties()
             properties.CorrelationData = batch.correlation
-        await self._publish(client, batch.topic, body, properties=properties)
+        return batch.topic, body, properties
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Publish one batch until the broker takes it, or split it, or set it aside."""
+        assert self._adapter is not None
+        adapter = self._adapter
+        started = self._clock.monotonic()
+        topic, payload, properties = self._message(batch)
+        limit = adapter.broker_max_packet
+        if limit is not None:
+            size = publish_packet_size(topic, payload, properties, v5=self._config.protocol == "5")
+            if size > limit:
+                await self._too_large(batch, f"packet of {size} bytes > broker maximum {limit}")
+                return
+        try:
+            code = await adapter.publish(
+                topic, payload, properties=properties, timeout_s=self._config.publish_timeout_s
+            )
+        except PublishImpossibleError as exc:
+            await self._set_aside(batch, topic, f"cannot publish: {exc}")
+            return
+        if code in SIZE_REFUSALS:
+            await self._too_large(batch, f"refused as too large: reason code {code:#x}")
+            return
+        if code >= PUBACK_FAILURE:
+            await self._set_aside(batch, topic, f"refused: reason code {code:#x}")
+            return
+        self._outbox.ack(batch)
+        latency = self._clock.monotonic() - started
+        self.stats.batches_sent += 1
+        self.stats.readings_sent += batch.count
+        self.stats.last_puback_latency_s = latency
+        self.stats.puback_latency.observe(latency)
+
+    async def _too_large(self, batch: Batch, why: str) -> None:
+        """Send a batch the broker will not take whole as two halves; set one reading aside."""
+        if batch.count == 1:
+            topic = self._message(batch)[0]
+            await self._set_aside(batch, topic, why)
+            return
+        self.stats.splits += 1
+        _LOGGER.info(
+            "batch too large for the broker, splitting: lane=%s readings=%d %s",
+            batch.lane,
+            batch.count,
+            why,
+        )
+        # The batch's rows are still in the lane, and nothing newer sorts before
+        # its last seq: re-fetching by count from just before it yields exactly them.
+        half = batch.count // 2
+        after = batch.first - 1
+        for count in (half, batch.count - half):
+            part = await self._outbox.fetch(batch.lane, after, count, _NO_BYTE_BOUND)
+            if part is None:
+                return
+            await self._deliver(part)
+            after = part.last
+
+    async def _set_aside(self, batch: Batch, topic: str, reason: str) -> None:
+        await self._outbox.set_aside(batch, reason)
+        self.stats.set_aside += 1
+        key = (topic, reason)
+        if key not in self._logged_refusals:  # once per topic and reason, not per row
+            self._logged_refusals.add(key)
+            _LOGGER.error(
+                "message set aside in the dead-letter table: lane=%s topic=%s readings=%d "
+                "reason=%s (further ones like it are counted, not logged)",
+                batch.lane,
+                topic,
+                batch.count,
+                reason,
+            )
 
     def _envelope(self, batch: Batch) -> str:
         return (
-            f'{self._batch_prefix}{self._outbox.stats.epoch}","sent_at":"{rfc3339(time.time())}",'
+            f'{self._batch_prefix}{self._outbox.stats.epoch}","sent_at":"{rfc3339(self._clock.wall())}",'
             f'"readings":[{",".join(batch.bodies)}]}}'
         )
 
@@ -395,7 +454,7 @@ class Uplink:
             "state": state,
             "version": GATEWAY_VERSION,
             "started_at": self.started_at,
-            "at": rfc3339(time.time()),
+            "at": rfc3339(self._clock.wall()),
         }
         if reason is not None:
             status["reason"] = reason
@@ -411,6 +470,8 @@ class Uplink:
             "backlog": {"routine": backlog[Lane.ROUTINE], "alarm": backlog[Lane.ALARM]},
             "oldest_unsent": await self._outbox.oldest_unsent_ts(),
             "devices": {k: dict(v) for k, v in self._device_states().items()},
+            "clock": {"synced": self._clock_synced()},
+            "dead_letter": self._outbox.stats.dead_letter,
         }
         payload = self._status_payload(state, reason=reason, extra=extra)
         await self._publish(client, self.topics.status, payload, retain=True)
@@ -418,17 +479,17 @@ class Uplink:
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         """Status at least every ``status_interval_s``, and within a second of a device change."""
         last_states = self._state_summary()
-        last_sent = time.monotonic()
+        last_sent = self._clock.monotonic()
         while True:
             await asyncio.sleep(1.0)
             states = self._state_summary()
             if (
                 states != last_states
-                or time.monotonic() - last_sent >= self._config.status_interval_s
+                or self._clock.monotonic() - last_sent >= self._config.status_interval_s
             ):
                 await self._publish_status(client, "online")
                 last_states = states
-                last_sent = time.monotonic()
+                last_sent = self._clock.monotonic()
 
     def _state_summary(self) -> dict[str, Any]:
         return {k: v.get("state") for k, v in self._device_states().items()}
@@ -437,23 +498,34 @@ class Uplink:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if not message.topic.matches(self.topics.commands):
-                continue
-            self.stats.commands_received += 1
-            props = message.properties
-            response_topic = getattr(props, "ResponseTopic", None) if props else None
-            correlation = getattr(props, "CorrelationData", None) if props else None
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode("utf-8")
-            elif not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            self._commands.submit(
-                bytes(payload),
-                response_topic=response_topic,
-                correlation_data=correlation,
-                received_mono=time.monotonic(),
+            try:
+                self._take(message)
+            except Exception:  # one message must never end the session or the daemon
+                self.stats.inbound_failures += 1
+                _LOGGER.exception("inbound message not handled: topic=%s", message.topic)
+
+    def _take(self, message: aiomqtt.Message) -> None:
+        if not message.topic.matches(self.topics.commands):
+            return
+        self.stats.commands_received += 1
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        elif not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        self._commands.submit(
+            InboundCommand(
+                payload=bytes(payload),
+                response_topic=response_topic if isinstance(response_topic, str) else None,
+                correlation_data=bytes(correlation)
+                if isinstance(correlation, bytes | bytearray)
+                else None,
+                received_mono=self._clock.monotonic(),
             )
+        )
 
     # ------------------------------------------------------------ failback
 
