@@ -50,6 +50,8 @@ from tests.subscriber import Subscriber
 ROOT = "estates/changqing/gateways/north-gate-1"
 KEY_ID = "platform-2026"
 GARBAGE_MESSAGES = 2000
+# A row of `strace -c`: % time, seconds, usecs/call, calls, [errors,] syscall.
+_STRACE_ROW = r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$"
 OVERSIZE_BYTES = 40 * 1024 * 1024
 
 
@@ -133,7 +135,7 @@ async def start(
     await sub.start()
     daemon = RepoDaemon(config, repo)
     daemon.start()
-    await sub.wait_for(lambda: sub.online_status_seen(), timeout=30)
+    await sub.wait_for(sub.online_status_seen, timeout=30)
     return broker, daemon, sub, keys
 
 
@@ -201,9 +203,18 @@ async def garbage(repo: Path) -> None:
         out = Path(daemon.config.parent / "strace.txt")
         tracer = None
         if strace:
-            tracer = subprocess.Popen(
-                [strace, "-f", "-c", "-e", "trace=fdatasync,fsync", "-o", str(out),
-                 "-p", str(daemon.proc.pid)],
+            tracer = subprocess.Popen(  # noqa: ASYNC220  # a benchmark, not the daemon
+                [
+                    strace,
+                    "-f",
+                    "-c",
+                    "-e",
+                    "trace=fdatasync,fsync",
+                    "-o",
+                    str(out),
+                    "-p",
+                    str(daemon.proc.pid),
+                ],
                 stderr=subprocess.DEVNULL,
             )
             await asyncio.sleep(1.0)  # attached
@@ -226,7 +237,8 @@ async def garbage(repo: Path) -> None:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(10)
             text = out.read_text()
-            counts = {m[1]: int(m[0]) for m in re.findall(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", text, re.M)}
+            rows = re.findall(_STRACE_ROW, text, re.M)
+            counts = {name: int(calls) for calls, name in rows}
             syncs = f"fdatasync={counts.get('fdatasync', 0)} fsync={counts.get('fsync', 0)}"
         rejected = len(sub.on("commands/results")) - 1
         print(

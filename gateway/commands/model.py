@@ -432,6 +432,14 @@ class CommandsConfig(BaseModel):
     execute_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Longest a device may take to carry out a command."
     )
+    audit_retention_days: float = Field(
+        default=90, gt=0, le=3650, description="Audit rows older than this are pruned."
+    )
+    audit_max_rows: int = Field(
+        default=200_000,
+        ge=1000,
+        description="Size cap of the audit log: beyond this many rows the oldest are pruned.",
+    )
     permissions: dict[DeviceId, DevicePermission] = Field(
         default_factory=dict,
         description="Per device id (or the gateway id, for gateway.ping): allowed actions "

@@ -18,8 +18,12 @@ Tables (schema version in ``PRAGMA user_version``):
   as its id, before it runs, and updated "finished" after. A crash between
   the two leaves it "accepted": ``unfinished()`` returns it at the next start
   so it is reported (never run again, since its id is already used).
-- ``audit``: append-only (triggers refuse UPDATE and DELETE), one row per
-  command whatever its fate, including payloads too broken to have an id.
+- ``audit``: one row per authentic command whatever its fate (messages that
+  fail before their signature verifies are counted in aggregate instead, see
+  ``gateway.commands.unverified``). A trigger refuses UPDATE; rows leave only
+  by retention, pruned with the ids: older than ``audit_retention_s``
+  (default 90 days) or beyond the newest ``audit_max_rows``, so the file
+  cannot grow without bound (schema version 2; version 1 refused DELETE too).
 
 A file that is not a database, fails ``quick_check``, or has a schema newer
 than this code is moved aside (``commands.sqlite3.corrupt-<UTC time>``, with
@@ -50,7 +54,9 @@ _LOGGER = logging.getLogger(__name__)
 DB_FILENAME = "commands.sqlite3"
 SEEN_RETENTION_S = 86_400.0  # keep used ids a day past expiry: wall clocks jump on a Pi
 PRUNE_INTERVAL_S = 3_600.0  # prune at most hourly (monotonic seconds)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+AUDIT_RETENTION_S = 90 * 86_400.0
+AUDIT_MAX_ROWS = 200_000
 
 # Each entry migrates from version i to i + 1, statement by statement, inside
 # one transaction together with the user_version bump.
@@ -93,6 +99,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
     ),
+    # 2: the audit log gets retention, so rows may now be deleted (by prune only).
+    ("DROP TRIGGER audit_no_delete",),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -135,14 +143,33 @@ class CommandStore:
     Raises ``sqlite3.Error`` from any method when the disk fails.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        clock: Clock,
+        path: Path | None = None,
+        audit_retention_s: float = AUDIT_RETENTION_S,
+        audit_max_rows: int = AUDIT_MAX_ROWS,
+    ) -> None:
         self._conn = conn
         self._clock = clock
         self._path = path
+        self._audit_retention_s = audit_retention_s
+        self._audit_max_rows = audit_max_rows
         self._next_prune_mono = float("-inf")
+        self.syncs = 0  # fdatasyncs so far, for the metrics
 
     @classmethod
-    def open(cls, data_dir: Path, *, clock: Clock, filename: str = DB_FILENAME) -> CommandStore:
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        clock: Clock,
+        filename: str = DB_FILENAME,
+        audit_retention_s: float = AUDIT_RETENTION_S,
+        audit_max_rows: int = AUDIT_MAX_ROWS,
+    ) -> CommandStore:
         """Open (creating or migrating) the store in ``data_dir``.
 
         A corrupt or newer file is moved aside and a new one created.
@@ -161,7 +188,13 @@ class CommandStore:
                 exc,
             )
             conn = _connect(path)
-        store = cls(conn, clock=clock, path=path)
+        store = cls(
+            conn,
+            clock=clock,
+            path=path,
+            audit_retention_s=audit_retention_s,
+            audit_max_rows=audit_max_rows,
+        )
         store.prune()
         return store
 
@@ -175,8 +208,8 @@ class CommandStore:
 
         Blocking: call it from a worker thread, not the event loop.
         """
-        if self._path is not None:  # None: an in-memory store in tests
-            sync_wal(self._path)
+        if self._path is not None and sync_wal(self._path):  # None: in memory, in tests
+            self.syncs += 1
 
     def is_seen(self, command_id: str) -> bool:
         """Whether this id was used before (``command_verify.SeenIds``)."""
@@ -292,7 +325,8 @@ class CommandStore:
         ]
 
     def prune(self) -> int:
-        """Forget ids past their retention and old finished executions; return ids removed."""
+        """Forget ids past their retention, old finished executions and audit rows
+        past the audit retention or size cap; return ids removed."""
         cutoff = self._clock.wall()
         with self._transaction() as conn:
             removed = conn.execute("DELETE FROM seen_ids WHERE keep_until < ?", (cutoff,)).rowcount
@@ -300,6 +334,15 @@ class CommandStore:
                 "DELETE FROM executions WHERE state = 'finished' AND finished_at < ?",
                 (cutoff - SEEN_RETENTION_S,),
             )
+            audit = conn.execute(
+                "DELETE FROM audit WHERE at < ?", (cutoff - self._audit_retention_s,)
+            ).rowcount
+            audit += conn.execute(
+                "DELETE FROM audit WHERE seq <= (SELECT max(seq) FROM audit) - ?",
+                (self._audit_max_rows,),
+            ).rowcount
+        if audit:
+            _LOGGER.info("command audit log pruned: rows=%d", audit)
         self._next_prune_mono = self._clock.monotonic() + PRUNE_INTERVAL_S
         return removed
 

@@ -183,7 +183,13 @@ class Gateway:
         await self.outbox.open()
         for device in self.config.devices:
             self.drivers[device.id] = await self._build_device(device)
-        self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock)
+        commands = self.config.commands
+        self.store = CommandStore.open(
+            self.loaded.data_dir,
+            clock=self.clock,
+            audit_retention_s=commands.audit_retention_days * 86_400,
+            audit_max_rows=commands.audit_max_rows,
+        )
         self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
@@ -251,6 +257,8 @@ class Gateway:
         assert self.uplink is not None and self.processor is not None
         assert self.commands is not None
         queue = self.commands
+        store = self.store
+        assert store is not None
         sources = MetricsSources(
             site=self.config.gateway.site,
             gateway_id=self.config.gateway.id,
@@ -260,6 +268,7 @@ class Gateway:
             buses=self.buses,
             command_outcomes=self.processor.outcomes,
             commands_dropped=lambda: queue.overflowed,
+            command_store_syncs=lambda: store.syncs,
         )
         return MetricsServer(self.config.metrics, GatewayCollector(sources))
 

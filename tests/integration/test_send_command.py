@@ -31,6 +31,7 @@ from gateway.cli.operator_tools import (
     send_command,
 )
 from gateway.commands.model import CommandsConfig
+from gateway.commands.inbound import InboundCommand
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
@@ -154,7 +155,12 @@ class PublishingResults:
     )
 
     def put_result(
-        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
         self.queue.put_nowait((result_json, response_topic, correlation_data))
 
@@ -186,17 +192,20 @@ async def gateway(
         readings=NoReadings(),
         results=results,
         clock=SystemClock(),
+        response_prefix=f"{ROOT}/commands/results/",
     )
 
     async def serve(client: aiomqtt.Client) -> None:
         async for message in client.messages:
             props = message.properties
             assert isinstance(message.payload, bytes)
-            await processor.handle(
-                message.payload,
-                response_topic=getattr(props, "ResponseTopic", None),
-                correlation_data=getattr(props, "CorrelationData", None),
-                received_mono=time.monotonic(),
+            await processor.process(
+                InboundCommand(
+                    payload=message.payload,
+                    response_topic=getattr(props, "ResponseTopic", None),
+                    correlation_data=getattr(props, "CorrelationData", None),
+                    received_mono=time.monotonic(),
+                )
             )
             body, response_topic, correlation = results.queue.get_nowait()
             await client.publish(f"{ROOT}/commands/results", body, qos=1)

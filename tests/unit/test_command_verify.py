@@ -156,9 +156,6 @@ def test_key_order_of_the_payload_does_not_matter() -> None:
     [
         pytest.param(b"not json", id="not-json"),
         pytest.param(b"", id="empty"),
-        pytest.param(b"[1, 2]", id="array"),
-        pytest.param(b'"a string"', id="string"),
-        pytest.param(b"null", id="null"),
         pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
         pytest.param(b'{"id": "\xe9"}', id="latin1"),
         pytest.param(b"\xef\xbb\xbf{}", id="utf8-bom"),
@@ -174,6 +171,14 @@ def test_key_order_of_the_payload_does_not_matter() -> None:
 def test_bad_json(data: bytes) -> None:
     rejected = reject(make_verifier(), data)
     assert rejected.reason is RejectReason.BAD_JSON
+    assert rejected.command_id is None
+
+
+@pytest.mark.parametrize("data", [b"[1, 2, 3]", b'"a string"', b"null", b"5", b"true"])
+def test_valid_json_that_is_not_an_object_is_bad_schema(data: bytes) -> None:
+    # CONTRACT.md's order: the JSON is valid, its shape is not.
+    rejected = reject(make_verifier(), data)
+    assert rejected.reason is RejectReason.BAD_SCHEMA
     assert rejected.command_id is None
 
 

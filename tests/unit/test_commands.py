@@ -28,12 +28,15 @@ from gateway.cli.operator_tools import (
     public_key_b64,
     sign_command,
 )
+from gateway.commands.inbound import InboundCommand
 from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
+from gateway.commands.unverified import RESULT_BURST, RESULTS_PER_S
 from tests.fakes import FakeClock
 
 GATEWAY = "north-gate-1"
+PREFIX = "reply/"  # where response topics are honoured in these tests
 T0 = 1_795_939_200.0
 KEY = Ed25519PrivateKey.generate()
 RECEIVED_MONO = 500.0
@@ -52,10 +55,18 @@ class ListReadings:
 class ListResults:
     results: list[tuple[dict[str, Any], str | None, bytes | None]] = field(default_factory=list)
 
+    urgent: list[bool] = field(default_factory=list)
+
     def put_result(
-        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
         self.results.append((json.loads(result_json), response_topic, correlation_data))
+        self.urgent.append(urgent)
 
 
 class FakeDoor:
@@ -126,6 +137,7 @@ def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -
         readings=readings,
         results=results,
         clock=clock,
+        response_prefix=PREFIX,
     )
     return Rig(processor, door, store, readings, results, clock)
 
@@ -157,15 +169,22 @@ def payload(
     return encode_command(sign_command(command, KEY))
 
 
-async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
-    result = await rig.processor.handle(
-        data,
+def inbound(data: bytes, **kwargs: Any) -> InboundCommand:
+    return InboundCommand(
+        payload=data,
         response_topic=kwargs.get("response_topic"),
         correlation_data=kwargs.get("correlation_data"),
         received_mono=RECEIVED_MONO,
     )
-    body: dict[str, Any] = json.loads(result.to_json())
-    assert rig.results.results[-1][0] == body  # what was returned is what was sent
+
+
+async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    sent = len(rig.results.results)
+    result = await rig.processor.process(inbound(data, **kwargs))
+    body: dict[str, Any] = rig.results.results[-1][0]
+    assert len(rig.results.results) > sent
+    if result is not None:
+        assert json.loads(result.to_json()) == body  # what was returned is what was sent
     return body
 
 
@@ -247,17 +266,76 @@ async def test_ping_is_answered_by_the_gateway(rig: Rig) -> None:
     assert rig.store.is_seen("cmd-1")
 
 
-async def test_bad_json_is_audited_with_null_id(rig: Rig) -> None:
+async def test_unverified_message_is_counted_not_stored(rig: Rig) -> None:
+    syncs: list[int] = []
+    rig.store.sync = lambda: syncs.append(1)  # type: ignore[method-assign]
     body = await handle(rig, b"\x00\xff garbage", response_topic="reply/to")
     assert body["id"] is None
     assert (body["status"], body["reason"], body["device"]) == ("rejected", "bad_json", None)
     assert body["latency_ms"] == pytest.approx(1.0)
+    # Results topic only (the response topic needs a verified signature), no
+    # sync of its own, no audit row, no reading of its own.
+    assert rig.results.results[0][1:] == (None, None)
+    assert rig.results.urgent == [False]
+    assert syncs == []
+    assert rig.store.audit_log() == []
+    assert rig.readings.readings == []
+
+
+async def test_unverified_messages_are_reported_in_aggregate(rig: Rig) -> None:
+    for data in (b"not json", b"[1,2,3]", b"{}", b"{}"):
+        assert await rig.processor.process(inbound(data)) is None
+    forged = json.loads(payload())
+    forged["params"] = {"hold_seconds": 30}  # the signature no longer covers it
+    await rig.processor.process(inbound(json.dumps(forged).encode()))
+    rig.clock.step_wall(60)
+    rig.processor.report_unverified()
     [reading] = rig.readings.readings
-    assert reading.device == GATEWAY  # no device to name: the gateway's own id
-    assert reading.data["id"] is None
-    [row] = rig.store.audit_log()
-    assert (row.id, row.reason) == (None, RejectReason.BAD_JSON)
-    assert rig.results.results[0][1] == "reply/to"
+    assert reading.type is ReadingType.AUDIT_COMMAND
+    assert reading.device == GATEWAY
+    assert reading.data["unverified"] == {"bad_json": 1, "bad_schema": 3, "bad_signature": 1}
+    assert reading.data["count"] == 5
+    assert (reading.data["status"], reading.data["reason"]) == ("rejected", "bad_schema")
+    rig.processor.report_unverified()  # nothing new: no second reading
+    assert len(rig.readings.readings) == 1
+
+
+async def test_results_for_unverified_messages_are_rate_limited(rig: Rig) -> None:
+    for _ in range(RESULT_BURST * 5):
+        await rig.processor.process(inbound(b"not json"))
+    assert len(rig.results.results) == RESULT_BURST
+    rig.clock.advance(1.0)
+    for _ in range(RESULT_BURST):
+        await rig.processor.process(inbound(b"not json"))
+    assert len(rig.results.results) == RESULT_BURST + int(RESULTS_PER_S)
+    rig.processor.report_unverified()
+    assert rig.readings.readings[0].data["results_suppressed"] == RESULT_BURST * 6 - (
+        RESULT_BURST + int(RESULTS_PER_S)
+    )
+    # A real command is not held back by the budget the garbage spent.
+    assert (await handle(rig, payload()))["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("topic", "correlation", "honoured"),
+    [
+        ("reply/to", b"c1", True),
+        ("reply/to", None, True),
+        ("a/#", b"c1", False),  # a wildcard: paho would refuse to publish it
+        ("reply/+/x", b"c1", False),
+        ("elsewhere/topic", b"c1", False),  # outside the prefix
+        ("reply/", b"c1", False),  # the prefix alone
+        ("reply/" + "x" * 251, b"c1", False),  # over 256 bytes
+        ("reply/to", b"c" * 257, False),  # correlation data over 256 bytes
+        ("reply/to", b"c" * 256, True),
+    ],
+)
+async def test_response_topic_honoured_only_under_the_prefix(
+    rig: Rig, topic: str, correlation: bytes | None, honoured: bool
+) -> None:
+    await handle(rig, payload(), response_topic=topic, correlation_data=correlation)
+    expected = (topic, correlation) if honoured else (None, None)
+    assert rig.results.results[-1][1:] == expected
 
 
 async def test_replay_is_rejected_and_runs_once(rig: Rig) -> None:
@@ -298,9 +376,7 @@ async def test_concurrent_duplicate_runs_once(rig: Rig) -> None:
 async def test_cancelled_mid_command_is_reported_then_reraised(rig: Rig) -> None:
     rig.door.block = True
     task = asyncio.create_task(
-        rig.processor.handle(
-            payload(), response_topic="r", correlation_data=b"c", received_mono=RECEIVED_MONO
-        ),
+        rig.processor.process(inbound(payload(), response_topic="reply/r", correlation_data=b"c")),
         name="cancelled",
     )
     await rig.door.started.wait()
@@ -308,7 +384,7 @@ async def test_cancelled_mid_command_is_reported_then_reraised(rig: Rig) -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     [(body, topic, corr)] = rig.results.results
-    assert (body["status"], body["reason"], topic, corr) == ("failed", "timeout", "r", b"c")
+    assert (body["status"], body["reason"], topic, corr) == ("failed", "timeout", "reply/r", b"c")
     assert rig.store.unfinished() == []
 
 
