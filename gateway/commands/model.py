@@ -432,6 +432,13 @@ class CommandsConfig(BaseModel):
     execute_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Longest a device may take to carry out a command."
     )
+    unverified_report_s: float = Field(
+        default=60,
+        ge=0.1,
+        le=3600,
+        description="Messages failing before their signature verifies are summed up in one "
+        "audit.command reading this often.",
+    )
     audit_retention_days: float = Field(
         default=90, gt=0, le=3650, description="Audit rows older than this are pruned."
     )

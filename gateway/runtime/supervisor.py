@@ -205,7 +205,9 @@ class Gateway:
                 "command accepted before a crash never finished; reported, not re-run: id=%s",
                 result.id,
             )
-        self.commands = CommandQueue(processor)
+        self.commands = CommandQueue(
+            processor, report_interval_s=self.config.commands.unverified_report_s
+        )
         mqtt = self.config.mqtt
         password = mqtt.password(self.loaded.base_dir)
         tls = mqtt.tls

@@ -30,8 +30,8 @@ from gateway.cli.operator_tools import (
     keygen,
     send_command,
 )
-from gateway.commands.model import CommandsConfig
 from gateway.commands.inbound import InboundCommand
+from gateway.commands.model import CommandsConfig
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
