@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.outbox.wire import result_json
 from gateway.timefmt import rfc3339
 
 # Ids and names that end up in logs, results and the audit table: printable
@@ -344,20 +345,16 @@ class CommandResult:
     at: float
     latency_ms: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "id": self.id,
-            "status": self.status.value,
-            "reason": None if self.reason is None else self.reason.value,
-            "device": self.device,
-            "at": rfc3339(self.at),
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
-        }
-
     def to_json(self) -> bytes:
         """UTF-8 JSON of the result, as CONTRACT.md shows it."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        return result_json(
+            command_id=self.id,
+            status=self.status.value,
+            reason=None if self.reason is None else self.reason.value,
+            device=self.device,
+            at=rfc3339(self.at),
+            latency_ms=self.latency_ms,
+        )
 
 
 # --- configuration -------------------------------------------------------------

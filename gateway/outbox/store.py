@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from drivers.base import Clock, Priority, Reading, ReadingType
 from gateway.outbox import deadletter
 from gateway.outbox.walsync import sync_wal
+from gateway.outbox.wire import reading_body
 from gateway.runtime.clock import ClockSync
 from gateway.timefmt import TimestampFormatter, rfc3339_ms
 
@@ -693,10 +694,15 @@ class Outbox:
             device_json = devices.get(device)
             if device_json is None:
                 device_json = devices.setdefault(device, json.dumps(device, ensure_ascii=False))
-            clock = "" if boot is None else ',"clock":"unsynced"'
-            body = (
-                f'{{"id":"{prefix}{seq}","seq":{seq},"ts":"{fmt(ts)}","device":{device_json},'
-                f'"type":"{type_}","priority":"{priority}","data":{data}{clock}}}'
+            body = reading_body(
+                id_prefix=prefix,
+                seq=seq,
+                ts=fmt(ts),
+                device_json=device_json,
+                type_=type_,
+                priority=priority,
+                data_json=data,
+                unsynced=boot is not None,
             )
             size += len(body) + 1
             if bodies and size > max_bytes:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from drivers.transports.backoff import Backoff
 from gateway.commands.inbound import InboundCommand
 from gateway.config import MqttConfig
 from gateway.outbox.store import Batch, Lane, Outbox
+from gateway.outbox.wire import BatchEnvelope, status_json
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import BrokerUrl, make_tls_context
 from gateway.uplink.mqtt_adapter import (
@@ -160,9 +160,7 @@ class Uplink:
         self._stop = asyncio.Event()
         self._adapter: PahoAdapter | None = None
         self._logged_refusals: set[tuple[str, str]] = set()
-        self._batch_prefix = (
-            f'{{"v":1,"site":{json.dumps(site)},"gateway":{json.dumps(gateway_id)},"epoch":"'
-        )
+        self._envelope_writer = BatchEnvelope(site, gateway_id)
 
     # --------------------------------------------------------------- public
 
@@ -439,9 +437,10 @@ class Uplink:
             )
 
     def _envelope(self, batch: Batch) -> str:
-        return (
-            f'{self._batch_prefix}{self._outbox.stats.epoch}","sent_at":"{rfc3339(self._clock.wall())}",'
-            f'"readings":[{",".join(batch.bodies)}]}}'
+        return self._envelope_writer.write(
+            epoch=self._outbox.stats.epoch,
+            sent_at=rfc3339(self._clock.wall()),
+            bodies=batch.bodies,
         )
 
     # -------------------------------------------------------------- status
@@ -449,18 +448,14 @@ class Uplink:
     def _status_payload(
         self, state: str, *, reason: str | None, extra: dict[str, Any] | None
     ) -> str:
-        status: dict[str, Any] = {
-            "v": 1,
-            "state": state,
-            "version": GATEWAY_VERSION,
-            "started_at": self.started_at,
-            "at": rfc3339(self._clock.wall()),
-        }
-        if reason is not None:
-            status["reason"] = reason
-        if extra:
-            status.update(extra)
-        return json.dumps(status, separators=(",", ":"))
+        return status_json(
+            state=state,
+            version=GATEWAY_VERSION,
+            started_at=self.started_at,
+            at=rfc3339(self._clock.wall()),
+            reason=reason,
+            extra=extra,
+        )
 
     async def _publish_status(
         self, client: aiomqtt.Client, state: str, *, reason: str | None = None
