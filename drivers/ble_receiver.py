@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -385,8 +386,10 @@ class BleReceiverDriver:
     def actions(self) -> frozenset[str]:
         return frozenset()
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a BLE receiver")
+    async def execute(self, action: DeviceAction) -> None:
+        raise ActionNotSupportedError(
+            self.device_id, f"no action {action.name!r} on a BLE receiver"
+        )
 
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""

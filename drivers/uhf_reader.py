@@ -28,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -348,8 +349,8 @@ class UhfReaderDriver:
     def actions(self) -> frozenset[str]:
         return frozenset()
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a UHF reader")
+    async def execute(self, action: DeviceAction) -> None:
+        raise ActionNotSupportedError(self.device_id, f"no action {action.name!r} on a UHF reader")
 
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""

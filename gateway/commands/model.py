@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -40,6 +40,17 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.actions import (
+    HOLD_SECONDS_DEFAULT,
+    HOLD_SECONDS_MAX,
+    HOLD_SECONDS_MIN,
+    DeviceAction,
+    DoorModeName,
+    DoorOpen,
+    OtherAction,
+    Ping,
+    SetDoorMode,
+)
 from gateway.outbox.wire import result_json
 from gateway.timefmt import rfc3339
 
@@ -170,11 +181,16 @@ class _Params(BaseModel):
 
 
 class DoorOpenParams(_Params):
-    hold_seconds: int = Field(default=5, ge=1, le=30, description="Seconds the lock stays open.")
+    hold_seconds: int = Field(
+        default=HOLD_SECONDS_DEFAULT,
+        ge=HOLD_SECONDS_MIN,
+        le=HOLD_SECONDS_MAX,
+        description="Seconds the lock stays open.",
+    )
 
 
 class DoorSetModeParams(_Params):
-    mode: Literal["normal", "locked", "open"]
+    mode: DoorModeName
 
 
 class PingParams(_Params):
@@ -240,12 +256,20 @@ class CommandMessage(BaseModel):
     def signature(self) -> bytes:
         return decode_signature(self.sig)
 
-    def normalized_params(self) -> Mapping[str, Any]:
-        """Params with the defaults of a contract action filled in (``hold_seconds: 5``)."""
+    def device_action(self) -> DeviceAction:
+        """The typed action a driver receives, defaults filled in (``DoorOpen(hold_seconds=5)``).
+
+        Validation already ran (``_check``), so building it cannot fail.
+        """
         model = ACTION_PARAMS.get(self.action)
         if model is None:
-            return dict(self.params)
-        return model.model_validate(self.params).model_dump()
+            return OtherAction(self.action, dict(self.params))
+        params = model.model_validate(self.params)
+        if isinstance(params, DoorOpenParams):
+            return DoorOpen(hold_seconds=params.hold_seconds)
+        if isinstance(params, DoorSetModeParams):
+            return SetDoorMode(mode=params.mode)
+        return Ping()
 
 
 def decode_signature(value: str) -> bytes:
@@ -292,7 +316,7 @@ class VerifiedCommand:
     id: str
     action: str
     device: str
-    params: Mapping[str, Any]
+    params: DeviceAction  # validated once, here; the driver checks nothing again
     key_id: str
     issued_at: float  # wall seconds
     expires_at: float  # wall seconds

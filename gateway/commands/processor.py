@@ -27,15 +27,18 @@ raised                         status     reason
 =============================  =========  ==================
 nothing                        done       null
 ``TimeoutError`` (our budget)  failed     ``timeout``
-``TransportTimeoutError``      failed     ``timeout``
-``TransportError``             failed     ``device_offline``
+``DeviceTimeout``              failed     ``timeout``
+``DeviceOffline``              failed     ``device_offline``
 ``ActionNotSupportedError``    rejected   ``not_permitted``
-``DeviceError``                failed     ``device_error``
+``DeviceError`` (``Refused``)  failed     ``device_error``
 any other ``Exception``        failed     ``device_error`` (logged)
 =============================  =========  ==================
 
-A transport timeout is the device not answering in time, the same fact as
-our own budget running out, so both are ``timeout``.
+The driver receives the action as a typed value (``drivers.actions``,
+``DoorOpen(hold_seconds=5)``), checked once here, and raises only the device
+error family of ``drivers.base``: this layer never sees a transport error. A
+device timeout is the device not answering in time, the same fact as our own
+budget running out, so both are ``timeout``.
 
 Commands found "accepted" but not "finished" at start-up (the gateway died
 mid-command) are reported by ``report_unfinished`` as failed / ``timeout``:
@@ -66,13 +69,14 @@ from drivers.base import (
     ActionNotSupportedError,
     Clock,
     DeviceError,
+    DeviceOffline,
+    DeviceTimeout,
     Driver,
     Priority,
     ReadingSink,
     ReadingType,
     make_reading,
 )
-from drivers.transports.errors import TransportError, TransportTimeoutError
 from gateway.commands.inbound import InboundCommand, Reply, reply_for
 from gateway.commands.model import (
     CommandMessage,
@@ -350,12 +354,10 @@ class CommandProcessor:
             return CommandStatus.REJECTED, RejectReason.UNKNOWN_DEVICE
         try:
             async with asyncio.timeout(self._config.execute_timeout_s):
-                await driver.execute(command.action, command.params)
-        except TimeoutError:
+                await driver.execute(command.params)
+        except (TimeoutError, DeviceTimeout):
             return CommandStatus.FAILED, RejectReason.TIMEOUT
-        except TransportTimeoutError:
-            return CommandStatus.FAILED, RejectReason.TIMEOUT
-        except TransportError:
+        except DeviceOffline:
             return CommandStatus.FAILED, RejectReason.DEVICE_OFFLINE
         except ActionNotSupportedError:
             return CommandStatus.REJECTED, RejectReason.NOT_PERMITTED

@@ -233,7 +233,7 @@ class CommandVerifier:
             id=message.id,
             action=message.action,
             device=message.device,
-            params=message.normalized_params(),
+            params=message.device_action(),
             key_id=message.key_id,
             issued_at=issued_at,
             expires_at=expires_at,

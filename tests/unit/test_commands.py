@@ -12,16 +12,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from drivers.actions import DeviceAction, DoorOpen
 from drivers.base import (
     ActionNotSupportedError,
     DeviceError,
     DeviceHealth,
+    DeviceOffline,
+    DeviceRefused,
+    DeviceTimeout,
     Driver,
     Priority,
     Reading,
     ReadingType,
 )
-from drivers.transports.errors import TransportError, TransportTimeoutError
 from gateway.cli.operator_tools import (
     build_command,
     encode_command,
@@ -76,7 +79,7 @@ class FakeDoor:
         self.device_id = device_id
         self.health = DeviceHealth(device_id, ListReadings(), clock)
         self.clock = clock
-        self.calls: list[tuple[str, Mapping[str, Any]]] = []
+        self.calls: list[DeviceAction] = []
         self.raises: BaseException | None = None
         self.block = False
         self.started = asyncio.Event()
@@ -87,8 +90,8 @@ class FakeDoor:
     def actions(self) -> frozenset[str]:
         return frozenset({"door.open", "door.set_mode"})
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        self.calls.append((action, params))
+    async def execute(self, action: DeviceAction) -> None:
+        self.calls.append(action)
         self.started.set()
         self.clock.advance(EXECUTE_MS / 1000)
         if self.block:
@@ -199,7 +202,7 @@ async def test_door_open_done(rig: Rig) -> None:
         "at": "2026-11-29T08:00:01.014Z",
         "latency_ms": pytest.approx(1.0 + EXECUTE_MS),
     }
-    assert rig.door.calls == [("door.open", {"hold_seconds": 5})]  # default filled in
+    assert rig.door.calls == [DoorOpen(hold_seconds=5)]  # typed, default filled in
     assert rig.results.results[-1][1:] == ("reply/to", b"c1")
 
     [reading] = rig.readings.readings
@@ -228,9 +231,10 @@ async def test_door_open_done(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("error", "status", "reason"),
     [
-        (TransportError("/dev/ttyUSB0", "gone"), "failed", "device_offline"),
-        (TransportTimeoutError("/dev/ttyUSB0", "no reply"), "failed", "timeout"),
-        (DeviceError("door-east-1", "exception 04"), "failed", "device_error"),
+        (DeviceOffline("door-east-1", "gone"), "failed", "device_offline"),
+        (DeviceTimeout("door-east-1", "no reply"), "failed", "timeout"),
+        (DeviceRefused("door-east-1", "exception 04"), "failed", "device_error"),
+        (DeviceError("door-east-1", "fault"), "failed", "device_error"),
         (TimeoutError(), "failed", "timeout"),
         (RuntimeError("driver bug"), "failed", "device_error"),
         (ActionNotSupportedError("door-east-1", "no"), "rejected", "not_permitted"),
@@ -393,7 +397,9 @@ async def test_unfinished_commands_are_reported_after_restart(tmp_path: Path) ->
     # Accepted, then the gateway died before finishing: the store alone shows it.
     store = CommandStore.open(tmp_path, clock=clock)
     store.accept(
-        VerifiedCommand("cmd-7", "door.open", "door-east-1", {}, "platform-2026", T0, T0 + 30),
+        VerifiedCommand(
+            "cmd-7", "door.open", "door-east-1", DoorOpen(), "platform-2026", T0, T0 + 30
+        ),
         received_at=T0,
         response_topic="reply/to",
         correlation_data=b"c7",

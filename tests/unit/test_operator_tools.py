@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivers.actions import OtherAction
 from gateway.cli.operator_tools import (
     EXIT_USAGE,
     add_operator_subcommands,
@@ -98,7 +99,9 @@ def test_sign_then_verify_round_trip(tmp_path: Path) -> None:
         load_private_key(tmp_path / f"{key_id}.pem"),
     )
     verified = verifier.verify(encode_command(command))
-    assert verified.params == {"text": "北门 ✓", "count": 3, "ratio": 0.5, "on": True}
+    assert verified.params == OtherAction(
+        "display.show", {"text": "北门 ✓", "count": 3, "ratio": 0.5, "on": True}
+    )
 
     command["params"]["count"] = 4
     with pytest.raises(CommandRejected) as info:
