@@ -186,3 +186,31 @@ async def test_mqtt_3_1_1_oversize_inbound_is_dropped_before_it_is_queued(tmp_pa
                 await commands.event.wait()
             assert commands.got == [(b'{"v":1}', None, None)]
             assert uplink.stats.inbound_oversize == 1
+
+
+async def test_a_message_whose_handling_raises_does_not_end_the_session(tmp_path: Path) -> None:
+    import aiomqtt
+
+    with mosquitto(tmp_path) as broker:
+        async with gateway(tmp_path, [broker.url]) as (_outbox, uplink, commands):
+            async with asyncio.timeout(10):
+                await uplink.subscribed.wait()
+            original = commands.submit
+            calls = 0
+
+            def flaky(inbound: object) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug in the command path")
+                original(inbound)  # type: ignore[arg-type]
+
+            commands.submit = flaky  # type: ignore[method-assign]
+            async with aiomqtt.Client("127.0.0.1", broker.port) as platform:
+                await platform.publish(f"{ROOT}/commands", b"first", qos=1)
+                await platform.publish(f"{ROOT}/commands", b"second", qos=1)
+            async with asyncio.timeout(10):
+                await commands.event.wait()
+            assert commands.got == [(b"second", None, None)]
+            assert uplink.stats.inbound_failures == 1
+            assert uplink.stats.connects == 1
