@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import ReadingType, SystemClock, make_reading
+from gateway.outbox.report import read_report
 from gateway.outbox.store import Lane, Outbox
 from tests.broker import Mosquitto
 from tests.integration.test_uplink import ROOT, gateway, put_routine
@@ -94,6 +95,9 @@ async def test_acl_refusal_sets_the_row_aside_and_the_session_stays_up(tmp_path:
         [(lane, topic, rows, reason)] = dead_letters(outbox)
         assert (lane, topic, rows) == ("result", f"{FORBIDDEN}/x", 1)
         assert "0x87" in reason  # MQTT 5 "not authorized"
+        report = read_report(tmp_path / "data")  # what `status` prints
+        assert report.dead_letter == 1
+        assert "dead letters   1 " in report.to_text()
 
 
 def big_reading(outbox: Outbox, size: int) -> None:
