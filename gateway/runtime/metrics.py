@@ -46,7 +46,8 @@ from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.timefmt import parse_rfc3339
-from gateway.uplink.session import GATEWAY_VERSION, LatencyHistogram, UplinkStats
+from gateway.uplink.session import GATEWAY_VERSION
+from gateway.uplink.stats import LatencyHistogram, UplinkStats
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -79,3 +79,14 @@ def make_tls_context(
     if cert is not None and key is not None:
         context.load_cert_chain(str(cert), str(key))
     return context
+
+
+class Topics:
+    """The topics of one gateway under its root (CONTRACT.md, "Identity and topics")."""
+
+    def __init__(self, root: str) -> None:
+        self.readings = f"{root}/readings"
+        self.alarms = f"{root}/alarms"
+        self.status = f"{root}/status"
+        self.commands = f"{root}/commands"
+        self.results = f"{root}/commands/results"

@@ -12,12 +12,8 @@ the first ("failing over to the next and back"); while connected to a fallback
 broker it retries the first every ``failback_s``. TLS fails closed: an
 ``mqtts://`` broker is only ever reached over verified TLS.
 
-A message the broker refuses (a PUBACK reason code >= 0x80) or that cannot be
-published at all (paho refuses the topic) never stops the drain: a batch too
-large for the broker (CONNACK Maximum Packet Size, or refused as too large) is
-split in halves, and a single message still refused is set aside in the
-outbox's dead-letter table, counted, logged once per topic and reason, and
-shown in the status. Inbound payloads over ``max_inbound_bytes`` are refused
+Sending the lanes, including what happens to a message the broker refuses,
+is ``gateway.uplink.drain``. Inbound payloads over ``max_inbound_bytes`` are refused
 by the broker (MQTT 5 Maximum Packet Size in CONNECT) and, should one arrive
 anyway (MQTT 3.1.1), dropped before they are queued.
 """
@@ -25,40 +21,29 @@ anyway (MQTT 3.1.1), dropped before they are queued.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
-from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, SystemClock
 from drivers.transports.backoff import Backoff
 from gateway.commands.inbound import InboundCommand
 from gateway.config import MqttConfig
-from gateway.outbox.store import Batch, Lane, Outbox
-from gateway.outbox.wire import BatchEnvelope, status_json
+from gateway.outbox.store import Lane, Outbox
+from gateway.outbox.wire import status_json
 from gateway.timefmt import rfc3339
-from gateway.uplink.broker import BrokerUrl, make_tls_context
-from gateway.uplink.mqtt_adapter import (
-    PUBACK_FAILURE,
-    SIZE_REFUSALS,
-    PahoAdapter,
-    PublishImpossibleError,
-    connect_properties,
-    publish_packet_size,
-    publish_properties,
-)
+from gateway.uplink.broker import BrokerUrl, Topics, make_tls_context
+from gateway.uplink.drain import Drain
+from gateway.uplink.mqtt_adapter import PUBACK_FAILURE, PahoAdapter, connect_properties
+from gateway.uplink.stats import UplinkStats
 
 _LOGGER = logging.getLogger(__name__)
 
 GATEWAY_VERSION = "0.1.0"
-# A split batch is re-fetched by count; no byte bound beyond the broker's.
-_NO_BYTE_BOUND = 1 << 62
 
 
 class CommandHandler(Protocol):
@@ -71,55 +56,8 @@ class PublishRefusedError(aiomqtt.MqttError):
     """The broker answered a publish with a failure reason code (status, goodbye)."""
 
 
-# Publish-to-PUBACK latency buckets, seconds: a loopback broker answers in a
-# few ms, a mobile link in hundreds; publish_timeout_s (10 s default) caps it.
-PUBACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass(slots=True)
-class LatencyHistogram:
-    """Observation counts per bucket (``counts[i]``: ``bounds[i-1] < x <= bounds[i]``;
-    the last slot is above every bound), plus their sum: what a Prometheus
-    histogram needs, without keeping any observation."""
-
-    bounds: tuple[float, ...] = PUBACK_BUCKETS_S
-    counts: list[int] = field(default_factory=lambda: [0] * (len(PUBACK_BUCKETS_S) + 1))
-    sum_s: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.sum_s += seconds
-
-
-@dataclass(slots=True)
-class UplinkStats:
-    connected: bool = False
-    broker: str | None = None
-    connects: int = 0
-    reconnects: int = 0
-    batches_sent: int = 0
-    readings_sent: int = 0
-    last_puback_latency_s: float | None = None
-    commands_received: int = 0
-    inbound_oversize: int = 0  # payloads dropped unread for their size
-    inbound_failures: int = 0  # messages whose handling raised (a bug; logged)
-    set_aside: int = 0  # messages moved to the dead-letter table this run
-    splits: int = 0  # batches halved because the broker found them too large
-    last_error: str | None = None
-    puback_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-
-
 class _StopRequestedError(Exception):
     """Raised inside the session to end it for shutdown."""
-
-
-class Topics:
-    def __init__(self, root: str) -> None:
-        self.readings = f"{root}/readings"
-        self.alarms = f"{root}/alarms"
-        self.status = f"{root}/status"
-        self.commands = f"{root}/commands"
-        self.results = f"{root}/commands/results"
 
 
 class Uplink:
@@ -159,8 +97,15 @@ class Uplink:
         """Set while subscribed to the commands topic (tests wait on it)."""
         self._stop = asyncio.Event()
         self._adapter: PahoAdapter | None = None
-        self._logged_refusals: set[tuple[str, str]] = set()
-        self._envelope_writer = BatchEnvelope(site, gateway_id)
+        self._drain = Drain(
+            config,
+            outbox=outbox,
+            topics=self.topics,
+            stats=self.stats,
+            clock=self._clock,
+            site=site,
+            gateway_id=gateway_id,
+        )
 
     # --------------------------------------------------------------- public
 
@@ -244,7 +189,7 @@ class Uplink:
                 await self._publish_status(client, "online")
                 try:
                     async with asyncio.TaskGroup() as group:
-                        group.create_task(self._drain(client), name="uplink-drain")
+                        group.create_task(self._drain.run(adapter), name="uplink-drain")
                         group.create_task(self._receive(client), name="uplink-commands")
                         group.create_task(self._status_loop(client), name="uplink-status")
                         group.create_task(self._wait_stop(), name="uplink-stop")
@@ -321,127 +266,6 @@ class Uplink:
         )
         if code >= PUBACK_FAILURE:
             raise PublishRefusedError(f"broker refused publish to {topic}: reason code {code:#x}")
-
-    async def _drain(self, client: aiomqtt.Client) -> None:
-        inflight = asyncio.Semaphore(self._config.max_inflight)
-        # Fresh cursors each session: whatever was not PUBACKed is sent again.
-        cursors = dict.fromkeys(Lane, 0)
-        async with asyncio.TaskGroup() as group:
-            while True:
-                await inflight.acquire()
-                batch = await self._next_batch(cursors)
-                cursors[batch.lane] = batch.last
-                group.create_task(self._send(batch, inflight), name="uplink-send")
-
-    async def _next_batch(self, cursors: dict[Lane, int]) -> Batch:
-        cfg = self._config
-        while True:
-            self._outbox.new_data.clear()
-            for lane in Lane:  # results, alarms, routine: alarms jump the queue
-                batch = await self._outbox.fetch(
-                    lane, cursors[lane], cfg.batch_max_readings, cfg.batch_max_bytes
-                )
-                if batch is not None:
-                    return batch
-            await self._outbox.new_data.wait()
-
-    async def _send(self, batch: Batch, inflight: asyncio.Semaphore) -> None:
-        try:
-            await self._deliver(batch)
-        finally:
-            inflight.release()
-
-    def _message(self, batch: Batch) -> tuple[str, bytes, Properties | None]:
-        """Topic, payload and properties of the MQTT message that carries ``batch``."""
-        if batch.lane is not Lane.RESULT:
-            topic = self.topics.alarms if batch.lane is Lane.ALARM else self.topics.readings
-            return topic, self._envelope(batch).encode("utf-8"), None
-        body = batch.bodies[0].encode("utf-8")
-        if batch.topic is None:
-            return self.topics.results, body, None
-        properties = None
-        if self._config.protocol == "5" and batch.correlation is not None:
-            properties = publish_properties()
-            properties.CorrelationData = batch.correlation
-        return batch.topic, body, properties
-
-    async def _deliver(self, batch: Batch) -> None:
-        """Publish one batch until the broker takes it, or split it, or set it aside."""
-        assert self._adapter is not None
-        adapter = self._adapter
-        started = self._clock.monotonic()
-        topic, payload, properties = self._message(batch)
-        limit = adapter.broker_max_packet
-        if limit is not None:
-            size = publish_packet_size(topic, payload, properties, v5=self._config.protocol == "5")
-            if size > limit:
-                await self._too_large(batch, f"packet of {size} bytes > broker maximum {limit}")
-                return
-        try:
-            code = await adapter.publish(
-                topic, payload, properties=properties, timeout_s=self._config.publish_timeout_s
-            )
-        except PublishImpossibleError as exc:
-            await self._set_aside(batch, topic, f"cannot publish: {exc}")
-            return
-        if code in SIZE_REFUSALS:
-            await self._too_large(batch, f"refused as too large: reason code {code:#x}")
-            return
-        if code >= PUBACK_FAILURE:
-            await self._set_aside(batch, topic, f"refused: reason code {code:#x}")
-            return
-        self._outbox.ack(batch)
-        latency = self._clock.monotonic() - started
-        self.stats.batches_sent += 1
-        self.stats.readings_sent += batch.count
-        self.stats.last_puback_latency_s = latency
-        self.stats.puback_latency.observe(latency)
-
-    async def _too_large(self, batch: Batch, why: str) -> None:
-        """Send a batch the broker will not take whole as two halves; set one reading aside."""
-        if batch.count == 1:
-            topic = self._message(batch)[0]
-            await self._set_aside(batch, topic, why)
-            return
-        self.stats.splits += 1
-        _LOGGER.info(
-            "batch too large for the broker, splitting: lane=%s readings=%d %s",
-            batch.lane,
-            batch.count,
-            why,
-        )
-        # The batch's rows are still in the lane, and nothing newer sorts before
-        # its last seq: re-fetching by count from just before it yields exactly them.
-        half = batch.count // 2
-        after = batch.first - 1
-        for count in (half, batch.count - half):
-            part = await self._outbox.fetch(batch.lane, after, count, _NO_BYTE_BOUND)
-            if part is None:
-                return
-            await self._deliver(part)
-            after = part.last
-
-    async def _set_aside(self, batch: Batch, topic: str, reason: str) -> None:
-        await self._outbox.set_aside(batch, reason)
-        self.stats.set_aside += 1
-        key = (topic, reason)
-        if key not in self._logged_refusals:  # once per topic and reason, not per row
-            self._logged_refusals.add(key)
-            _LOGGER.error(
-                "message set aside in the dead-letter table: lane=%s topic=%s readings=%d "
-                "reason=%s (further ones like it are counted, not logged)",
-                batch.lane,
-                topic,
-                batch.count,
-                reason,
-            )
-
-    def _envelope(self, batch: Batch) -> str:
-        return self._envelope_writer.write(
-            epoch=self._outbox.stats.epoch,
-            sent_at=rfc3339(self._clock.wall()),
-            bodies=batch.bodies,
-        )
 
     # -------------------------------------------------------------- status
 

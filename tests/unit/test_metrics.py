@@ -18,7 +18,7 @@ from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
-from gateway.uplink.session import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
+from gateway.uplink.stats import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
 from tests.fakes import FakeClock, FakeClockSync
 
 
