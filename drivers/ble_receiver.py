@@ -57,6 +57,7 @@ from drivers.codecs.ble_gprp import (
     IngicsPayload,
     decode_payload,
 )
+from drivers.masking import mask as mask_identifier
 from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.serial import SerialTransport, run_serial
 
@@ -82,9 +83,7 @@ _WEARER_RE = re.compile(r"[a-z0-9-]{1,64}")
 
 def mask(text: str) -> str:
     """Partly mask an identifier for DEBUG logs: ``A4C1******01``."""
-    if len(text) <= 4:
-        return "*" * len(text)
-    return text[:4] + "*" * (len(text) - 6) + text[-2:]
+    return mask_identifier(text, head=4, tail=2)
 
 
 def normalise_mac(value: str) -> str:

@@ -67,6 +67,7 @@ from drivers.codecs.chafon_uhf import (
     WorkMode,
     WorkModeReply,
 )
+from drivers.masking import mask
 from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.errors import TransportTimeoutError
 from drivers.transports.serial import SerialTransport, run_serial
@@ -105,7 +106,7 @@ def rfc3339_ms(wall: float) -> str:
 
 
 def _mask(text: str) -> str:
-    return text[:4] + "*" * max(0, len(text) - 8) + text[-4:] if len(text) > 8 else "****"
+    return mask(text, head=4, tail=4)
 
 
 class UhfReaderConfig(DeviceConfigBase):
