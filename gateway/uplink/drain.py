@@ -7,12 +7,27 @@ refuses (PUBACK reason code >= 0x80) or that cannot be published at all
 broker (CONNACK Maximum Packet Size, or refused as too large) is split in
 halves, and a single message still refused is set aside in the outbox's
 dead-letter table, counted, and logged once per topic and reason (issue 9).
+
+Some refusals come as a dropped connection instead: a broker that cannot
+announce its limit (MQTT 3.1.1) disconnects a client whose packet is too
+large, and mosquitto's ``message_size_limit`` answers with a reason code MQTT 5
+does not allow in a PUBACK, on which paho drops the connection. So the drain
+also remembers which batches were in flight when a connection was lost: the
+next connection sends one batch at a time until those are through (so a loss
+points at one batch), a batch in flight at a loss is split like one refused
+as too large (and later connections send at most half from its first row),
+and a single reading in flight at ``SET_ASIDE_AFTER_LOSSES`` consecutive
+losses is set aside. On a merely flaky link this costs smaller batches and
+one-at-a-time sending for a while; a reading is set aside only when four
+connections in a row died with it in flight, and a batch PUBACKed is
+forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from paho.mqtt.properties import Properties
 
@@ -36,6 +51,11 @@ _LOGGER = logging.getLogger(__name__)
 
 # A split batch is re-fetched by count; no byte bound beyond the broker's.
 _NO_BYTE_BOUND = 1 << 62
+SPLIT_AFTER_LOSSES = 1
+ENVELOPE_ROOM_BYTES = 1024  # envelope, topic and MQTT header, within the broker's limit
+SET_ASIDE_AFTER_LOSSES = 4
+
+_BatchKey = tuple[Lane, int, int]
 
 
 class Drain:
@@ -60,11 +80,23 @@ class Drain:
         self._writer = BatchEnvelope(site, gateway_id)
         self._adapter: PahoAdapter | None = None
         self._logged_refusals: set[tuple[str, str]] = set()
+        self._in_flight: set[_BatchKey] = set()  # published, no PUBACK yet
+        self._suspects: Counter[_BatchKey] = Counter()  # consecutive losses in flight
+        # (lane, first seq) -> the most readings to send from there: what the
+        # losses taught us, kept across connections until that batch is acked.
+        self._caps: dict[tuple[Lane, int], int] = {}
+
+    def connection_lost(self) -> None:
+        """The connection dropped: count it against every batch that was in flight."""
+        self._suspects = Counter({key: self._suspects[key] + 1 for key in self._in_flight})
+        self._in_flight.clear()
 
     async def run(self, adapter: PahoAdapter) -> None:
         """Send the lanes until cancelled (the session ends), one connection's worth."""
         self._adapter = adapter
-        inflight = asyncio.Semaphore(self._config.max_inflight)
+        # After a loss with batches in flight, one at a time until the suspects
+        # are through: then a loss points at exactly one batch.
+        inflight = asyncio.Semaphore(1 if self._suspects else self._config.max_inflight)
         # Fresh cursors each session: whatever was not PUBACKed is sent again.
         cursors = dict.fromkeys(Lane, 0)
         async with asyncio.TaskGroup() as group:
@@ -74,14 +106,26 @@ class Drain:
                 cursors[batch.lane] = batch.last
                 group.create_task(self._send(batch, inflight), name="uplink-send")
 
+    def _max_bytes(self) -> int:
+        """Bytes of readings per batch: the config's bound, and the broker's if it said."""
+        bound = self._config.batch_max_bytes
+        announced = None if self._adapter is None else self._adapter.broker_max_packet
+        if announced is not None:  # leave room for the envelope and the topic
+            bound = min(bound, max(1, announced - ENVELOPE_ROOM_BYTES))
+        return bound
+
     async def _next_batch(self, cursors: dict[Lane, int]) -> Batch:
         cfg = self._config
         while True:
             self._outbox.new_data.clear()
+            max_bytes = self._max_bytes()
             for lane in Lane:  # results, alarms, routine: alarms jump the queue
                 batch = await self._outbox.fetch(
-                    lane, cursors[lane], cfg.batch_max_readings, cfg.batch_max_bytes
+                    lane, cursors[lane], cfg.batch_max_readings, max_bytes
                 )
+                cap = None if batch is None else self._caps.get((lane, batch.first))
+                if batch is not None and cap is not None and batch.count > cap:
+                    batch = await self._outbox.fetch(lane, cursors[lane], cap, _NO_BYTE_BOUND)
                 if batch is not None:
                     return batch
             await self._outbox.new_data.wait()
@@ -118,13 +162,26 @@ class Drain:
             if size > limit:
                 await self._too_large(batch, f"packet of {size} bytes > broker maximum {limit}")
                 return
+        key = (batch.lane, batch.first, batch.last)
+        losses = self._suspects[key]
+        if losses >= SPLIT_AFTER_LOSSES and (batch.count > 1 or losses >= SET_ASIDE_AFTER_LOSSES):
+            del self._suspects[key]
+            if batch.count > 1:  # the next connections send at most half from here
+                self._caps[batch.lane, batch.first] = batch.count // 2
+            await self._too_large(batch, f"the connection dropped {losses} times with it in flight")
+            return
+        self._in_flight.add(key)
         try:
             code = await adapter.publish(
                 topic, payload, properties=properties, timeout_s=self._config.publish_timeout_s
             )
         except PublishImpossibleError as exc:
+            self._in_flight.discard(key)
             await self._set_aside(batch, topic, f"cannot publish: {exc}")
             return
+        # Answered (even with a refusal): the connection survived this batch.
+        self._in_flight.discard(key)
+        self._suspects.pop(key, None)
         if code in SIZE_REFUSALS:
             await self._too_large(batch, f"refused as too large: reason code {code:#x}")
             return
@@ -132,6 +189,7 @@ class Drain:
             await self._set_aside(batch, topic, f"refused: reason code {code:#x}")
             return
         self._outbox.ack(batch)
+        self._caps.pop((batch.lane, batch.first), None)
         latency = self._clock.monotonic() - started
         self._stats.batches_sent += 1
         self._stats.readings_sent += batch.count

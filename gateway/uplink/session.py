@@ -202,6 +202,7 @@ class Uplink:
             error = group_exc.exceptions[0]
             self.stats.last_error = str(error)
             if connected:
+                self._drain.connection_lost()
                 _LOGGER.warning("mqtt connection lost: broker=%s error=%s", broker, error)
             else:
                 _LOGGER.warning("mqtt connect failed: broker=%s error=%s", broker, error)

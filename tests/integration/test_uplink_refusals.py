@@ -130,13 +130,48 @@ async def test_batch_too_large_for_the_broker_is_split_and_one_huge_reading_set_
             await until(lambda: outbox.stats.dead_letter == 1)
             await until(lambda: outbox.stats.backlog[Lane.ROUTINE] == 0)
             assert uplink.stats.connects == 1
-            assert uplink.stats.splits > 0
+            # Batches are built to fit the announced limit; the one reading that
+            # cannot fit alone is set aside without ever being sent.
             assert all(len(m.payload) <= 4096 for m in sub.batches())
             assert all("pad" not in r["data"] for r in sub.readings())
             seqs = sub.unique_seqs()
         [(lane, _topic, rows, _reason)] = dead_letters(outbox)
         assert (lane, rows) == ("routine", 1)
         assert set(range(1, 202)) - set(seqs) == {101}  # only the huge one is missing
+
+
+@pytest.mark.parametrize(
+    ("limit", "protocol"),
+    [
+        # mosquitto answers 0x95 in a PUBACK, which paho takes as a protocol error.
+        pytest.param("message_size_limit 40000", "5", id="message-size-limit-mqtt5"),
+        # MQTT 3.1.1 cannot announce a limit: the broker just disconnects us.
+        pytest.param("max_packet_size 40960", "3.1.1", id="max-packet-size-mqtt311"),
+    ],
+)
+async def test_a_batch_the_broker_answers_by_disconnecting_is_split_then_set_aside(
+    tmp_path: Path, limit: str, protocol: str
+) -> None:
+    with mosquitto(tmp_path, limit) as broker:
+        async with (
+            subscribed(broker) as sub,
+            gateway(tmp_path, [broker.url], protocol=protocol) as (outbox, uplink, _),
+        ):
+            await until(lambda: uplink.stats.connected)
+            put_routine(outbox, 100)  # batches of 200 readings fit the limit...
+            big_reading(outbox, 60_000)  # ...this one does not, even alone
+            put_routine(outbox, 100)
+            await sub.wait_for(lambda: len(sub.unique_seqs()) == 200, timeout=60)
+            await until(lambda: outbox.stats.dead_letter == 1, timeout=60)
+            assert uplink.stats.splits > 0
+            # Bounded: a loss per halving (200 -> 1) and a few for the last
+            # one, not one per attempt forever.
+            assert uplink.stats.connects < 20
+            seqs = sub.unique_seqs()
+        [(lane, _topic, rows, reason)] = dead_letters(outbox)
+        assert (lane, rows) == ("routine", 1)
+        assert "connection dropped" in reason
+        assert set(range(1, 202)) - set(seqs) == {101}
 
 
 async def test_a_result_that_cannot_be_published_at_all_is_set_aside(tmp_path: Path) -> None:
