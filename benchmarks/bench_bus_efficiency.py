@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -29,11 +28,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
+from tests.fakes import CountingSink
 
 GATES = 8
 BAUD = 9600
@@ -41,14 +42,6 @@ REPLY_DELAY_S = 0.005
 REQUEST_BYTES = 8
 REPLY_BYTES = 5 + 2 * 6
 WARMUP_S = 1.0
-
-
-class CountingSink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def put(self, reading: Reading) -> None:
-        self.count += 1
 
 
 def limits() -> tuple[float, float]:
@@ -97,11 +90,7 @@ async def one_run(duration_s: float) -> dict[str, float]:
             cpu = time.process_time() - cpu0
             per_gate = [gate.reads - before for gate, before in zip(gates, reads0, strict=True)]
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(*tasks)
             await server.stop()
     return {
         "tps": answered / elapsed,

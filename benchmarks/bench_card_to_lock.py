@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import statistics
 import sys
@@ -42,10 +41,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.access import AccessList
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
+from tests.fakes import CountingSink
 
 CARD = "04A1B2C3"
 TARGET_P99_MS = 10.0
@@ -53,11 +54,6 @@ TARGET_P99_MS = 10.0
 PROTOCOL_BUDGET_MS = 100.0
 """PROTOCOLS.md: card-to-relay within 100 ms of the read."""
 SWIPE_TIMEOUT_S = 5.0
-
-
-class NullSink:
-    def put(self, reading: Reading) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +66,6 @@ class RunResult:
 def p(values: list[float], q: int) -> float:
     """The q-th percentile (1..99), inclusive method."""
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    # A second cancel() reaches a bus whose first one was lost inside
-    # pymodbus's asyncio.wait_for (Python 3.11).
-    for _ in range(50):
-        task.cancel()
-        done, _pending = await asyncio.wait({task}, timeout=0.2)
-        if done:
-            break
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -> RunResult:
@@ -103,7 +87,7 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
     )
     pool = BusPool()
     driver = build_driver(
-        config, sink=NullSink(), clock=SystemClock(), buses=pool, access=AccessList(cards)
+        config, sink=CountingSink(), clock=SystemClock(), buses=pool, access=AccessList(cards)
     )
     (bus,) = pool.buses
     loop = asyncio.get_running_loop()
@@ -140,8 +124,7 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
             flag_to_pulse.append((pulse_at - flag_at) * 1000)
             raise_to_pulse.append((pulse_at - raised) * 1000)
     finally:
-        await stop(driver_task)
-        await stop(bus_task)
+        await stop_tasks(driver_task, bus_task)
         await sim.stop()
     return RunResult(read_to_pulse, flag_to_pulse, raise_to_pulse)
 

@@ -39,7 +39,6 @@ from benchmarks.common import (
     proc_status_kb,
     shipped_config,
     temp_dir,
-    wait_until,
 )
 from drivers.ble_receiver import BleReceiverConfig
 from drivers.door_node import DoorNodeConfig
@@ -51,6 +50,7 @@ from drivers.temperature_gate import TemperatureGateConfig
 from drivers.uhf_reader import UhfReaderConfig
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"

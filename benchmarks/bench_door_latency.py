@@ -51,7 +51,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchmarks.common import percentile, temp_dir, wait_until
+from benchmarks.common import percentile, temp_dir
 from drivers.sim.door_node import DoorNodeDevice
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
@@ -63,7 +63,8 @@ from gateway.cli.operator_tools import (
     sign_command,
 )
 from tests.broker import Mosquitto
-from tests.daemon import REPO, Daemon, write_config
+from tests.daemon import REPO, Daemon, send_command_argv, write_config
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"
@@ -136,28 +137,11 @@ def result_for(sub: Subscriber, command_id: str) -> tuple[float, dict[str, Any]]
 
 async def run_cli(broker: Mosquitto, keys: Path) -> float:
     """One ``send-command --wait`` through the real CLI; return its printed round trip."""
+    argv = send_command_argv(
+        broker.url, keys / f"{KEY_ID}.pem", device=DOOR, params={"hold_seconds": HOLD_SECONDS}
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "send-command",
-        "--broker",
-        broker.url,
-        "--key",
-        str(keys / f"{KEY_ID}.pem"),
-        "--key-id",
-        KEY_ID,
-        "--site",
-        "changqing",
-        "--gateway",
-        "north-gate-1",
-        "--action",
-        "door.open",
-        "--device",
-        DOOR,
-        "--param",
-        f"hold_seconds={HOLD_SECONDS}",
-        "--wait",
+        *argv,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import statistics
 import time
 from pathlib import Path
 
-from benchmarks.common import prefill, proc_status_kb, temp_dir
+from benchmarks.common import backlog, prefill, proc_status_kb, temp_dir
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
-
-
-def backlog(database: Path) -> int:
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return sum(
-            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("alarm", "routine")
-        )
-    finally:
-        db.close()
 
 
 def one_run(readings: int) -> tuple[float, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import resource
@@ -38,6 +37,7 @@ if __package__ in (None, ""):
 from drivers.base import Reading, ReadingType, SystemClock
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
 
 GATES = 10
 POLL_INTERVAL_MS = 100
@@ -153,11 +153,7 @@ async def one_run(duration_s: float) -> dict[str, float]:
             ]
             failures = sum(d.health.counters.get("poll_failures", 0) for d in drivers)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(*tasks)
         child.stdin.write("stats\n")
         child.stdin.flush()
         marks = json.loads(child.stdout.readline())["marks"]

@@ -14,23 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import bench_outbox
 from drivers.base import ReadingType, SystemClock, make_reading
-from gateway.outbox.store import Outbox
-from gateway.runtime.clock import TrustedClockSync
 
 
 async def one_run(readings: int, chunk: int) -> float:
     clock = SystemClock()
     with tempfile.TemporaryDirectory() as tmp:
-        outbox = Outbox(
-            Path(tmp),
-            site="changqing",
-            gateway_id="north-gate-1",
-            clock=clock,
-            clock_sync=TrustedClockSync(),
-            boot_id="bench",
-            max_bytes=1 << 34,
-        )
+        outbox = bench_outbox(Path(tmp), clock)
         await outbox.open()
         runner = asyncio.create_task(outbox.run())
         data = {"celsius": 36.6, "threshold": 37.3, "fever": False}

@@ -27,16 +27,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import sqlite3
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import log_lines, shipped_config, temp_dir, wait_until
+from benchmarks.common import backlog, log_lines, shipped_config, temp_dir
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 ROOT = "estates/changqing/gateways/north-gate-1"
@@ -56,16 +56,6 @@ class RunResult:
     attempts: list[tuple[float, float]]
     """(seconds since the broker stopped, delay_s) of each reconnect wait logged."""
     cap_s: float
-
-
-def backlog(database: Path) -> int:
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return sum(
-            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("alarm", "routine")
-        )
-    finally:
-        db.close()
 
 
 async def one_run(down_s: float) -> RunResult:

@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from drivers.codecs.chafon_uhf import TagPushed
 from drivers.sim.uhf_reader import UhfReaderSimulator
 from drivers.uhf_reader import UhfReaderConfig, UhfReaderDriver
+from tests.fakes import CountingSink
 
 BAUD = 57600
 N_TAGS = 50
@@ -74,14 +75,6 @@ async def serve_sim(workdir: Path, duration_s: float) -> None:
         cpu = time.process_time()
         await sim.stop()
     print(json.dumps({"frames_sent": sim.frames_sent, "sim_cpu_s": cpu}), flush=True)
-
-
-class CountingSink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def put(self, reading: Reading) -> None:
-        self.count += 1
 
 
 async def one_run(warmup_s: float, measure_s: float) -> dict[str, float]:

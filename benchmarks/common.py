@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.base import ReadingType, SystemClock, make_reading
+from drivers.base import Clock, ReadingType, SystemClock, make_reading
 from gateway.outbox.store import Outbox
 from gateway.runtime.clock import TrustedClockSync
 
@@ -36,20 +36,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-async def prefill(data_dir: Path, readings: int, *, alarm_every: int = 0) -> None:
-    """Fill an outbox database with ``readings`` routine readings (and some alarms)."""
-    from drivers.base import Priority
+def bench_outbox(data_dir: Path, clock: Clock, *, max_bytes: int | None = 1 << 34) -> Outbox:
+    """The real outbox as the benchmarks run it: trusted clock, no size cap to speak of.
 
-    clock = SystemClock()
-    outbox = Outbox(
+    ``max_bytes=None`` keeps the outbox's own default cap.
+    """
+    cap = {} if max_bytes is None else {"max_bytes": max_bytes}
+    return Outbox(
         data_dir,
         site="changqing",
         gateway_id="north-gate-1",
         clock=clock,
         clock_sync=TrustedClockSync(),
         boot_id="bench",
-        max_bytes=1 << 34,
+        **cap,
     )
+
+
+def backlog(database: Path) -> int:
+    """Readings waiting in an outbox database (read-only, while the daemon runs)."""
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return sum(
+            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("alarm", "routine")
+        )
+    finally:
+        db.close()
+
+
+async def prefill(data_dir: Path, readings: int, *, alarm_every: int = 0) -> None:
+    """Fill an outbox database with ``readings`` routine readings (and some alarms)."""
+    from drivers.base import Priority
+
+    clock = SystemClock()
+    outbox = bench_outbox(data_dir, clock)
     await outbox.open()
     data = {"celsius": 36.6, "threshold": 37.3, "fever": False}
     for n in range(readings):
@@ -116,14 +136,3 @@ def log_lines(text: str, needle: str) -> list[tuple[float, str]]:
         whole = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
         out.append((whole + int(match.group(2)) / 1000, match.group(3)))
     return out
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, *, every: float = 0.02) -> None:
-    """Poll ``predicate`` until it holds.
-
-    Raises:
-        TimeoutError: it did not hold within ``timeout`` seconds.
-    """
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(every)

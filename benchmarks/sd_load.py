@@ -10,10 +10,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from benchmarks.common import bench_outbox
 from drivers.base import ReadingType, SystemClock, make_reading
 from gateway.config import MqttConfig
-from gateway.outbox.store import Outbox
-from gateway.runtime.clock import TrustedClockSync
 from gateway.uplink.session import Uplink
 
 
@@ -31,14 +30,7 @@ class _NoCommands:
 
 async def main(data_dir: Path, broker: str, rate: float, seconds: float) -> None:
     clock = SystemClock()
-    outbox = Outbox(
-        data_dir,
-        site="changqing",
-        gateway_id="north-gate-1",
-        clock=clock,
-        clock_sync=TrustedClockSync(),
-        boot_id="bench",
-    )
+    outbox = bench_outbox(data_dir, clock, max_bytes=None)
     await outbox.open()
     uplink = Uplink(
         MqttConfig(brokers=[broker]),

@@ -20,6 +20,10 @@ receiver's ``device.status`` through ``DeviceHealth``.
 Battery: BTHome reports percent (``battery``); iBS01 bands report volts, which
 go out as ``battery_v`` with ``battery: null`` (no percent curve is invented).
 MACs and wearer ids are logged only at DEBUG, partly masked (STYLE.md §6).
+
+Longer than 400 lines because the wearables' state (SOS and fall hold-offs, vitals
+pacing, presence) is a pure tracker here beside the thin driver loop, and is tested
+without I/O.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ Choices beyond PROTOCOLS.md, each for a reason:
   (its history is unknown). A change seen across a bus outage is a normal
   edge: a door opened during the outage is still reported, and as ``forced``
   if nothing legitimate preceded it.
+
+Longer than 400 lines because the door's decisions (``DoorLogic``: grants, forced, held
+open, modes) are a pure state machine here next to the driver and its config, and are
+tested without a bus.
 """
 
 from __future__ import annotations
@@ -577,9 +581,7 @@ class DoorNodeDriver:
                     self.logic.set_mode(mode, self._clock.monotonic())
                 _LOGGER.info("door mode: device=%s mode=%s", self.device_id, mode.value)
             else:
-                raise ActionNotSupportedError(
-                    self.device_id, f"unsupported action {action.name!r}"
-                )
+                raise ActionNotSupportedError(self.device_id, f"unsupported action {action.name!r}")
 
 
 def build_driver(

@@ -21,6 +21,9 @@ CONTRACT.md ``ebike.pass`` readings, plus ``device.status`` through
 This protocol carries no RSSI (neither the inventory reply nor the 0xEE push
 has one), so ``rssi`` is ``null``; the reader has one antenna port, reported as
 the configured ``antenna``.
+
+Longer than 400 lines because answer mode, scan mode, the pass collapser and offline
+probing are one reader's behaviour; the collapser is pure and tested on its own.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Every model forbids unknown keys and is frozen, so a typo fails loudly at
 start-up instead of being ignored (the shape of Frigate's config). The keys of
 ``gateway``, ``mqtt``, ``commands``, ``outbox`` and ``devices`` are fixed by the
 backbone issue: operators' tooling writes them.
+
+Longer than 400 lines because every section's model is here with the field descriptions
+that document ``config.yaml``, and the error formatter that points at YAML lines; device
+sections live with their drivers.
 """
 
 from __future__ import annotations

@@ -15,7 +15,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tests.subscriber import Subscriber
+
+SITE = "changqing"  # as tests.daemon.write_config
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -94,6 +98,37 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+@dataclass(frozen=True)
+class SharedBroker:
+    """The session's mosquitto as one test sees it. Never stop it: others use it too."""
+
+    mosquitto: Mosquitto
+    gateway_id: str
+
+    @property
+    def url(self) -> str:
+        return self.mosquitto.url
+
+    @property
+    def port(self) -> int:
+        return self.mosquitto.port
+
+    @property
+    def root(self) -> str:
+        """The default topic root of a gateway with this id (``mqtt.topic_root``)."""
+        return f"estates/{SITE}/gateways/{self.gateway_id}"
+
+    def write_config(self, path: Path, **options: Any) -> Path:
+        """``tests.daemon.write_config`` for a gateway on this share of the broker."""
+        from tests.daemon import write_config  # here: tests.daemon imports this module
+
+        return write_config(path, brokers=[self.url], gateway_id=self.gateway_id, **options)
+
+    def subscriber(self) -> Subscriber:
+        """The platform side, on this test's root, with a session of its own."""
+        return Subscriber(self.port, self.root, client_id=f"platform-{self.gateway_id}")
 
 
 def make_tls_files(

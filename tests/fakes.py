@@ -1,6 +1,13 @@
-"""Test doubles for time only: the broker, ptys and SQLite stay real (DESIGN.md)."""
+"""Test doubles for time and for drivers' sinks: broker, ptys and SQLite stay real (DESIGN.md)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from drivers.base import DeviceState, Reading, ReadingType
 
 
 class FakeClock:
@@ -31,3 +38,96 @@ class FakeClockSync:
 
     def is_synced(self) -> bool:
         return self.synced
+
+
+WAIT_S = 15.0
+"""Generous: the machine is shared. A bound on waiting for a fact, not an expectation."""
+
+
+class RecordingSink:
+    """A ``ReadingSink`` that keeps every reading; tests wait for the one they expect."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self._changed = asyncio.Event()
+
+    def put(self, reading: Reading) -> None:
+        self.readings.append(reading)
+        self._changed.set()
+
+    def of_type(self, type_: ReadingType) -> list[Reading]:
+        return [r for r in self.readings if r.type is type_]
+
+    def states(self, device: str | None = None) -> list[str]:
+        """The ``device.status`` states so far, in order (of one device, if given)."""
+        return [
+            r.data["state"]
+            for r in self.of_type(ReadingType.DEVICE_STATUS)
+            if device is None or r.device == device
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[Reading], bool], *, after: int = 0, timeout: float = WAIT_S
+    ) -> Reading:
+        """The first reading at index ``after`` or later, past or future, that matches."""
+        async with asyncio.timeout(timeout):
+            index = after
+            while True:
+                while index < len(self.readings):
+                    if predicate(self.readings[index]):
+                        return self.readings[index]
+                    index += 1
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def next(self, predicate: Callable[[Reading], bool]) -> Reading:
+        """The first matching reading from now on."""
+        return await self.wait_for(predicate, after=len(self.readings))
+
+    async def status(
+        self, state: DeviceState | str, *, device: str | None = None, after: int = 0
+    ) -> Reading:
+        """The first ``device.status`` reading with ``state`` at index ``after`` or later."""
+        return await self.wait_for(status_is(state, device=device), after=after)
+
+
+class CountingSink:
+    """A ``ReadingSink`` for load runs: counts readings by type and keeps none."""
+
+    def __init__(self) -> None:
+        self.by_type: Counter[ReadingType] = Counter()
+
+    @property
+    def count(self) -> int:
+        return self.by_type.total()
+
+    def put(self, reading: Reading) -> None:
+        self.by_type[reading.type] += 1
+
+
+def typed(type_: ReadingType, **fields: Any) -> Callable[[Reading], bool]:
+    """A predicate: a reading of ``type_`` whose data has these field values."""
+    return lambda r: r.type is type_ and all(r.data.get(k) == v for k, v in fields.items())
+
+
+def status_is(state: DeviceState | str, *, device: str | None = None) -> Callable[[Reading], bool]:
+    """A predicate: a ``device.status`` reading with ``state`` (of ``device``, if given)."""
+    value = state.value if isinstance(state, DeviceState) else state
+    return lambda r: (
+        r.type is ReadingType.DEVICE_STATUS
+        and r.data["state"] == value
+        and (device is None or r.device == device)
+    )
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = WAIT_S, *, every: float = 0.02
+) -> None:
+    """Poll a fact that has no event of its own (a counter, a simulator's state).
+
+    Raises:
+        TimeoutError: it did not hold within ``timeout`` seconds.
+    """
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(every)

@@ -23,6 +23,10 @@ Payload decoders, chosen by the advertisement's content:
   packet id, 0x01 battery %, 0x3A button event.
 
 Sans-I/O: no asyncio, no clock, stdlib only.
+
+Longer than 400 lines because it holds the line framing and both payload formats
+(Ingics, BTHome), each with the encoder the simulator uses: one protocol, decoded and
+encoded in one place.
 """
 
 from __future__ import annotations

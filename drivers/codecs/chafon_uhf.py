@@ -23,6 +23,10 @@ CRC; on a mismatch it slides one byte and tries again. Recovered cases:
   with ``idle()`` (bytes inside one frame are less than 15 ms apart).
 
 The decoder never holds more than one incomplete frame (255 bytes).
+
+Longer than 400 lines because each command and reply of the protocol is its own frame
+class with ``encode`` and parsing (the simulator uses the same classes), beside the
+resynchronising stream decoder.
 """
 
 from __future__ import annotations

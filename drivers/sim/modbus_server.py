@@ -31,6 +31,10 @@ What a test can script:
 - garbage: raw bytes now, a garbage prefix or a bad CRC on the next replies;
 - ``unplug()`` / ``replug()``: the pty disappears and comes back at the same
   path (the TCP listener and its connections close and reopen on the same port).
+
+Longer than 400 lines because one server speaks RTU and TCP with wire timing, faults
+(silence, garbage, unplug) and a request log for tests; every Modbus simulator builds on
+it.
 """
 
 from __future__ import annotations

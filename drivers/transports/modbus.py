@@ -35,6 +35,10 @@ Errors: ``TransportError`` (port gone, slave backing off),
 ``ModbusExceptionError``, a ``drivers.base.DeviceError`` carrying the Modbus
 exception code. ``drivers.base`` is the one import from outside the transport
 layer, because the bus is where an exception response is first seen.
+
+Longer than 400 lines because the bus owns the whole life of a line: the priority queue,
+inter-frame silence, retries, reconnect, slave probing and the pymodbus cancellation
+workarounds.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ within the timeout, 4 MQTT error (broker unreachable, refused).
 subparsers. Sync handlers are set as ``run`` (``run(args) -> int``), async
 ones as ``run_async`` (``await run_async(args) -> int``): ``cli.py`` owns
 ``asyncio.run``.
+
+Longer than 400 lines because both operator tools are here with their argument parsing
+and the MQTT round trip of ``send-command --wait``; they share the key and command
+helpers that the tests sign with.
 """
 
 from __future__ import annotations
@@ -40,11 +44,9 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiomqtt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -63,6 +65,12 @@ from gateway.uplink.broker import (
     topic_root,
 )
 from gateway.uplink.mqtt_adapter import set_nodelay
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# ``cryptography`` (about 7 MB resident) is imported in the functions that use
+# keys: ``python -m gateway run`` builds this module's parsers and must not pay for it.
 
 DEFAULT_KEY_ID = "operator"
 DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60
@@ -92,6 +100,11 @@ def keygen(out_dir: Path | str, *, key_id: str = DEFAULT_KEY_ID) -> str:
     """
     if not _KEY_ID_RE.fullmatch(key_id):
         raise ValueError(f"key id must match {KEY_ID_PATTERN}")
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     private_key = Ed25519PrivateKey.generate()
@@ -112,6 +125,8 @@ def keygen(out_dir: Path | str, *, key_id: str = DEFAULT_KEY_ID) -> str:
 
 def public_key_b64(private_key: Ed25519PrivateKey) -> str:
     """Base64 of the raw 32-byte public key: the form ``commands.public_keys`` takes."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     raw = private_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -125,6 +140,11 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
         OSError: unreadable file.
         ValueError: not a PEM Ed25519 private key.
     """
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")

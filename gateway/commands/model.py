@@ -17,6 +17,10 @@ This module owns everything about a command that needs no I/O:
 Timestamps on the wire are RFC 3339 UTC: ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z``.
 Parsing is strict: upper-case ``T`` and ``Z`` only, no offsets, no
 ``+00:00``, no leap seconds. We emit milliseconds (``.123Z``) as the contract says.
+
+Longer than 400 lines because it is the whole command wire format (contract strings,
+message, parameters, results, canonical bytes, config) with the validators that make it
+strict; none of it does I/O.
 """
 
 from __future__ import annotations

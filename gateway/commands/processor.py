@@ -53,6 +53,10 @@ gateway's own id, and it must be granted under that id in ``permissions``.
 When the store itself fails (disk error) before a command runs, the command
 is not run (its id could not be made durable) and fails with
 ``device_error``: the contract has no reason for the gateway's own faults.
+
+Longer than 400 lines because every step of a command's life (verify, durable accept,
+execute, audit, result, and the report of commands left unfinished by a crash) stays
+together: this file alone answers what happens to a command.
 """
 
 from __future__ import annotations

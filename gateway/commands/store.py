@@ -33,6 +33,10 @@ validity window (at most ``max_ttl_s`` + skew), hence the loud log.
 
 The store is synchronous and owned by one task (STYLE.md §4): a command
 costs two short transactions (accept, finish) and their syncs.
+
+Longer than 400 lines because the schema and its migrations, the atomic
+accept, recovery of unfinished commands, the audit log with its retention and
+moving a corrupt file aside are one database's life, kept together.
 """
 
 from __future__ import annotations

@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from drivers.base import Clock
@@ -61,6 +59,9 @@ from gateway.commands.model import (
     salvage_device,
     salvage_id,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _GATEWAY_ACTIONS = frozenset({Action.GATEWAY_PING.value})
 
@@ -147,10 +148,7 @@ class CommandVerifier:
         self._device_actions = device_actions  # not copied: drivers may be added later
         self._seen = seen
         self._clock = clock
-        self._keys = {
-            key_id: Ed25519PublicKey.from_public_bytes(raw)
-            for key_id, raw in config.public_key_bytes().items()
-        }
+        self._keys = _public_keys(config)
 
     def verify(self, payload: bytes) -> VerifiedCommand:
         """Run every check in contract order.
@@ -180,6 +178,8 @@ class CommandVerifier:
         key = self._keys.get(message.key_id)
         if key is None:
             raise _rejection(message, RejectReason.UNKNOWN_KEY, "key_id not configured", False)
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - loaded with a key
+
         try:
             key.verify(message.signature, signed)
         except InvalidSignature:
@@ -252,6 +252,18 @@ def _rejection(
         key_id=message.key_id,
         expires_at=message.expires_at.timestamp() if authentic else None,
     )
+
+
+def _public_keys(config: CommandsConfig) -> dict[str, Ed25519PublicKey]:
+    """The configured keys; ``cryptography`` (about 7 MB resident) loads only if there are any."""
+    raw_keys = config.public_key_bytes()
+    if not raw_keys:
+        return {}
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
+
+    return {key_id: Ed25519PublicKey.from_public_bytes(raw) for key_id, raw in raw_keys.items()}
 
 
 def _schema_detail(exc: Exception) -> str:

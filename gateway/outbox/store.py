@@ -24,6 +24,10 @@ monotonic stamp and boot, to be corrected once the clock syncs (CONTRACT.md:
 
 One worker thread owns the SQLite connection; the event loop never blocks on
 it (STYLE.md §5).
+
+Longer than 400 lines because the durability windows, lanes, batching, PUBACK deletes,
+the size cap and clock correction all act on one SQLite connection owned by one worker;
+what needs no connection (WAL sync, the status report) has its own module.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ changed; the supervisor stops the device tasks of removed and changed devices
 task for any Modbus line that is new) and updates ``drivers`` in place, since
 the command processor and the status message read that mapping live. An
 invalid file is refused and the running config stays in force.
+
+Longer than 400 lines because assembling, supervising, reloading and the staged shutdown
+all work on the same task bookkeeping (the task group, the ``drivers`` mapping); what
+needs none of it is in ``reload.py``, ``sdnotify.py`` and ``metrics.py``.
 """
 
 from __future__ import annotations

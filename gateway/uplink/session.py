@@ -40,10 +40,9 @@ from gateway.uplink.broker import BrokerUrl, Topics, make_tls_context
 from gateway.uplink.drain import Drain
 from gateway.uplink.mqtt_adapter import PUBACK_FAILURE, PahoAdapter, connect_properties
 from gateway.uplink.stats import UplinkStats
+from gateway.version import GATEWAY_VERSION
 
 _LOGGER = logging.getLogger(__name__)
-
-GATEWAY_VERSION = "0.1.0"
 
 
 class CommandHandler(Protocol):

@@ -5,66 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState, Priority, Reading, ReadingType, SystemClock
+from drivers.base import DeviceState, Driver, Priority, ReadingType, SystemClock
 from drivers.ble_receiver import BleReceiverConfig, BleReceiverDriver, build_driver
 from drivers.sim.ble_receiver import BleReceiverSimulator, make_simulator
+from tests.devices import driven
+from tests.fakes import WAIT_S, RecordingSink, status_is, typed, wait_until
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 15.0  # generous: the machine is shared, these are bounds, not expectations
 BTHOME = "A4C138000001"  # sorted first: the simulator makes it a BTHome button
 IBS = "C1A2B3C4D5E6"  # sorted second: an iBS01G
 
 
-class Sink:
-    """Collects readings; tests wait for the one they expect."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-
-    async def wait_for(
-        self, pred: Callable[[Reading], bool], *, after: int = 0, timeout: float = WAIT_S
-    ) -> Reading:
-        async with asyncio.timeout(timeout):
-            while True:
-                for r in self.readings[after:]:
-                    if pred(r):
-                        return r
-                self._changed.clear()
-                await self._changed.wait()
-
-    def of_type(self, type_: ReadingType) -> list[Reading]:
-        return [r for r in self.readings if r.type is type_]
-
-
-def status_is(state: DeviceState) -> Callable[[Reading], bool]:
-    return lambda r: r.type is ReadingType.DEVICE_STATUS and r.data["state"] == state.value
-
-
-def typed(type_: ReadingType, **fields: Any) -> Callable[[Reading], bool]:
-    return lambda r: r.type is type_ and all(r.data.get(k) == v for k, v in fields.items())
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """For facts with no event of their own (counters)."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
 class Rig:
-    def __init__(self, sim: BleReceiverSimulator, driver: BleReceiverDriver, sink: Sink) -> None:
+    def __init__(
+        self, sim: BleReceiverSimulator, driver: BleReceiverDriver, sink: RecordingSink
+    ) -> None:
         self.sim = sim
         self.driver = driver
         self.sink = sink
@@ -92,6 +54,10 @@ class Rig:
                     await self.sink.wait_for(status_is(DeviceState.ONLINE), after=mark, timeout=0.3)
 
 
+def serial_driver(config: BleReceiverConfig, sink: RecordingSink) -> Driver:
+    return build_driver(config, sink=sink, clock=SystemClock())
+
+
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]:
     settings: dict[str, Any] = {
@@ -103,21 +69,9 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Rig]:
     }
     config = BleReceiverConfig.model_validate(settings)
     sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
-    sink = Sink()
-    driver = build_driver(config, sink=sink, clock=SystemClock())
-    assert isinstance(driver, BleReceiverDriver)
-    task = asyncio.create_task(driver.run(), name="ble-driver")
-    try:
+    async with driven(sim, config, serial_driver) as (driver, sink):
+        assert isinstance(driver, BleReceiverDriver)
         yield Rig(sim, driver, sink)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sim.stop()
 
 
 async def test_bthome_sos_once_per_press(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from benchmarks.common import proc_status_kb
-from tests.broker import Mosquitto
-from tests.integration.test_commands_e2e import ROOT, rig
+from tests.broker import SharedBroker
+from tests.integration.test_commands_e2e import rig
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,17 @@ def metric(config: Path, name: str) -> float:
     return float(match.group(1))
 
 
-async def test_a_40_mb_publish_leaves_memory_alone(tmp_path: Path, broker: Mosquitto) -> None:
-    async with rig(tmp_path, broker) as r:
+async def test_a_40_mb_publish_leaves_memory_alone(
+    tmp_path: Path, shared_broker: SharedBroker
+) -> None:
+    async with rig(tmp_path, shared_broker) as r:
         assert r.daemon.proc is not None
         pid = r.daemon.proc.pid
         rss_before = proc_status_kb(pid, "VmRSS")
         async with aiomqtt.Client(
-            "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=60
+            "127.0.0.1", r.broker.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=60
         ) as platform:
-            await platform.publish(f"{ROOT}/commands", b"x" * (40 * 1024 * 1024), qos=1)
+            await platform.publish(f"{r.broker.root}/commands", b"x" * (40 * 1024 * 1024), qos=1)
         # A command behind it is served: the big one was dropped by the broker.
         ok = r.command()
         await r.publish(ok)
@@ -57,9 +59,9 @@ async def test_a_40_mb_publish_leaves_memory_alone(tmp_path: Path, broker: Mosqu
 
 
 async def test_a_garbage_flood_costs_no_syncs_and_a_real_door_open_gets_through(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         config = r.daemon.config
 
         def syncs() -> float:
@@ -69,10 +71,12 @@ async def test_a_garbage_flood_costs_no_syncs_and_a_real_door_open_gets_through(
 
         before = await asyncio.to_thread(syncs)
         async with aiomqtt.Client(
-            "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
+            "127.0.0.1", r.broker.port, protocol=aiomqtt.ProtocolVersion.V5
         ) as platform:
             for n in range(GARBAGE):
-                await platform.publish(f"{ROOT}/commands", b'{"v":1,"id":"junk-%d"}' % n, qos=1)
+                await platform.publish(
+                    f"{r.broker.root}/commands", b'{"v":1,"id":"junk-%d"}' % n, qos=1
+                )
         command = r.command(params={"hold_seconds": 1})
         sent = time.monotonic()
         await r.publish(command)

@@ -12,7 +12,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,13 +27,12 @@ from paho.mqtt.properties import Properties
 from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
 from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
-from tests.broker import Mosquitto
-from tests.daemon import REPO, Daemon, write_config
+from tests.broker import SharedBroker
+from tests.daemon import REPO, Daemon, send_command_argv
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
 
-ROOT = "estates/changqing/gateways/north-gate-1"
 KEY_ID = "platform-2026"
 OTHER_KEY_ID = "maintenance"  # known, but granted nothing on the door
 
@@ -44,7 +42,7 @@ class Rig:
     daemon: Daemon
     sim: DoorNodeSimulator
     sub: Subscriber
-    broker: Mosquitto
+    broker: SharedBroker
     keys: Path
 
     def command(
@@ -56,12 +54,12 @@ class Rig:
         key_id: str = KEY_ID,
         issued_at: float | None = None,
         ttl_s: float = 30,
-        gateway: str = "north-gate-1",
+        gateway: str | None = None,
         command_id: str | None = None,
     ) -> dict[str, Any]:
         unsigned = build_command(
             command_id=command_id or str(uuid.uuid4()),
-            gateway=gateway,
+            gateway=gateway or self.broker.gateway_id,
             action=action,
             device=device,
             params=params if params is not None else {"hold_seconds": 2},
@@ -83,7 +81,7 @@ class Rig:
         async with aiomqtt.Client(
             "127.0.0.1", self.broker.port, protocol=aiomqtt.ProtocolVersion.V5
         ) as client:
-            await client.publish(f"{ROOT}/commands", body, qos=1, properties=props)
+            await client.publish(f"{self.broker.root}/commands", body, qos=1, properties=props)
 
     def results(self) -> list[dict[str, Any]]:
         return [m.json() for m in self.sub.on("commands/results")]
@@ -118,7 +116,7 @@ def door_config(port: str | None = None) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
     keys = tmp_path / "keys"
     public = dict(
         line.split(": ")
@@ -128,20 +126,19 @@ async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
         DoorNodeConfig.model_validate(door_config()), tmp_path / "sim", ambient=False
     )
     endpoint = await sim.start()
-    config = write_config(
+    config = broker.write_config(
         tmp_path / "gw" / "config.yaml",
-        brokers=[broker.url],
         devices=[door_config(endpoint.port)],
         commands={
             "unverified_report_s": 1,
             "public_keys": public,
             "permissions": {
                 "door-east-1": {"actions": ["door.open", "door.set_mode"], "key_ids": [KEY_ID]},
-                "north-gate-1": {"actions": ["gateway.ping"], "key_ids": [KEY_ID]},
+                broker.gateway_id: {"actions": ["gateway.ping"], "key_ids": [KEY_ID]},
             },
         },
     )
-    sub = Subscriber(broker.port, ROOT)
+    sub = broker.subscriber()
     await sub.start()
     daemon = Daemon(config)
     daemon.start()
@@ -170,11 +167,11 @@ async def wait_ready(the_rig: Rig) -> None:
 
 
 async def test_door_open_pulses_the_relay_and_answers_done(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         command = r.command(params={"hold_seconds": 4})
-        await r.publish(command, response_topic=f"{ROOT}/commands/results/test")
+        await r.publish(command, response_topic=f"{r.broker.root}/commands/results/test")
         result = await r.result_for(command["id"])
         assert result["status"] == "done" and result["reason"] is None
         assert result["device"] == "door-east-1" and result["v"] == 1
@@ -190,18 +187,19 @@ async def test_door_open_pulses_the_relay_and_answers_done(
 
 
 async def test_garbage_with_a_wildcard_response_topic_does_not_stop_the_gateway(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
     """Issue 9: `not json` with response topic `a/#` used to crash the daemon at every start."""
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         await r.publish(b"not json", response_topic="a/#")
         await r.sub.wait_for(lambda: any(x["reason"] == "bad_json" for x in r.results()))
         forged = r.command()
         forged["params"] = {"hold_seconds": 30}  # the signature no longer covers it
-        await r.publish(forged, response_topic=f"{ROOT}/commands/results/steal")
+        await r.publish(forged, response_topic=f"{r.broker.root}/commands/results/steal")
         assert (await r.result_for(forged["id"]))["reason"] == "bad_signature"
-        outside = r.command(action="gateway.ping", device="north-gate-1", params={})
-        await r.publish(outside, response_topic=f"{ROOT}/status")  # authentic, but outside
+        outside = r.command(action="gateway.ping", device=r.broker.gateway_id, params={})
+        # Authentic, but outside the prefix: the status topic must not get a result.
+        await r.publish(outside, response_topic=f"{r.broker.root}/status")
         assert (await r.result_for(outside["id"]))["status"] == "done"
         ok = r.command()
         await r.publish(ok)
@@ -258,9 +256,9 @@ def rejected_payload(r: Rig, reason: str) -> tuple[bytes | dict[str, Any], str |
 
 @pytest.mark.parametrize("reason", REJECTIONS)
 async def test_each_rejection_reason_leaves_the_relay_alone(
-    tmp_path: Path, broker: Mosquitto, reason: str
+    tmp_path: Path, shared_broker: SharedBroker, reason: str
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         payload, command_id = rejected_payload(r, reason)
         await r.publish(payload)
         result = await r.result_for(command_id)
@@ -279,9 +277,9 @@ async def test_each_rejection_reason_leaves_the_relay_alone(
 
 
 async def test_replay_is_rejected_before_and_after_a_restart(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         command = r.command()
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
@@ -299,16 +297,16 @@ async def test_replay_is_rejected_before_and_after_a_restart(
 
 
 async def test_command_delivered_after_it_expired_is_rejected(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         r.daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(r.daemon.wait, 10) == 0
         # The broker keeps the gateway's session: a QoS 1 command with no MQTT
-        # expiry waits there while the gateway is away.
-        command = r.command(ttl_s=1)
+        # expiry waits there while the gateway is away, and expires meanwhile
+        # (issued 2 s ago with a 1 s ttl: already past when the gateway returns).
+        command = r.command(issued_at=time.time() - 2, ttl_s=1)
         await r.publish(command)
-        await asyncio.sleep(1.5)
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert (result["status"], result["reason"]) == ("rejected", "expired")
@@ -316,9 +314,9 @@ async def test_command_delivered_after_it_expired_is_rejected(
 
 
 async def test_crash_between_accept_and_finish_never_reopens(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         r.sim.stop_answering()  # the door node hangs: the command stays in flight
         command = r.command()
         await r.publish(command)
@@ -341,7 +339,10 @@ async def test_crash_between_accept_and_finish_never_reopens(
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert result["status"] == "failed"
-        await asyncio.sleep(1.0)  # the door is polled meanwhile: a re-run would show
+        # A re-run would come before the door is polled on: let it poll ten more times.
+        polled = r.sim.server.answered
+        async with asyncio.timeout(10):
+            await r.sim.server.wait_until(lambda: r.sim.server.answered >= polled + 10)
         assert r.sim.node.pulses == []
 
 
@@ -356,9 +357,9 @@ HOSTILE = [
 
 
 async def test_hostile_payloads_are_rejected_and_the_daemon_keeps_serving(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, broker) as r:
+    async with rig(tmp_path, shared_broker) as r:
         for payload in HOSTILE:
             await r.publish(payload)
         # The broker never hands over what is over max_payload_bytes + 1 KiB
@@ -375,33 +376,17 @@ async def test_hostile_payloads_are_rejected_and_the_daemon_keeps_serving(
         assert r.daemon.proc is not None and r.daemon.proc.poll() is None
 
 
-async def test_send_command_wait_prints_done(tmp_path: Path, broker: Mosquitto) -> None:
-    async with rig(tmp_path, broker) as r:
+async def test_send_command_wait_prints_done(tmp_path: Path, shared_broker: SharedBroker) -> None:
+    async with rig(tmp_path, shared_broker) as r:
         result = await asyncio.to_thread(
             subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "send-command",
-                "--broker",
-                broker.url,
-                "--key",
-                str(r.keys / f"{KEY_ID}.pem"),
-                "--key-id",
-                KEY_ID,
-                "--site",
-                "changqing",
-                "--gateway",
-                "north-gate-1",
-                "--action",
-                "door.open",
-                "--device",
-                "door-east-1",
-                "--param",
-                "hold_seconds=3",
-                "--wait",
-            ],
+            send_command_argv(
+                shared_broker.url,
+                r.keys / f"{KEY_ID}.pem",
+                device="door-east-1",
+                params={"hold_seconds": 3},
+                gateway_id=shared_broker.gateway_id,
+            ),
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Mosquitto
+from tests.broker import Mosquitto, SharedBroker
 from tests.daemon import REPO, Daemon, simulated_devices, write_config
 from tests.subscriber import Subscriber
 
@@ -23,11 +23,11 @@ ROOT = "estates/changqing/gateways/north-gate-1"
 
 
 async def test_sigterm_exits_0_fast_publishes_offline_and_loses_nothing(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    sub = Subscriber(broker.port, ROOT)
+    sub = shared_broker.subscriber()
     await sub.start()
-    daemon = Daemon(write_config(tmp_path / "gw" / "config.yaml", brokers=[broker.url]))
+    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
     daemon.start()
     try:
         await sub.wait_for(lambda: len(sub.unique_seqs()) >= 10, timeout=30)
@@ -49,11 +49,11 @@ async def test_sigterm_exits_0_fast_publishes_offline_and_loses_nothing(
 
 
 async def test_sigkill_leaves_the_will_on_the_status_topic(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    sub = Subscriber(broker.port, ROOT)
+    sub = shared_broker.subscriber()
     await sub.start()
-    daemon = Daemon(write_config(tmp_path / "gw" / "config.yaml", brokers=[broker.url]))
+    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
     daemon.start()
     try:
         await sub.wait_for(lambda: any(m.json()["state"] == "online" for m in sub.on("status")))
@@ -86,15 +86,14 @@ async def test_repeated_sigkill_during_ingest_and_sync_loses_no_committed_readin
             elif broker.proc is None:
                 broker.start()
             daemon.start()
-            daemon.wait_for_log("gateway running")
+            await daemon.wait_for_log("gateway running")
             await asyncio.sleep(rng.uniform(0.3, 1.5))
             daemon.kill()
         if broker.proc is None:
             broker.start()
         daemon.start()
-        daemon.wait_for_log("gateway running")
-        await asyncio.sleep(1.0)
-        last = daemon.last_seq()
+        await daemon.wait_for_log("gateway running")
+        last = await daemon.wait_for_commit(after=daemon.last_seq())  # this run commits too
         await sub.wait_for(lambda: set(range(1, last + 1)) <= set(sub.unique_seqs()), timeout=30)
         daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 10) == 0
@@ -126,15 +125,13 @@ def test_shipped_config_is_valid() -> None:
     assert "4 devices" in result.stdout
 
 
-async def test_status_reads_the_database_while_the_daemon_runs(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
+async def test_status_reads_the_database_while_the_daemon_runs(tmp_path: Path) -> None:
     config = write_config(tmp_path / "gw" / "config.yaml", brokers=["mqtt://127.0.0.1:9"])
     daemon = Daemon(config)
     daemon.start()
     try:
-        daemon.wait_for_log("gateway running")
-        await asyncio.sleep(1.5)
+        await daemon.wait_for_log("gateway running")
+        await daemon.wait_for_commit(after=0)  # something committed to report on
         result = await asyncio.to_thread(run_cli, "status", "-c", str(config), "--json")
     finally:
         daemon.stop()

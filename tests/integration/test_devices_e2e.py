@@ -12,13 +12,12 @@ from drivers.sim.temperature_gate import TemperatureGateSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
 from drivers.temperature_gate import TemperatureGateConfig
 from drivers.uhf_reader import UhfReaderConfig
-from tests.broker import Mosquitto
-from tests.daemon import Daemon, write_config
+from tests.broker import SharedBroker
+from tests.daemon import Daemon
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
 
-ROOT = "estates/changqing/gateways/north-gate-1"
 EPC = "E2000017221100881520ABCD"
 
 
@@ -35,7 +34,7 @@ def temperatures(sub: Subscriber) -> list[dict[str, Any]]:
 
 
 async def test_unplugged_reader_goes_offline_and_back_while_the_gate_keeps_reading(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
     uhf_cfg = {
         "id": "ebike-reader-1",
@@ -62,11 +61,12 @@ async def test_unplugged_reader_goes_offline_and_back_while_the_gate_keeps_readi
     gate_port = (await gate.start()).port
     uhf_cfg["transport"]["port"] = uhf_port
     gate_cfg["transport"]["port"] = gate_port
-    sub = Subscriber(broker.port, ROOT)
+    sub = shared_broker.subscriber()
     await sub.start()
     daemon = Daemon(
-        write_config(
-            tmp_path / "gw" / "config.yaml", brokers=[broker.url], devices=[uhf_cfg, gate_cfg]
+        shared_broker.write_config(
+            tmp_path / "gw" / "config.yaml",
+            devices=[uhf_cfg, gate_cfg],
         )
     )
     daemon.start()

@@ -18,6 +18,8 @@ from drivers.codecs.door_node_map import NEW_CARD_COIL
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver, build_driver
 from drivers.sim.door_node import DoorNodeSimulator, WriteKind
 from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+from tests.devices import stop_tasks
+from tests.fakes import RecordingSink, typed
 
 pytestmark = pytest.mark.integration
 
@@ -28,52 +30,18 @@ UNKNOWN = "0BADC0DE"
 DOOR = "door-east-1"
 
 
-class RecordingSink:
-    """A ReadingSink that tests can wait on."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-        self._changed = asyncio.Event()
+class DoorSink(RecordingSink):
+    """Door events by name."""
 
     def door_events(self, event: str | None = None) -> list[Reading]:
         return [
             r
-            for r in self.readings
-            if r.type is ReadingType.DOOR_EVENT and (event is None or r.data["event"] == event)
+            for r in self.of_type(ReadingType.DOOR_EVENT)
+            if event is None or r.data["event"] == event
         ]
 
-    def states(self) -> list[str]:
-        return [r.data["state"] for r in self.readings if r.type is ReadingType.DEVICE_STATUS]
-
-    async def wait_for(self, predicate: Callable[[Reading], bool]) -> Reading:
-        """The first reading, past or future, that matches."""
-        async with asyncio.timeout(WAIT_S):
-            index = 0
-            while True:
-                while index < len(self.readings):
-                    if predicate(self.readings[index]):
-                        return self.readings[index]
-                    index += 1
-                await self._changed.wait()
-
     async def door_event(self, event: str) -> Reading:
-        return await self.wait_for(
-            lambda r: r.type is ReadingType.DOOR_EVENT and r.data["event"] == event
-        )
-
-    async def status(self, state: DeviceState, *, after: int = 0) -> Reading:
-        return await self.wait_for(
-            lambda r: (
-                r.type is ReadingType.DEVICE_STATUS
-                and r.data["state"] == state.value
-                and self.readings.index(r) >= after
-            )
-        )
+        return await self.wait_for(typed(ReadingType.DOOR_EVENT, event=event))
 
 
 @dataclass
@@ -81,7 +49,7 @@ class Rig:
     sim: DoorNodeSimulator
     driver: DoorNodeDriver
     bus: ModbusBus
-    sink: RecordingSink
+    sink: DoorSink
     access: AccessList
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -123,7 +91,7 @@ async def make_rig(
     )
     config = config.model_copy(update={"transport": config.transport.model_copy(update=where)})
     pool = BusPool(slave_probe_initial_s=0.2, slave_probe_max_s=0.5)
-    sink = RecordingSink()
+    sink = DoorSink()
     access = AccessList(cards)
     driver = build_driver(config, sink=sink, clock=SystemClock(), buses=pool, access=access)
     assert isinstance(driver, DoorNodeDriver)
@@ -139,25 +107,8 @@ async def make_rig(
         yield rig
     finally:
         # Users of the bus first, then the bus itself.
-        for task in reversed(rig.tasks):
-            await _stop(task)
+        await stop_tasks(*reversed(rig.tasks))
         await sim.stop()
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if a cancellation was lost.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside pymodbus's ``execute``)
-    drops a cancellation that arrives as the reply does; the bus then goes back
-    to waiting for work. A second ``cancel()`` reaches it there.
-    """
-    for _ in range(50):
-        task.cancel()
-        done, _pending = await asyncio.wait({task}, timeout=0.2)
-        if done:
-            break
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def test_granted_card_pulses_lock_then_rearms_and_beeps(tmp_path: Path) -> None:

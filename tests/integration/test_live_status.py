@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Mosquitto, free_port
+from tests.broker import SharedBroker, free_port
 from tests.daemon import REPO, Daemon, write_config
 
 pytestmark = pytest.mark.integration
@@ -91,14 +92,16 @@ def all_online(screen: str) -> bool:
     )
 
 
-def test_live_view_shows_devices_broker_and_backlog(tmp_path: Path, broker: Mosquitto) -> None:
-    config = write_config(tmp_path / "gw" / "config.yaml", brokers=[broker.url])
+def test_live_view_shows_devices_broker_and_backlog(
+    tmp_path: Path, shared_broker: SharedBroker
+) -> None:
+    config = shared_broker.write_config(tmp_path / "gw" / "config.yaml")
     daemon = Daemon(config)
     daemon.start()
     view = LiveView(config)
     try:
-        daemon.wait_for_log("metrics endpoint listening")
-        view.wait_for(lambda s: all_online(s) and "connected" in s and broker.url in s)
+        asyncio.run(daemon.wait_for_log("metrics endpoint listening"))
+        view.wait_for(lambda s: all_online(s) and "connected" in s and shared_broker.url in s)
         # At least two more refreshes after that: the view updates in place.
         shown = view.text.count("Ctrl-C to quit")
         view.wait_for(lambda s: s.count("Ctrl-C to quit") >= shown + 2)
@@ -107,7 +110,7 @@ def test_live_view_shows_devices_broker_and_backlog(tmp_path: Path, broker: Mosq
         view.close()
         daemon.stop()
     screen = view.text
-    assert "Estate gateway changqing/north-gate-1" in screen
+    assert f"Estate gateway changqing/{shared_broker.gateway_id}" in screen
     assert "daemon running" in screen
     assert "backlog" in screen and "last seq" in screen
     assert "Traceback" not in screen

@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.base import Reading, SystemClock
+from drivers.base import SystemClock
 from gateway.cli.operator_tools import (
     EXIT_MQTT,
     EXIT_NOT_DONE,
@@ -35,13 +35,12 @@ from gateway.commands.model import CommandsConfig
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
-from tests.broker import Mosquitto, free_port
+from tests.broker import SharedBroker, free_port
+from tests.fakes import RecordingSink
 
 pytestmark = pytest.mark.integration
 
 SITE = "changqing"
-GATEWAY = "north-gate-1"
-ROOT = f"estates/{SITE}/gateways/{GATEWAY}"
 
 
 @dataclass
@@ -84,25 +83,25 @@ async def listening(port: int, topic: str) -> AsyncIterator[tuple[aiomqtt.Client
             await stop(task)
 
 
-def config_for(public_line: str) -> CommandsConfig:
+def config_for(public_line: str, gateway_id: str) -> CommandsConfig:
     key_id, _, public_b64 = public_line.partition(": ")
     return CommandsConfig.model_validate(
         {
             "public_keys": {key_id: public_b64},
-            "permissions": {GATEWAY: {"actions": ["gateway.ping"], "key_ids": [key_id]}},
+            "permissions": {gateway_id: {"actions": ["gateway.ping"], "key_ids": [key_id]}},
         }
     )
 
 
-def send_args(broker_url: str, keys: Path, **overrides: Any) -> dict[str, Any]:
+def send_args(broker_url: str, keys: Path, gateway_id: str, **overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "broker": broker_url,
         "key_file": keys / "ops.pem",
         "key_id": "ops",
         "site": SITE,
-        "gateway": GATEWAY,
+        "gateway": gateway_id,
         "action": "gateway.ping",
-        "device": GATEWAY,
+        "device": gateway_id,
         "params": {},
         "ttl_s": 20.0,
         "timeout_s": 5.0,
@@ -118,10 +117,15 @@ class NoneSeen:
         return False
 
 
-async def test_publishes_a_signed_command_with_expiry(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_publishes_a_signed_command_with_expiry(
+    shared_broker: SharedBroker, tmp_path: Path
+) -> None:
     line = keygen(tmp_path, key_id="ops")
-    async with listening(broker.port, f"{ROOT}/commands") as (_, inbox):
-        code = await send_command(**send_args(broker.url, tmp_path, command_id="cmd-int-1"))
+    share = shared_broker
+    async with listening(share.port, f"{share.root}/commands") as (_, inbox):
+        code = await send_command(
+            **send_args(share.url, tmp_path, share.gateway_id, command_id="cmd-int-1")
+        )
         assert code == EXIT_OK
         async with asyncio.timeout(5):
             await inbox.arrived.wait()
@@ -134,15 +138,19 @@ async def test_publishes_a_signed_command_with_expiry(broker: Mosquitto, tmp_pat
     assert not hasattr(message.properties, "ResponseTopic")  # only with --wait
 
     verifier = CommandVerifier(
-        config_for(line),
-        gateway_id=GATEWAY,
+        config_for(line, share.gateway_id),
+        gateway_id=share.gateway_id,
         device_actions={},
         seen=NoneSeen(),
         clock=SystemClock(),
     )
     assert isinstance(message.payload, bytes)
     verified = verifier.verify(message.payload)
-    assert (verified.id, verified.action, verified.device) == ("cmd-int-1", "gateway.ping", GATEWAY)
+    assert (verified.id, verified.action, verified.device) == (
+        "cmd-int-1",
+        "gateway.ping",
+        share.gateway_id,
+    )
     assert verified.expires_at - verified.issued_at == pytest.approx(20.0)
 
 
@@ -165,14 +173,9 @@ class PublishingResults:
         self.queue.put_nowait((result_json, response_topic, correlation_data))
 
 
-class NoReadings:
-    def put(self, reading: Reading) -> None:
-        del reading
-
-
 @contextlib.asynccontextmanager
 async def gateway(
-    port: int, config: CommandsConfig, data_dir: Path
+    share: SharedBroker, config: CommandsConfig, data_dir: Path
 ) -> AsyncIterator[asyncio.Event]:
     """A minimal gateway: commands in, ``CommandProcessor``, results out on both topics.
 
@@ -186,13 +189,13 @@ async def gateway(
     served = asyncio.Event()
     processor = CommandProcessor(
         config,
-        gateway_id=GATEWAY,
+        gateway_id=share.gateway_id,
         drivers={},
         store=store,
-        readings=NoReadings(),
+        readings=RecordingSink(),
         results=results,
         clock=SystemClock(),
-        response_prefix=f"{ROOT}/commands/results/",
+        response_prefix=f"{share.root}/commands/results/",
     )
 
     async def serve(client: aiomqtt.Client) -> None:
@@ -208,7 +211,7 @@ async def gateway(
                 )
             )
             body, response_topic, correlation = results.queue.get_nowait()
-            await client.publish(f"{ROOT}/commands/results", body, qos=1)
+            await client.publish(f"{share.root}/commands/results", body, qos=1)
             if response_topic is not None:
                 reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 if correlation is not None:
@@ -217,8 +220,10 @@ async def gateway(
             served.set()
 
     try:
-        async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as client:
-            await client.subscribe(f"{ROOT}/commands", qos=1)
+        async with aiomqtt.Client(
+            "127.0.0.1", share.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            await client.subscribe(f"{share.root}/commands", qos=1)
             task = asyncio.create_task(serve(client), name="test-gateway")
             try:
                 yield served
@@ -228,45 +233,65 @@ async def gateway(
         store.close()
 
 
-async def test_wait_round_trip_through_the_processor(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_wait_round_trip_through_the_processor(
+    shared_broker: SharedBroker, tmp_path: Path
+) -> None:
     line = keygen(tmp_path / "keys", key_id="ops")
     out = io.StringIO()
+    share = shared_broker
     async with (
-        gateway(broker.port, config_for(line), tmp_path / "data") as served,
-        listening(broker.port, f"{ROOT}/commands/results/#") as (_, replies),
+        gateway(share, config_for(line, share.gateway_id), tmp_path / "data") as served,
+        listening(share.port, f"{share.root}/commands/results/#") as (_, replies),
     ):
         code = await send_command(
-            **send_args(broker.url, tmp_path / "keys", wait=True, command_id="cmd-int-2", out=out)
+            **send_args(
+                share.url,
+                tmp_path / "keys",
+                share.gateway_id,
+                wait=True,
+                command_id="cmd-int-2",
+                out=out,
+            )
         )
         async with asyncio.timeout(5):
             await served.wait()
         # The reply also went to the sender's own response topic, with its correlation data.
-        reply = await replies.wait_for(lambda m: m.topic.value != f"{ROOT}/commands/results")
+        reply = await replies.wait_for(lambda m: m.topic.value != f"{share.root}/commands/results")
     assert code == EXIT_OK, out.getvalue()
     printed = out.getvalue()
     result_line = next(x for x in printed.splitlines() if x.startswith("result: "))
     result = json.loads(result_line.removeprefix("result: "))
-    assert (result["id"], result["status"], result["device"]) == ("cmd-int-2", "done", GATEWAY)
+    assert (result["id"], result["status"], result["device"]) == (
+        "cmd-int-2",
+        "done",
+        share.gateway_id,
+    )
     assert "round-trip: " in printed
     assert reply.properties is not None
     assert getattr(reply.properties, "CorrelationData", None) == b"cmd-int-2"
 
 
-async def test_rejected_result_exits_non_zero(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_rejected_result_exits_non_zero(shared_broker: SharedBroker, tmp_path: Path) -> None:
     line = keygen(tmp_path / "keys", key_id="ops")
-    async with gateway(broker.port, config_for(line), tmp_path / "data") as served:
+    share = shared_broker
+    async with gateway(share, config_for(line, share.gateway_id), tmp_path / "data") as served:
         code = await send_command(
-            **send_args(broker.url, tmp_path / "keys", wait=True, device="door-nowhere")
+            **send_args(
+                share.url, tmp_path / "keys", share.gateway_id, wait=True, device="door-nowhere"
+            )
         )
         async with asyncio.timeout(5):
             await served.wait()
     assert code == EXIT_NOT_DONE
 
 
-async def test_no_answer_times_out(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_no_answer_times_out(shared_broker: SharedBroker, tmp_path: Path) -> None:
     keygen(tmp_path, key_id="ops")
     err = io.StringIO()
-    code = await send_command(**send_args(broker.url, tmp_path, wait=True, timeout_s=0.3, err=err))
+    args = send_args(
+        shared_broker.url, tmp_path, shared_broker.gateway_id, wait=True, timeout_s=0.3, err=err
+    )
+    code = await send_command(**args)
     assert code == EXIT_TIMEOUT
     assert "no result" in err.getvalue()
 
@@ -275,6 +300,6 @@ async def test_unreachable_broker(tmp_path: Path) -> None:
     keygen(tmp_path, key_id="ops")
     err = io.StringIO()
     # Nothing listens on a free port.
-    args = send_args(f"mqtt://127.0.0.1:{free_port()}", tmp_path, err=err)
+    args = send_args(f"mqtt://127.0.0.1:{free_port()}", tmp_path, "north-gate-1", err=err)
     assert await send_command(**args) == EXIT_MQTT
     assert "MQTT" in err.getvalue()

@@ -42,13 +42,14 @@ async def test_read_write_and_unplug(tmp_path: Path) -> None:
                 assert await transport.read() == b"hello"
             await transport.write(b"ping")
             assert link.master_fd is not None
-            async with asyncio.timeout(WAIT_S):
-                while True:
-                    try:
-                        assert os.read(link.master_fd, 100) == b"ping"
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.01)
+            readable = asyncio.Event()
+            asyncio.get_running_loop().add_reader(link.master_fd, readable.set)
+            try:
+                async with asyncio.timeout(WAIT_S):
+                    await readable.wait()
+            finally:
+                asyncio.get_running_loop().remove_reader(link.master_fd)
+            assert os.read(link.master_fd, 100) == b"ping"
             link.unplug()
             with pytest.raises(TransportError, match=r"hangup|failed"):
                 async with asyncio.timeout(WAIT_S):

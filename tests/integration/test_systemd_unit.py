@@ -14,6 +14,9 @@ Three kinds of check:
   daemon runs under them. This is where a cffi/JIT need for W+X memory would show.
   It needs the Debian package python3-seccomp and skips without it. No systemd runs
   as PID 1 here, so namespaces, DeviceAllow= and ProtectSystem= are not exercised.
+
+Longer than 400 lines because each class of hardening directive gets its check, and the
+seccomp workload needs a harness of its own.
 """
 
 from __future__ import annotations

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.base import Priority, Reading, ReadingType, SystemClock
-from drivers.sim.base import SimEndpoint
+from drivers.base import Priority, ReadingType, SystemClock
+from drivers.registry import attach
 from drivers.sim.modbus_server import ModbusSimServer
-from drivers.sim.temperature_gate import TemperatureGateDevice, make_simulator
+from drivers.sim.temperature_gate import (
+    TemperatureGateDevice,
+    TemperatureGateSimulator,
+    make_simulator,
+)
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
 from drivers.transports.modbus import BusPool
+from tests.devices import stop_tasks
+from tests.fakes import RecordingSink, typed
 
 pytestmark = pytest.mark.integration
 
@@ -32,54 +38,7 @@ BUS_OPTIONS = {
     "slave_probe_max_s": 0.3,
 }
 
-
-class WaitingSink:
-    """Collects readings; tests wait for the one they expect."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[Reading], bool]) -> Reading:
-        """The first reading (old or new) that matches; wrap in asyncio.timeout."""
-        seen = 0
-        while True:
-            for reading in self.readings[seen:]:
-                if predicate(reading):
-                    return reading
-            seen = len(self.readings)
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def next_temperature(self) -> Reading:
-        start = len(self.readings)
-        while True:
-            for reading in self.readings[start:]:
-                if reading.type is ReadingType.TEMPERATURE_BODY:
-                    return reading
-            start = len(self.readings)
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def status(self, device: str, state: str, *, after: int = 0) -> Reading:
-        def matches(reading: Reading) -> bool:
-            return (
-                reading.device == device
-                and reading.type is ReadingType.DEVICE_STATUS
-                and reading.data["state"] == state
-            )
-
-        while True:
-            for reading in self.readings[after:]:
-                if matches(reading):
-                    return reading
-            after = len(self.readings)
-            self._changed.clear()
-            await self._changed.wait()
+TEMPERATURE = typed(ReadingType.TEMPERATURE_BODY)
 
 
 def gate_config(gate_id: str, transport: dict[str, Any], **extra: Any) -> TemperatureGateConfig:
@@ -96,14 +55,14 @@ def gate_config(gate_id: str, transport: dict[str, Any], **extra: Any) -> Temper
 
 @dataclass
 class Running:
-    sink: WaitingSink
+    sink: RecordingSink
     pool: BusPool
 
 
 @contextlib.asynccontextmanager
 async def running(configs: list[TemperatureGateConfig]) -> AsyncIterator[Running]:
     """Run a bus per line and a driver per gate, as the supervisor would."""
-    sink = WaitingSink()
+    sink = RecordingSink()
     pool = BusPool(**BUS_OPTIONS)
     drivers = [build_driver(c, sink=sink, clock=SystemClock(), buses=pool) for c in configs]
     tasks = [asyncio.create_task(bus.run(), name=f"bus {bus.name}") for bus in pool.buses]
@@ -111,80 +70,73 @@ async def running(configs: list[TemperatureGateConfig]) -> AsyncIterator[Running
     try:
         yield Running(sink, pool)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*tasks)
 
 
-def with_endpoint(config: TemperatureGateConfig, endpoint: SimEndpoint) -> TemperatureGateConfig:
-    transport = config.transport
-    if endpoint.port is not None:
-        transport = transport.model_copy(update={"port": endpoint.port})
-    else:
-        transport = transport.model_copy(update={"host": endpoint.host, "port": endpoint.tcp_port})
-    return config.model_copy(update={"transport": transport})
+@contextlib.asynccontextmanager
+async def simulated(
+    config: TemperatureGateConfig, workdir: Path, *, ambient: bool = False
+) -> AsyncIterator[tuple[TemperatureGateSimulator, Running]]:
+    """One gate's simulator and its driver attached to it, for one test (time-boxed)."""
+    sim = make_simulator(config, workdir, ambient=ambient)
+    endpoint = await sim.start()
+    try:
+        attached = attach(config, endpoint)
+        assert isinstance(attached, TemperatureGateConfig)
+        async with running([attached]) as run, asyncio.timeout(WAIT_S):
+            yield sim, run
+    finally:
+        await sim.stop()
 
 
 async def test_readings_over_a_pty_field_by_field(tmp_path: Path) -> None:
     config = gate_config("temp-gate-1", {"type": "modbus_rtu"})
-    sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    try:
-        async with running([with_endpoint(config, endpoint)]) as run, asyncio.timeout(WAIT_S):
-            online = await run.sink.status("temp-gate-1", "online")
-            assert online.priority is Priority.ROUTINE
+    async with simulated(config, tmp_path) as (sim, run):
+        online = await run.sink.status("online", device="temp-gate-1")
+        assert online.priority is Priority.ROUTINE
 
-            sim.inject_reading(36.6)
-            normal = await run.sink.next_temperature()
-            assert normal.device == "temp-gate-1"
-            assert normal.type is ReadingType.TEMPERATURE_BODY
-            assert normal.priority is Priority.ROUTINE
-            assert dict(normal.data) == {"celsius": 36.6, "threshold": 37.3, "fever": False}
-            assert normal.wall_ts > 0
-            assert normal.mono_ts > 0
+        sim.inject_reading(36.6)
+        normal = await run.sink.next(TEMPERATURE)
+        assert normal.device == "temp-gate-1"
+        assert normal.type is ReadingType.TEMPERATURE_BODY
+        assert normal.priority is Priority.ROUTINE
+        assert dict(normal.data) == {"celsius": 36.6, "threshold": 37.3, "fever": False}
+        assert normal.wall_ts > 0
+        assert normal.mono_ts > 0
 
-            sim.inject_reading(38.1)
-            fever = await run.sink.next_temperature()
-            assert fever.priority is Priority.ALARM
-            assert dict(fever.data) == {"celsius": 38.1, "threshold": 37.3, "fever": True}
+        sim.inject_reading(38.1)
+        fever = await run.sink.next(TEMPERATURE)
+        assert fever.priority is Priority.ALARM
+        assert dict(fever.data) == {"celsius": 38.1, "threshold": 37.3, "fever": True}
 
-            sim.inject_reading(37.3, fever=False)  # at the threshold; gate's own flag ignored
-            edge = await run.sink.next_temperature()
-            assert edge.data["fever"] is True
+        sim.inject_reading(37.3, fever=False)  # at the threshold; gate's own flag ignored
+        edge = await run.sink.next(TEMPERATURE)
+        assert edge.data["fever"] is True
 
-            sim.inject_reading(36.9, skip=4)  # four readings no poll could see
-            gap = await run.sink.next_temperature()
-            assert dict(gap.data) == {
-                "celsius": 36.9,
-                "threshold": 37.3,
-                "fever": False,
-                "missed": 4,
-            }
-            temperatures = [r for r in run.sink.readings if r.type is ReadingType.TEMPERATURE_BODY]
-            assert len(temperatures) == 4  # nothing invented, nothing repeated
-    finally:
-        await sim.stop()
+        sim.inject_reading(36.9, skip=4)  # four readings no poll could see
+        gap = await run.sink.next(TEMPERATURE)
+        assert dict(gap.data) == {
+            "celsius": 36.9,
+            "threshold": 37.3,
+            "fever": False,
+            "missed": 4,
+        }
+        temperatures = [r for r in run.sink.readings if r.type is ReadingType.TEMPERATURE_BODY]
+        assert len(temperatures) == 4  # nothing invented, nothing repeated
 
 
 async def test_sensor_error_then_recovery(tmp_path: Path) -> None:
     config = gate_config("temp-gate-1", {"type": "modbus_rtu"})
-    sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    try:
-        async with running([with_endpoint(config, endpoint)]) as run, asyncio.timeout(WAIT_S):
-            await run.sink.status("temp-gate-1", "online")
-            mark = len(run.sink.readings)
-            sim.sensor_error(True)
-            error = await run.sink.status("temp-gate-1", "error", after=mark)
-            assert error.data["detail"] == "sensor error"
-            sim.sensor_error(False)
-            await run.sink.status("temp-gate-1", "online", after=mark)
-            sim.inject_reading(36.5)
-            assert (await run.sink.next_temperature()).data["celsius"] == 36.5
-    finally:
-        await sim.stop()
+    async with simulated(config, tmp_path) as (sim, run):
+        await run.sink.status("online", device="temp-gate-1")
+        mark = len(run.sink.readings)
+        sim.sensor_error(True)
+        error = await run.sink.status("error", device="temp-gate-1", after=mark)
+        assert error.data["detail"] == "sensor error"
+        sim.sensor_error(False)
+        await run.sink.status("online", device="temp-gate-1", after=mark)
+        sim.inject_reading(36.5)
+        assert (await run.sink.next(TEMPERATURE)).data["celsius"] == 36.5
 
 
 async def test_silent_gate_goes_offline_while_its_neighbour_is_still_polled(
@@ -200,12 +152,12 @@ async def test_silent_gate_goes_offline_while_its_neighbour_is_still_polled(
     try:
         async with running(configs) as run, asyncio.timeout(WAIT_S):
             assert len(run.pool.buses) == 1
-            await run.sink.status("temp-gate-1", "online")
-            await run.sink.status("temp-gate-2", "online")
+            await run.sink.status("online", device="temp-gate-1")
+            await run.sink.status("online", device="temp-gate-2")
 
             gate1.stop_answering()
             mark = len(run.sink.readings)
-            offline = await run.sink.status("temp-gate-1", "offline", after=mark)
+            offline = await run.sink.status("offline", device="temp-gate-1", after=mark)
             assert offline.priority is Priority.ALARM
             # At least the configured number of polls went unanswered first.
             assert sum(1 for s in server.requests if s.slave == 1 and not s.answered) >= 3
@@ -221,7 +173,7 @@ async def test_silent_gate_goes_offline_while_its_neighbour_is_still_polled(
 
             gate1.inject_reading(36.4)  # measured while it was not answering
             gate1.resume_answering()
-            await run.sink.status("temp-gate-1", "online", after=mark)
+            await run.sink.status("online", device="temp-gate-1", after=mark)
             back = await run.sink.wait_for(
                 lambda r: r.device == "temp-gate-1" and r.type is ReadingType.TEMPERATURE_BODY
             )
@@ -233,21 +185,16 @@ async def test_silent_gate_goes_offline_while_its_neighbour_is_still_polled(
 
 async def test_unplug_goes_offline_and_replug_comes_back(tmp_path: Path) -> None:
     config = gate_config("temp-gate-1", {"type": "modbus_rtu"})
-    sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    try:
-        async with running([with_endpoint(config, endpoint)]) as run, asyncio.timeout(WAIT_S):
-            await run.sink.status("temp-gate-1", "online")
-            mark = len(run.sink.readings)
-            sim.unplug()
-            await run.sink.status("temp-gate-1", "offline", after=mark)
-            assert not run.pool.buses[0].connected
-            sim.replug()
-            await run.sink.status("temp-gate-1", "online", after=mark)
-            sim.inject_reading(36.7)
-            assert (await run.sink.next_temperature()).data["celsius"] == 36.7
-    finally:
-        await sim.stop()
+    async with simulated(config, tmp_path) as (sim, run):
+        await run.sink.status("online", device="temp-gate-1")
+        mark = len(run.sink.readings)
+        sim.unplug()
+        await run.sink.status("offline", device="temp-gate-1", after=mark)
+        assert not run.pool.buses[0].connected
+        sim.replug()
+        await run.sink.status("online", device="temp-gate-1", after=mark)
+        sim.inject_reading(36.7)
+        assert (await run.sink.next(TEMPERATURE)).data["celsius"] == 36.7
 
 
 async def test_over_modbus_tcp_with_input_registers(tmp_path: Path) -> None:
@@ -257,29 +204,19 @@ async def test_over_modbus_tcp_with_input_registers(tmp_path: Path) -> None:
         slave=9,
         registers={"base_address": 0x20, "function_code": 4, "scale": 0.01},
     )
-    sim = make_simulator(config, tmp_path, ambient=False)
-    endpoint = await sim.start()
-    assert endpoint.host == "127.0.0.1"
-    assert endpoint.tcp_port
-    try:
-        async with running([with_endpoint(config, endpoint)]) as run, asyncio.timeout(WAIT_S):
-            await run.sink.status("temp-gate-9", "online")
-            sim.inject_reading(37.46)
-            reading = await run.sink.next_temperature()
-            assert dict(reading.data) == {"celsius": 37.46, "threshold": 37.3, "fever": True}
-    finally:
-        await sim.stop()
+    async with simulated(config, tmp_path) as (sim, run):
+        (bus,) = run.pool.buses
+        assert bus.name.startswith("tcp:127.0.0.1:")  # loopback TCP, as a converter would be
+        await run.sink.status("online", device="temp-gate-9")
+        sim.inject_reading(37.46)
+        reading = await run.sink.next(TEMPERATURE)
+        assert dict(reading.data) == {"celsius": 37.46, "threshold": 37.3, "fever": True}
 
 
 async def test_ambient_mode_produces_normal_readings(tmp_path: Path) -> None:
     config = gate_config("temp-gate-1", {"type": "modbus_rtu"})
-    sim = make_simulator(config, tmp_path, ambient=True)
-    endpoint = await sim.start()
-    try:
-        async with running([with_endpoint(config, endpoint)]) as run, asyncio.timeout(WAIT_S):
-            for _ in range(2):
-                reading = await run.sink.next_temperature()
-                assert 36.0 <= reading.data["celsius"] <= 37.0
-                assert reading.data["fever"] is False
-    finally:
-        await sim.stop()
+    async with simulated(config, tmp_path, ambient=True) as (_, run):
+        for _ in range(2):
+            reading = await run.sink.next(TEMPERATURE)
+            assert 36.0 <= reading.data["celsius"] <= 37.0
+            assert reading.data["fever"] is False

@@ -12,63 +12,33 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState, Priority, Reading, ReadingType, SystemClock
+from drivers.base import DeviceState, Driver, Priority, Reading, ReadingType, SystemClock
 from drivers.codecs.chafon_uhf import GetWorkMode, Inventory, SetWorkMode
 from drivers.sim.uhf_reader import UhfReaderSimulator, make_simulator
 from drivers.uhf_reader import UhfReaderConfig, UhfReaderDriver, build_driver
+from tests.devices import driven
+from tests.fakes import RecordingSink, status_is, wait_until
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 15.0  # generous: the machine is shared, these are bounds, not expectations
 EPC = "E2000017221100881520ABCD"
-
-
-class Sink:
-    """Collects readings; tests wait for the one they expect."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-        self._changed.set()
-
-    async def wait_for(
-        self, pred: Callable[[Reading], bool], *, after: int = 0, timeout: float = WAIT_S
-    ) -> Reading:
-        async with asyncio.timeout(timeout):
-            while True:
-                for r in self.readings[after:]:
-                    if pred(r):
-                        return r
-                self._changed.clear()
-                await self._changed.wait()
-
-    def of_type(self, type_: ReadingType) -> list[Reading]:
-        return [r for r in self.readings if r.type is type_]
-
-
-def status_is(state: DeviceState) -> Callable[[Reading], bool]:
-    return lambda r: r.type is ReadingType.DEVICE_STATUS and r.data["state"] == state.value
 
 
 def pass_of(epc: str) -> Callable[[Reading], bool]:
     return lambda r: r.type is ReadingType.EBIKE_PASS and r.data["epc"] == epc
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """For facts with no event of their own (counters, simulator state)."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
 class Rig:
-    def __init__(self, sim: UhfReaderSimulator, driver: UhfReaderDriver, sink: Sink) -> None:
+    def __init__(
+        self, sim: UhfReaderSimulator, driver: UhfReaderDriver, sink: RecordingSink
+    ) -> None:
         self.sim = sim
         self.driver = driver
         self.sink = sink
+
+
+def serial_driver(config: UhfReaderConfig, sink: RecordingSink) -> Driver:
+    return build_driver(config, sink=sink, clock=SystemClock())
 
 
 @contextlib.asynccontextmanager
@@ -89,21 +59,9 @@ async def running(
     config = UhfReaderConfig.model_validate(settings)
     sim = make_simulator(config, tmp_path, ambient=False)
     sim.max_tags_per_frame = max_tags_per_frame
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
-    sink = Sink()
-    driver = build_driver(config, sink=sink, clock=SystemClock())
-    assert isinstance(driver, UhfReaderDriver)
-    task = asyncio.create_task(driver.run(), name="uhf-driver")
-    try:
+    async with driven(sim, config, serial_driver) as (driver, sink):
+        assert isinstance(driver, UhfReaderDriver)
         yield Rig(sim, driver, sink)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sim.stop()
 
 
 def _ts(text: str) -> datetime:
@@ -238,7 +196,7 @@ async def test_missing_port_is_offline_at_start(tmp_path: Path) -> None:
             "transport": {"port": str(tmp_path / "nothing-here")},
         }
     )
-    sink = Sink()
+    sink = RecordingSink()
     driver = build_driver(config, sink=sink, clock=SystemClock())
     task = asyncio.create_task(driver.run(), name="uhf-driver")
     try:

@@ -1,5 +1,9 @@
 """The Chafon UHF codec (PROTOCOLS.md, "UHF RFID reader"): golden frames, the
-stream decoder's resynchronisation, and hypothesis properties."""
+stream decoder's resynchronisation, and hypothesis properties.
+
+Longer than 400 lines because each golden frame of PROTOCOLS.md is a case, and the
+decoder gets its resynchronisation cases and properties.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""CommandVerifier: every rejection reason, their order, and hostile payloads."""
+"""CommandVerifier: every rejection reason, their order, and hostile payloads.
+
+Longer than 400 lines because each rejection reason of the contract gets its own test,
+in the contract's order, plus the hostile payloads.
+"""
 
 from __future__ import annotations
 

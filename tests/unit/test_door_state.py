@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from drivers.access import AccessList, Decision
 from drivers.actions import OtherAction, Ping
-from drivers.base import ActionNotSupportedError, Priority, Reading, SystemClock
+from drivers.base import ActionNotSupportedError, Priority, SystemClock
 from drivers.door_node import (
     Beep,
     DoorEvent,
@@ -25,6 +25,7 @@ from drivers.door_node import (
 )
 from drivers.transports.config import ModbusTcpTransportConfig
 from drivers.transports.modbus import BusPool
+from tests.fakes import RecordingSink
 
 GRANT = Decision(True, "granted")
 UNKNOWN = Decision(False, "unknown_card")
@@ -289,21 +290,13 @@ def test_config_rejects(options: dict[str, object]) -> None:
 def make_driver(tmp_path: Path) -> DoorNodeDriver:
     driver = build_driver(
         config(),
-        sink=ListSink(),
+        sink=RecordingSink(),
         clock=SystemClock(),
         buses=BusPool(),
         access=AccessList(tmp_path / "access.cards"),
     )
     assert isinstance(driver, DoorNodeDriver)
     return driver
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
 
 
 async def test_driver_actions_and_unsupported_ones(tmp_path: Path) -> None:

@@ -19,18 +19,13 @@ from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.uplink.stats import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
-from tests.fakes import FakeClock, FakeClockSync
-
-
-class ListSink:
-    def put(self, reading: object) -> None:
-        pass
+from tests.fakes import FakeClock, FakeClockSync, RecordingSink
 
 
 class StubDriver:
     def __init__(self, device_id: str, clock: FakeClock) -> None:
         self.device_id = device_id
-        self.health = DeviceHealth(device_id, ListSink(), clock)
+        self.health = DeviceHealth(device_id, RecordingSink(), clock)
 
     async def run(self) -> None:
         raise NotImplementedError

@@ -13,10 +13,11 @@ from typing import Any, cast
 import pytest
 
 from drivers.actions import DoorOpen
-from drivers.base import DeviceError, Priority, Reading, ReadingType
+from drivers.base import DeviceError, Priority, ReadingType
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
 from drivers.transports.errors import TransportError, TransportTimeoutError
 from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
+from tests.fakes import RecordingSink
 
 VALID_NEW = 0x11
 SENSOR_ERROR = 0x04
@@ -28,17 +29,6 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return 1000.0
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    def put(self, reading: Reading) -> None:
-        self.readings.append(reading)
-
-    def of(self, type_: ReadingType) -> list[Reading]:
-        return [reading for reading in self.readings if reading.type is type_]
 
 
 class ScriptedBus:
@@ -71,7 +61,7 @@ class ScriptedBus:
         return await self._read("input", slave, address, count, priority)
 
 
-def make(**overrides: Any) -> tuple[TemperatureGateDriver, ScriptedBus, ListSink]:
+def make(**overrides: Any) -> tuple[TemperatureGateDriver, ScriptedBus, RecordingSink]:
     raw: dict[str, Any] = {
         "id": "temp-gate-1",
         "kind": "temperature_gate",
@@ -80,17 +70,13 @@ def make(**overrides: Any) -> tuple[TemperatureGateDriver, ScriptedBus, ListSink
     raw.update(overrides)
     config = TemperatureGateConfig.model_validate(raw)
     bus = ScriptedBus()
-    sink = ListSink()
+    sink = RecordingSink()
     driver = TemperatureGateDriver(config, sink=sink, clock=FakeClock(), bus=cast(ModbusBus, bus))
     return driver, bus, sink
 
 
-def temperatures(sink: ListSink) -> list[dict[str, Any]]:
-    return [dict(reading.data) for reading in sink.of(ReadingType.TEMPERATURE_BODY)]
-
-
-def states(sink: ListSink) -> list[str]:
-    return [reading.data["state"] for reading in sink.of(ReadingType.DEVICE_STATUS)]
+def temperatures(sink: RecordingSink) -> list[dict[str, Any]]:
+    return [dict(reading.data) for reading in sink.of_type(ReadingType.TEMPERATURE_BODY)]
 
 
 async def poll(driver: TemperatureGateDriver, times: int = 1) -> None:
@@ -131,8 +117,8 @@ async def test_online_then_a_reading_per_counter_change() -> None:
     bus.block(365, 0x01, 10)  # unchanged: nothing new
     bus.block(367, VALID_NEW, 11)
     await poll(driver, 3)
-    assert states(sink) == ["online"]
-    [reading] = sink.of(ReadingType.TEMPERATURE_BODY)
+    assert sink.states() == ["online"]
+    [reading] = sink.of_type(ReadingType.TEMPERATURE_BODY)
     assert reading.data == {"celsius": 36.7, "threshold": 37.3, "fever": False}
     assert reading.priority is Priority.ROUTINE
     assert reading.device == "temp-gate-1"
@@ -147,7 +133,7 @@ async def test_fever_at_or_above_the_gateway_threshold_is_an_alarm(
     # The gate's own fever bit is deliberately wrong: the gateway decides.
     bus.block(tenths, VALID_NEW | (0 if fever else 0x02), 2)
     await poll(driver, 2)
-    [reading] = sink.of(ReadingType.TEMPERATURE_BODY)
+    [reading] = sink.of_type(ReadingType.TEMPERATURE_BODY)
     assert reading.data["fever"] is fever
     assert reading.priority is (Priority.ALARM if fever else Priority.ROUTINE)
 
@@ -208,8 +194,8 @@ async def test_sensor_error_is_an_error_state_until_it_clears() -> None:
     bus.block(0, SENSOR_ERROR, 2)
     bus.block(365, VALID_NEW, 3)
     await poll(driver, 4)
-    assert states(sink) == ["online", "error", "online"]
-    assert sink.of(ReadingType.DEVICE_STATUS)[1].data["detail"] == "sensor error"
+    assert sink.states() == ["online", "error", "online"]
+    assert sink.of_type(ReadingType.DEVICE_STATUS)[1].data["detail"] == "sensor error"
     assert temperatures(sink) == [{"celsius": 36.5, "threshold": 37.3, "fever": False}]
 
 
@@ -218,18 +204,18 @@ async def test_offline_after_the_configured_failures_and_back() -> None:
     bus.block(360, 0x01, 1)
     bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(2))
     await poll(driver, 3)
-    assert states(sink) == ["online"]
+    assert sink.states() == ["online"]
     bus.script.append(TransportError("bus", "slave 1 backing off"))
     await poll(driver)
-    assert states(sink) == ["online", "offline"]
-    offline = sink.of(ReadingType.DEVICE_STATUS)[-1]
+    assert sink.states() == ["online", "offline"]
+    offline = sink.of_type(ReadingType.DEVICE_STATUS)[-1]
     assert offline.priority is Priority.ALARM
     bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(5))
     await poll(driver, 5)
-    assert states(sink) == ["online", "offline"]  # logged once, reported once
+    assert sink.states() == ["online", "offline"]  # logged once, reported once
     bus.block(366, VALID_NEW, 9)
     await poll(driver)
-    assert states(sink) == ["online", "offline", "online"]
+    assert sink.states() == ["online", "offline", "online"]
     # Readings made while it was unreachable are a gap on the first one back.
     assert temperatures(sink) == [{"celsius": 36.6, "threshold": 37.3, "fever": False, "missed": 7}]
 
@@ -241,14 +227,14 @@ async def test_a_failure_streak_is_reset_by_an_answer() -> None:
     bus.block(360, 0x01, 1)
     bus.script.append(TransportTimeoutError("bus", "no reply"))
     await poll(driver, 4)
-    assert states(sink) == ["online"]
+    assert sink.states() == ["online"]
 
 
 async def test_modbus_exception_is_an_error_state() -> None:
     driver, bus, sink = make()
     bus.script.append(ModbusExceptionError("bus", 1, 3, 2))
     await poll(driver)
-    [status] = sink.of(ReadingType.DEVICE_STATUS)
+    [status] = sink.of_type(ReadingType.DEVICE_STATUS)
     assert status.data["state"] == "error"
     assert "illegal_data_address" in status.data["detail"]
 
@@ -262,7 +248,7 @@ async def test_no_actions() -> None:
 
 def test_build_driver_shares_the_bus_of_its_port() -> None:
     pool = BusPool()
-    sink = ListSink()
+    sink = RecordingSink()
     configs = [
         TemperatureGateConfig.model_validate(
             {
