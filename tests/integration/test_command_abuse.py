@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -78,13 +77,14 @@ async def test_a_garbage_flood_costs_no_syncs_and_a_real_door_open_gets_through(
                     f"{r.broker.root}/commands", b'{"v":1,"id":"junk-%d"}' % n, qos=1
                 )
         command = r.command(params={"hold_seconds": 1})
-        sent = time.monotonic()
         await r.publish(command)
         result = await r.result_for(command["id"])
-        took_s = time.monotonic() - sent
         assert result["status"] == "done"
         assert [(p.relay, p.tenths) for p in r.sim.node.pulses] == [(1, 10)]
-        assert took_s < 2.0, f"door.open took {took_s:.1f} s behind the garbage"
+        # Measured by the daemon from the message's arrival: it never waited
+        # behind the garbage in the command queue, and nothing was dropped.
+        assert result["latency_ms"] < 1000, f"door.open took {result['latency_ms']} ms"
+        assert metric(config, "estate_gateway_commands_dropped_total") == 0
         spent = await asyncio.to_thread(syncs) - before
         # The real command costs a few (accept, finish, its result and audit);
         # the routine readings' sync interval adds about one a second.
