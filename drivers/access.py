@@ -42,7 +42,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -219,9 +220,14 @@ class AccessList:
     be called from a driver's poll loop.
     """
 
-    def __init__(self, path: Path, *, tz: tzinfo | None = None) -> None:
+    def __init__(
+        self, path: Path, *, tz: tzinfo | None = None, now: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
         self._tz = tz
+        # "Now" for card windows: the gateway passes its trusted time
+        # (CONTRACT 1.1), so a stale boot clock cannot revive an expired card.
+        self._now = now
         self._entries: dict[str, list[CardEntry]] = {}
         self._signature: tuple[int, int, int] | None = None
         self._missing_warned = False
@@ -302,13 +308,17 @@ class AccessList:
             self._missing_warned = True
             _LOGGER.warning("access list missing, every card is denied: path=%s", self.path)
 
-    def decide(self, card: str, door: str, now_wall: float) -> Decision:
+    def decide(self, card: str, door: str, now_wall: float | None = None) -> Decision:
         """Whether ``card`` may open ``door`` at ``now_wall`` (epoch seconds), and why.
+
+        ``now_wall`` defaults to the ``now`` the list was made with.
 
         The reason is an ``AccessReason`` value: ``granted``, or for a denial
         the most specific one among the card's lines (a line for this door
         that is out of its period beats a line for another door).
         """
+        if now_wall is None:
+            now_wall = self._now()
         if not self._loaded:
             decision = Decision(False, AccessReason.NO_ACCESS_LIST.value)
         else:

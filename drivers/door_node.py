@@ -470,7 +470,7 @@ class DoorNodeDriver:
             self.health.count("cards_empty")
             await self._rearm()
             return
-        decision = self._access.decide(card, self.door, self._clock.wall())
+        decision = self._access.decide(card, self.door)  # judged by the list's trusted now
         step = self.logic.card(card, decision, self._clock.monotonic())
         if _LOGGER.isEnabledFor(logging.DEBUG):
             _LOGGER.debug(

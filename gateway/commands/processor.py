@@ -94,6 +94,7 @@ from gateway.commands.model import (
 from gateway.commands.store import AuditRecord, CommandStore
 from gateway.commands.unverified import ResultBudget, UnverifiedTally, aggregate
 from gateway.commands.verify import CommandVerifier
+from gateway.runtime.clock import TrustedTime
 from gateway.timefmt import rfc3339
 
 _LOGGER = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class CommandProcessor:
         results: sink for result JSON.
         clock: wall clock for validity and stamps, monotonic clock for latency.
         response_prefix: a response topic is honoured only strictly under this.
+        trusted: trusted time for the validity window (CONTRACT 1.1), when given.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class CommandProcessor:
         results: ResultSink,
         clock: Clock,
         response_prefix: str,
+        trusted: TrustedTime | None = None,
     ) -> None:
         self._config = config
         self._response_prefix = response_prefix
@@ -179,6 +182,7 @@ class CommandProcessor:
             device_actions=_DriverActions(drivers),
             seen=store,
             clock=clock,
+            trusted=trusted,
         )
 
     def screen(self, inbound: InboundCommand) -> CommandMessage | None:

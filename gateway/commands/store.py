@@ -25,11 +25,13 @@ Tables (schema version in ``PRAGMA user_version``):
   (default 90 days) or beyond the newest ``audit_max_rows``, so the file
   cannot grow without bound (schema version 2; version 1 refused DELETE too).
 
-A file that is not a database, fails ``quick_check``, or has a schema newer
-than this code is moved aside (``commands.sqlite3.corrupt-<UTC time>``, with
-its ``-wal``/``-shm``) and logged at ERROR; it is never deleted. Starting over
-forgets used ids, which re-opens replay only for commands still inside their
-validity window (at most ``max_ttl_s`` + skew), hence the loud log.
+Opening, checking and migrating go through ``gateway.storage.sqlite``: a file
+that is not a database, fails ``quick_check``, or has a schema newer than this
+code is moved aside (``commands.sqlite3.corrupt-<UTC time>``, with its
+``-wal``/``-shm``) and logged at ERROR; it is never deleted, and never moved
+for a lock, an I/O error or a full disk (those raise). Starting over forgets
+used ids, which re-opens replay only for commands still inside their validity
+window (at most ``max_ttl_s`` + skew), hence the loud log.
 
 The store is synchronous and owned by one task (STYLE.md §4): a command
 costs two short transactions (accept, finish) and their syncs.
@@ -43,15 +45,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.base import Clock
 from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
-from gateway.outbox.walsync import sync_wal
+from gateway.storage.sqlite import Schema, open_database, rollback, statements, sync_database
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,8 +65,8 @@ AUDIT_MAX_ROWS = 200_000
 
 # Each entry migrates from version i to i + 1, statement by statement, inside
 # one transaction together with the user_version bump.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
+_MIGRATIONS = (
+    statements(
         """CREATE TABLE seen_ids (
             id TEXT PRIMARY KEY,
             keep_until REAL NOT NULL
@@ -104,13 +105,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
     ),
     # 2: the audit log gets retention, so rows may now be deleted (by prune only).
-    ("DROP TRIGGER audit_no_delete",),
+    statements("DROP TRIGGER audit_no_delete"),
 )
-assert len(_MIGRATIONS) == SCHEMA_VERSION
-
-
-class UnusableDatabaseError(Exception):
-    """The file is corrupt or from a newer version; it will be moved aside."""
+SCHEMA = Schema(name="commands", version=SCHEMA_VERSION, migrations=_MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +150,15 @@ class CommandStore:
         *,
         clock: Clock,
         path: Path | None = None,
+        now: Callable[[], float] | None = None,
         audit_retention_s: float = AUDIT_RETENTION_S,
         audit_max_rows: int = AUDIT_MAX_ROWS,
     ) -> None:
         self._conn = conn
         self._clock = clock
+        # Pruning judges by trusted time (CONTRACT 1.1): a clock set forward
+        # and back again must not forget an id while its command is valid.
+        self._now = now or clock.wall
         self._path = path
         self._audit_retention_s = audit_retention_s
         self._audit_max_rows = audit_max_rows
@@ -171,31 +172,28 @@ class CommandStore:
         *,
         clock: Clock,
         filename: str = DB_FILENAME,
+        now: Callable[[], float] | None = None,
         audit_retention_s: float = AUDIT_RETENTION_S,
         audit_max_rows: int = AUDIT_MAX_ROWS,
     ) -> CommandStore:
         """Open (creating or migrating) the store in ``data_dir``.
 
         A corrupt or newer file is moved aside and a new one created.
+
+        Raises:
+            sqlite3.OperationalError: locked, unreadable or a full disk.
         """
-        data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / filename
-        try:
-            conn = _connect(path)
-        except (sqlite3.DatabaseError, UnusableDatabaseError) as exc:
-            aside = _move_aside(path, wall=clock.wall())
-            _LOGGER.error(
-                "command store unusable, moved aside and started empty: used command ids "
-                "are forgotten path=%s moved_to=%s reason=%s",
-                path,
-                aside,
-                exc,
-            )
-            conn = _connect(path)
+        opened = open_database(path, SCHEMA)
+        if opened.moved_aside is not None:
+            _LOGGER.error("command store started empty: used command ids are forgotten")
+        conn = opened.conn
+        conn.execute("PRAGMA foreign_keys=ON")
         store = cls(
             conn,
             clock=clock,
             path=path,
+            now=now,
             audit_retention_s=audit_retention_s,
             audit_max_rows=audit_max_rows,
         )
@@ -212,7 +210,8 @@ class CommandStore:
 
         Blocking: call it from a worker thread, not the event loop.
         """
-        if self._path is not None and sync_wal(self._path):  # None: in memory, in tests
+        if self._path is not None:  # None: an in-memory store in tests
+            sync_database(self._path)
             self.syncs += 1
 
     def is_seen(self, command_id: str) -> bool:
@@ -331,7 +330,7 @@ class CommandStore:
     def prune(self) -> int:
         """Forget ids past their retention, old finished executions and audit rows
         past the audit retention or size cap; return ids removed."""
-        cutoff = self._clock.wall()
+        cutoff = self._now()
         with self._transaction() as conn:
             removed = conn.execute("DELETE FROM seen_ids WHERE keep_until < ?", (cutoff,)).rowcount
             conn.execute(
@@ -362,7 +361,7 @@ class CommandStore:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            rollback(self._conn)  # SQLite may have rolled back already (disk full)
             raise
         self._conn.execute("COMMIT")
 
@@ -387,61 +386,3 @@ def _insert_audit(conn: sqlite3.Connection, record: AuditRecord) -> None:
             record.at,
         ),
     )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open, check and migrate the file; close it again on any failure.
-
-    Raises:
-        sqlite3.DatabaseError: not a database, or corrupt.
-        UnusableDatabaseError: fails ``quick_check`` or has a newer schema.
-    """
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        check = conn.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise UnusableDatabaseError(f"quick_check: {check}")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise UnusableDatabaseError(
-                f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
-            )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, version)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _MIGRATIONS[target - 1]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target:d}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        _LOGGER.info("command store migrated version=%d", target)
-
-
-def _move_aside(path: Path, *, wall: float) -> Path:
-    """Rename the database and its WAL/SHM files out of the way; return the new name."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall))
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    suffix = 0
-    while aside.exists():
-        suffix += 1
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
-    for extra in ("-wal", "-shm"):
-        sibling = path.with_name(path.name + extra)
-        if sibling.exists():
-            sibling.rename(aside.with_name(aside.name + extra))
-    if path.exists():
-        path.rename(aside)
-    return aside

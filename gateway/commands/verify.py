@@ -59,6 +59,7 @@ from gateway.commands.model import (
     salvage_device,
     salvage_id,
 )
+from gateway.runtime.clock import TrustedTime
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -131,7 +132,9 @@ class CommandVerifier:
         gateway_id: this gateway's id; also the ``device`` of ``gateway.ping``.
         device_actions: per device id, the actions its driver supports.
         seen: durable memory of used command ids.
-        clock: ``wall()`` is "now" for the validity window.
+        clock: ``wall()`` is "now" for the validity window, unless ``trusted`` is given.
+        trusted: trusted time (CONTRACT 1.1): "now" for the window, and told the
+            ``issued_at`` (less the skew) of every command whose signature verifies.
     """
 
     def __init__(
@@ -142,8 +145,10 @@ class CommandVerifier:
         device_actions: Mapping[str, frozenset[str]],
         seen: SeenIds,
         clock: Clock,
+        trusted: TrustedTime | None = None,
     ) -> None:
         self._config = config
+        self._trusted = trusted
         self._gateway_id = gateway_id
         self._device_actions = device_actions  # not copied: drivers may be added later
         self._seen = seen
@@ -202,9 +207,14 @@ class CommandVerifier:
         if message.gateway != self._gateway_id:
             raise reject(RejectReason.WRONG_GATEWAY, f"addressed to {message.gateway}")
 
-        now = self._clock.wall()
         issued_at = message.issued_at.timestamp()
         expires_at = message.expires_at.timestamp()
+        if self._trusted is None:
+            now = self._clock.wall()
+        else:
+            # Signed by the platform: a time that has passed (less the skew).
+            self._trusted.observe_trusted(issued_at - self._config.skew_s)
+            now = self._trusted.now()
         if now < issued_at - self._config.skew_s:
             raise reject(RejectReason.NOT_YET_VALID, f"{issued_at - now:.1f} s early")
         if now > expires_at:

@@ -13,6 +13,13 @@ Durability windows (README, "Delivery guarantee"):
   ``sync_interval_ms`` while there is something unsynced, so a power cut loses
   at most that window, and an idle gateway writes nothing.
 * Alarms and command results are committed and synced at once.
+* (CONTRACT 1.1) ``fetch`` returns only rows whose commit a completed sync
+  covers, and ``new_data`` is set after a sync, not after a commit: a power
+  cut can take back only readings nobody has seen, so a seq is never given to
+  two different readings. ``open`` syncs once, for rows a killed process
+  committed but never synced.
+* A full disk fails a commit without losing it: its work waits in memory
+  (shed by the size cap's rules) and is retried; see ``_hold_while_full``.
 
 Lanes are separate tables keyed by ``seq`` (the rowid), so appends touch the
 rightmost pages only and a drained batch is deleted as one range. Rows are
@@ -26,8 +33,9 @@ One worker thread owns the SQLite connection; the event loop never blocks on
 it (STYLE.md §5).
 
 Longer than 400 lines because the durability windows, lanes, batching, PUBACK deletes,
-the size cap and clock correction all act on one SQLite connection owned by one worker;
-what needs no connection (WAL sync, the status report) has its own module.
+the size cap, the disk-full hold and clock correction all act on one SQLite connection
+owned by one worker, and keep one invariant together (a seq is spent only on a committed
+reading, and sent only once synced); opening and syncing live in gateway/storage/sqlite.py.
 """
 
 from __future__ import annotations
@@ -40,7 +48,6 @@ import operator
 import secrets
 import sqlite3
 import string
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +58,16 @@ from typing import Any, TypeVar
 
 from drivers.base import Clock, Priority, Reading, ReadingType
 from gateway.outbox import deadletter
-from gateway.outbox.walsync import sync_wal
 from gateway.outbox.wire import reading_body
 from gateway.runtime.clock import ClockSync
+from gateway.storage.sqlite import (
+    Schema,
+    UnusableDatabaseError,
+    is_disk_full,
+    open_database,
+    rollback,
+    sync_database,
+)
 from gateway.timefmt import TimestampFormatter, rfc3339_ms
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,6 +81,12 @@ PAGE_SIZE = 1024
 # free whole pages at once instead of rewriting the same pages every commit.
 ACK_BATCH_ROWS = 10_000
 SHED_TARGET_FRACTION = 0.9  # shed down to 90 % of the cap, so shedding is not per-commit
+# Disk full: each retry sheds a tenth of the routine backlog (at least this
+# many rows) from the database, and at most this many readings wait in memory
+# (about 5 MB); older routine ones beyond it are shed.
+SHED_ON_FULL_MIN_ROWS = 1_000
+MAX_HELD_WHILE_FULL = 10_000
+FULL_RETRY_S = 1.0  # a failing commit is retried this often, not in a tight loop
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 # One encoder, built once: json.dumps() with keyword arguments builds a new
 # encoder per call, which is a third of the ingest cost at 100k readings/s.
@@ -143,71 +163,8 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
         " correlation BLOB, body TEXT NOT NULL)",
     ):
         db.execute(statement)
-
-
-# Index i migrates from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, deadletter.create_table]
-assert len(MIGRATIONS) == SCHEMA_VERSION
-
-
-class OutboxOpenError(Exception):
-    """The database exists but cannot be used (corrupt, or from a newer version)."""
-
-
-def open_database(path: Path) -> tuple[sqlite3.Connection, str | None]:
-    """Open (creating or migrating) the outbox database.
-
-    A database that is corrupt or from a newer version is never deleted: it is
-    moved aside and a new one started. Returns the connection and, when that
-    happened, where the old file went.
-    """
-    moved: str | None = None
-    try:
-        db = _open_checked(path)
-    except (sqlite3.DatabaseError, OutboxOpenError) as exc:
-        moved = _move_aside(path)
-        _LOGGER.error(
-            "outbox database unusable, moved aside and starting a new one: path=%s moved_to=%s "
-            "error=%s",
-            path,
-            moved,
-            exc,
-        )
-        db = _open_checked(path)
-    return db, moved
-
-
-def _open_checked(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        # Small pages: a group commit of a few readings rewrites whole pages in
-        # the WAL, so 1 KiB pages write a quarter of what 4 KiB pages do (SD
-        # wear). Only takes effect when the file is created.
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise OutboxOpenError(
-                f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
-            )
-        if version > 0:
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise OutboxOpenError(f"integrity check failed: {check}")
-        for step in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[step](db)
-            db.execute(f"PRAGMA user_version={step + 1}")
-            if step == 0:
-                db.execute("INSERT INTO meta VALUES ('epoch', ?)", (_new_epoch(),))
-                db.execute("INSERT INTO meta VALUES ('last_seq', '0')")
-            db.execute("COMMIT")
-        _check_shape(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
+    db.execute("INSERT INTO meta VALUES ('epoch', ?)", (_new_epoch(),))
+    db.execute("INSERT INTO meta VALUES ('last_seq', '0')")
 
 
 # The columns each table must have at SCHEMA_VERSION: a file whose version
@@ -226,17 +183,18 @@ def _check_shape(db: sqlite3.Connection) -> None:
     for table, expected in _EXPECTED_COLUMNS.items():
         columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
         if columns != expected:
-            raise OutboxOpenError(f"table {table} has columns {columns}, expected {expected}")
+            raise UnusableDatabaseError(f"table {table} has columns {columns}, expected {expected}")
 
 
-def _move_aside(path: Path) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.unusable-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(f"{path}{suffix}")
-        if src.exists():
-            src.rename(Path(f"{target}{suffix}"))
-    return str(target)
+# Small pages: a group commit of a few readings rewrites whole pages in the
+# WAL, so 1 KiB pages write a quarter of what 4 KiB pages do (SD wear).
+SCHEMA = Schema(
+    name="outbox",
+    version=SCHEMA_VERSION,
+    migrations=(_migrate_to_1, deadletter.create_table),
+    check_shape=_check_shape,
+    page_size=PAGE_SIZE,
+)
 
 
 class Outbox:
@@ -284,15 +242,28 @@ class Outbox:
         # Only the bounds of acknowledged batches: never their bodies.
         self._pending_acks: list[tuple[Lane, int, int]] = []
         self._pending_ack_rows = 0
-        self._last_ack_commit_mono = time.monotonic()
+        self._last_ack_commit_mono = clock.monotonic()
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()  # alarms or results: commit and sync at once
         self._acks_full = asyncio.Event()  # enough deletes waiting: commit now
         self._unsynced = asyncio.Event()
-        self._last_sync_mono = 0.0
+        self._last_sync_mono = float("-inf")
+        # CONTRACT 1.1: only rows whose commit is synced may be fetched. The
+        # bounds are the last seq and result id covered by a completed sync.
+        self._committed_seq = 0
+        self._committed_result = 0
+        self._durable_seq = 0
+        self._durable_result = 0
+        # Disk full: commits fail and what they held waits in memory (see commit).
+        self.disk_full = False
+        self._shed_while_full = 0  # readings dropped in memory: they never got a seq
         self.new_data = asyncio.Event()
         self.stats = OutboxStats()
         self.moved_aside: str | None = None
+        # The latest trusted wall time (gateway.runtime.clock.TrustedClock):
+        # read at open, written with the next commit when it is given a new one.
+        self.trusted_wall: float | None = None
+        self._pending_trusted: float | None = None
 
     # ----------------------------------------------------------------- life
 
@@ -303,8 +274,9 @@ class Outbox:
         await self._call(self._open_sync)
 
     def _open_sync(self) -> None:
-        db, self.moved_aside = open_database(self.path)
-        self._db = db
+        opened = open_database(self.path, SCHEMA, check_same_thread=False)
+        db = self._db = opened.conn
+        self.moved_aside = None if opened.moved_aside is None else str(opened.moved_aside)
         row = db.execute("SELECT id FROM boots WHERE boot_id = ?", (self._boot_id,)).fetchone()
         if row is None:
             cursor = db.execute("INSERT INTO boots (boot_id) VALUES (?)", (self._boot_id,))
@@ -316,10 +288,17 @@ class Outbox:
         self.stats.last_seq = read_last_seq(db)
         if "last_ack_at" in meta:
             self.stats.last_ack_at = float(meta["last_ack_at"])
+        if "trusted_wall" in meta:
+            self.trusted_wall = float(meta["trusted_wall"])
         for lane in Lane:
             self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
         self.stats.dead_letter = deadletter.count(db)
         self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
+        # What an earlier process committed may still be only in the page
+        # cache (it was killed before its sync): sync before any of it is sent.
+        self._committed_seq = self.stats.last_seq
+        self._committed_result = _max_result_id(db)
+        self._sync_sync()
 
     async def close(self) -> None:
         """Commit what is pending, sync, and close the database."""
@@ -370,6 +349,14 @@ class Outbox:
             self._urgent.set()
         self._wake.set()
 
+    def record_trusted_time(self, wall_s: float) -> None:
+        """Keep ``wall_s`` as the latest trusted time, written with the next commit.
+
+        ``TrustedClock`` calls this at most once a minute and at shutdown.
+        """
+        self._pending_trusted = wall_s
+        self._wake.set()
+
     async def set_aside(self, batch: Batch, reason: str) -> None:
         """Move a batch the broker refused (or that cannot be sent) to the dead-letter table."""
         await self._call(self._set_aside_sync, batch, reason)
@@ -397,7 +384,7 @@ class Outbox:
                 self._persist_last_seq(db)  # rows left: keep the highest seq given out
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
         self.stats.backlog[batch.lane] -= removed
         self.stats.dead_letter += 1
@@ -414,7 +401,8 @@ class Outbox:
     def _acks_due_in(self) -> float:
         if self._pending_ack_rows >= ACK_BATCH_ROWS:
             return 0.0
-        return max(0.0, self._last_ack_commit_mono + self._sync_interval_s - time.monotonic())
+        due = self._last_ack_commit_mono + self._sync_interval_s
+        return max(0.0, due - self._clock.monotonic())
 
     # ------------------------------------------------------------ the owner
 
@@ -437,15 +425,21 @@ class Outbox:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await _first_of(self._urgent, self._acks_full)
+            if self.disk_full:
+                await asyncio.sleep(FULL_RETRY_S)
             await self.commit()
 
     async def _sync_loop(self) -> None:
         while True:
             await self._unsynced.wait()
-            due = self._last_sync_mono + self._sync_interval_s - time.monotonic()
+            due = self.sync_due_in()
             if due > 0:
                 await asyncio.sleep(due)
             await self._call(self._sync_sync)
+
+    def sync_due_in(self) -> float:
+        """Seconds until the next routine sync may run (0: now)."""
+        return max(0.0, self._last_sync_mono + self._sync_interval_s - self._clock.monotonic())
 
     async def commit(self, *, include_acks: bool = False) -> None:
         """Commit what is gathered (and sync at once if it holds alarms or results).
@@ -460,24 +454,94 @@ class Outbox:
             acks, self._pending_acks = self._pending_acks, []
             self._pending_ack_rows = 0
             self._acks_full.clear()
-            self._last_ack_commit_mono = time.monotonic()
+            self._last_ack_commit_mono = self._clock.monotonic()
         urgent = self._urgent.is_set()
         self._urgent.clear()
         if self._pending_acks:
             self._wake.set()  # deletes still waiting: keep the loop timing them
         else:
             self._wake.clear()
-        if not (readings or results or acks):
+        trusted, self._pending_trusted = self._pending_trusted, None
+        if not (readings or results or acks or trusted is not None):
             return
-        added = await self._call(self._commit_sync, readings, results, acks, urgent)
-        if added:
-            self.new_data.set()
+        try:
+            await self._call(self._commit_sync, readings, results, acks, urgent, trusted)
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._hold_while_full(readings, results, acks)
+            if self._pending_trusted is None:
+                self._pending_trusted = trusted
+            return
+        if self.disk_full:
+            self._resume_after_full()
 
     async def flush(self) -> None:
         """Commit what is pending, acks included, and sync now (shutdown)."""
         await self.commit(include_acks=True)
-        if self._unsynced.is_set():
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Sync now if anything committed is not yet durable (and so not yet sendable)."""
+        if self._unsynced.is_set() or self._durable_seq < self._committed_seq:
             await self._call(self._sync_sync)
+
+    # ------------------------------------------------------------ disk full
+
+    def _hold_while_full(
+        self,
+        readings: list[Reading],
+        results: list[tuple[str | None, bytes | None, str]],
+        acks: list[tuple[Lane, int, int]],
+    ) -> None:
+        """A commit failed for a full disk: keep its work, ahead of what came since.
+
+        SQLite rolled the transaction back; nothing got a seq. Routine
+        readings beyond ``MAX_HELD_WHILE_FULL`` are shed oldest first (the size
+        cap's rule: never alarms, never audit records) and counted for the
+        ``gateway.dropped`` alarm written once space returns.
+        """
+        if not self.disk_full:
+            self.disk_full = True
+            _LOGGER.error(
+                "outbox: disk full, readings wait in memory and the oldest routine ones are "
+                "shed; doors and devices keep working: path=%s",
+                self.path,
+            )
+        self._pending[:0] = readings
+        self._pending_results[:0] = results
+        self._pending_acks[:0] = acks
+        self._pending_ack_rows = sum(last - first + 1 for _lane, first, last in self._pending_acks)
+        excess = len(self._pending) - MAX_HELD_WHILE_FULL
+        if excess > 0:
+            kept: list[Reading] = []
+            for reading in self._pending:
+                if excess > 0 and reading.sheddable and reading.priority is Priority.ROUTINE:
+                    excess -= 1
+                    self._shed_while_full += 1
+                    self.stats.dropped += 1
+                    continue
+                kept.append(reading)
+            self._pending = kept
+        self._urgent.set()  # retry with the next round: the loop paces it
+        self._wake.set()
+
+    def _resume_after_full(self) -> None:
+        self.disk_full = False
+        shed, self._shed_while_full = self._shed_while_full, 0
+        _LOGGER.warning("outbox: disk space is back, writing resumed: shed_in_memory=%d", shed)
+        if shed:
+            # These never got a seq, so no gap shows them: the alarm says so.
+            self.put(
+                Reading(
+                    device=self._gateway_id,
+                    type=ReadingType.GATEWAY_DROPPED,
+                    data={"from_seq": None, "to_seq": None, "count": shed, "reason": "disk_full"},
+                    priority=Priority.ALARM,
+                    wall_ts=self._clock.wall(),
+                    mono_ts=self._clock.monotonic(),
+                )
+            )
 
     # -------------------------------------------------------- worker thread
 
@@ -492,12 +556,16 @@ class Outbox:
         results: list[tuple[str | None, bytes | None, str]],
         acks: list[tuple[Lane, int, int]],
         urgent: bool,
+        trusted: float | None = None,
     ) -> bool:
         db = self._conn()
         stats = self.stats
         synced = self._observe_clock()
-        db.execute("BEGIN IMMEDIATE")
+        # What the transaction changes in memory, restored if it fails (a full
+        # disk): a seq must not be spent on a reading that was not committed.
+        before = (stats.last_seq, dict(stats.backlog), stats.dropped, self._has_unsynced)
         try:
+            db.execute("BEGIN IMMEDIATE")
             if synced and self._synced_since_mono is not None and self._has_unsynced:
                 self._correct_unsynced(db)
             if readings:
@@ -508,21 +576,64 @@ class Outbox:
                 )
             acked = self._delete_acked(db, acks)
             dropped = self._shed_if_over_cap(db, synced)
+            if trusted is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('trusted_wall', ?)", (repr(trusted),)
+                )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            rollback(db)
+            stats.last_seq, stats.backlog, stats.dropped, self._has_unsynced = before
+            if is_disk_full(exc):
+                self._make_room_sync(db, synced)
             raise
+        self._committed_seq = stats.last_seq
+        if results:
+            self._committed_result = _max_result_id(db)
         stats.committed += len(readings)
         stats.backlog[Lane.RESULT] += len(results)
+        stats.by_device_type.update(map(_DEVICE_AND_TYPE, readings))
+        stats.last_reading_wall.update(
+            zip(map(_DEVICE, readings), map(_WALL_TS, readings), strict=True)
+        )
         if acked:
             stats.last_ack_at = self._clock.wall()
+        if trusted is not None:
+            self.trusted_wall = trusted
         if dropped:
             _LOGGER.warning("outbox over its size cap: dropped=%d oldest routine readings", dropped)
-        if urgent:
+        if urgent or dropped:  # the gateway.dropped notice is an alarm too
             self._sync_sync()
         else:
             self._mark_unsynced()
         return bool(readings or results or dropped)
+
+    def _make_room_sync(self, db: sqlite3.Connection, synced: bool) -> None:
+        """The disk is full: give back the WAL's space and shed the oldest routine rows.
+
+        Freed pages stay in the file for the next inserts. Either step may fail
+        on a disk that is full to the last block; the readings then wait (and
+        are shed) in memory until space returns.
+        """
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            want = max(SHED_ON_FULL_MIN_ROWS, self.stats.backlog[Lane.ROUTINE] // 10)
+            before = (self.stats.last_seq, dict(self.stats.backlog), self.stats.dropped)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                shed = self._shed(db, synced, want, "disk_full")
+                db.execute("COMMIT")
+            except BaseException:
+                rollback(db)
+                self.stats.last_seq, self.stats.backlog, self.stats.dropped = before
+                raise
+        except sqlite3.OperationalError as exc:
+            _LOGGER.debug("outbox: no room made on a full disk: error=%s", exc)
+            return
+        if shed:
+            self._committed_seq = self.stats.last_seq
+            _LOGGER.warning("outbox: disk full, dropped=%d oldest routine readings", shed)
+            self._sync_sync()
 
     def _observe_clock(self) -> bool:
         synced = self._clock_sync.is_synced()
@@ -575,10 +686,6 @@ class Outbox:
         stats.last_seq = seq
         stats.backlog[Lane.ALARM] += len(alarms)
         stats.backlog[Lane.ROUTINE] += len(routine)
-        stats.by_device_type.update(map(_DEVICE_AND_TYPE, readings))
-        stats.last_reading_wall.update(
-            zip(map(_DEVICE, readings), map(_WALL_TS, readings), strict=True)
-        )
 
     def _correct_unsynced(self, db: sqlite3.Connection) -> None:
         """Rewrite the ``ts`` of this boot's unsynced rows from their monotonic stamps."""
@@ -624,6 +731,10 @@ class Outbox:
         rows = max(1, sum(self.stats.backlog.values()))
         excess = used - int(self._max_bytes * SHED_TARGET_FRACTION)
         want = max(1, -(-excess * rows // used))  # ceil: rows to free the excess
+        return self._shed(db, synced, want, "size_cap")
+
+    def _shed(self, db: sqlite3.Connection, synced: bool, want: int, reason: str) -> int:
+        """Delete the ``want`` oldest sheddable routine rows and explain the gap."""
         victims = db.execute(
             "SELECT min(seq), max(seq), count(*) FROM "
             "(SELECT seq FROM routine WHERE sheddable = 1 ORDER BY seq LIMIT ?)",
@@ -631,7 +742,7 @@ class Outbox:
         ).fetchone()
         first, last, count = victims
         if not count:
-            _LOGGER.error("outbox over its size cap with nothing sheddable: used_bytes=%d", used)
+            _LOGGER.error("outbox must shed but nothing is sheddable: reason=%s", reason)
             return 0
         db.execute("DELETE FROM routine WHERE sheddable = 1 AND seq BETWEEN ? AND ?", (first, last))
         self.stats.backlog[Lane.ROUTINE] -= count
@@ -639,7 +750,7 @@ class Outbox:
         notice = Reading(
             device=self._gateway_id,
             type=ReadingType.GATEWAY_DROPPED,
-            data={"from_seq": first, "to_seq": last, "count": count, "reason": "size_cap"},
+            data={"from_seq": first, "to_seq": last, "count": count, "reason": reason},
             priority=Priority.ALARM,
             wall_ts=self._clock.wall(),
             mono_ts=self._clock.monotonic(),
@@ -657,12 +768,19 @@ class Outbox:
             loop.call_soon_threadsafe(fn)
 
     def _sync_sync(self) -> None:
-        """fdatasync the WAL: everything committed so far survives a power cut."""
-        if not sync_wal(self.path):
-            return
+        """fdatasync the WAL: everything committed so far survives a power cut.
+
+        Commits run on this same thread, so what is committed now is exactly
+        what this sync covers; only then may the uplink fetch it (CONTRACT 1.1).
+        """
+        seq, result = self._committed_seq, self._committed_result
+        sync_database(self.path)
         self.stats.syncs += 1
-        self._last_sync_mono = time.monotonic()
+        self._last_sync_mono = self._clock.monotonic()
         self._loop_call(self._unsynced.clear)
+        if (seq, result) != (self._durable_seq, self._durable_result):
+            self._durable_seq, self._durable_result = seq, result
+            self._loop_call(self.new_data.set)
 
     # ---------------------------------------------------------------- reads
 
@@ -674,16 +792,17 @@ class Outbox:
         db = self._conn()
         if lane is Lane.RESULT:
             row = db.execute(
-                "SELECT id, topic, correlation, body FROM result WHERE id > ? ORDER BY id LIMIT 1",
-                (after,),
+                "SELECT id, topic, correlation, body FROM result WHERE id > ? AND id <= ?"
+                " ORDER BY id LIMIT 1",
+                (after, self._durable_result),
             ).fetchone()
             if row is None:
                 return None
             return Batch(lane, row[0], row[0], [row[3]], topic=row[1], correlation=row[2])
         rows = db.execute(
-            f"SELECT seq, ts, device, type, data, boot FROM {lane} WHERE seq > ? ORDER BY seq"
-            " LIMIT ?",
-            (after, max_count),
+            f"SELECT seq, ts, device, type, data, boot FROM {lane} WHERE seq > ? AND seq <= ?"
+            " ORDER BY seq LIMIT ?",
+            (after, self._durable_seq, max_count),
         ).fetchall()
         if not rows:
             return None
@@ -732,6 +851,10 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _max_result_id(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM result").fetchone()[0])
 
 
 def read_last_seq(db: sqlite3.Connection) -> int:

@@ -42,7 +42,7 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
-from gateway.runtime.clock import ClockSync, current_boot_id, make_clock_sync
+from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.runtime.reload import plan_reload
 from gateway.timefmt import rfc3339
@@ -118,6 +118,11 @@ class Gateway:
             sync_interval_s=cfg.outbox.sync_interval_ms / 1000,
             max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
         )
+        # Trusted time (CONTRACT 1.1) for card and command windows; its latest
+        # value lives in the outbox database, restored once that is open.
+        self.trusted = TrustedClock(
+            self.clock, self.clock_sync, persist=self.outbox.record_trusted_time
+        )
         self.buses = BusPool()
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
@@ -171,7 +176,7 @@ class Gateway:
     def _access_list(self, config: Config) -> AccessList:
         cards = config.access.cards
         path = self.loaded.path(cards) if cards is not None else self.loaded.data_dir / "cards.txt"
-        return AccessList(path)
+        return AccessList(path, now=self.trusted.now)
 
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
         """Start the device's simulator if it has one, and build its driver."""
@@ -185,12 +190,15 @@ class Gateway:
 
     async def _assemble(self) -> None:
         await self.outbox.open()
+        if self.outbox.trusted_wall is not None:
+            self.trusted.observe_trusted(self.outbox.trusted_wall)
         for device in self.config.devices:
             self.drivers[device.id] = await self._build_device(device)
         commands = self.config.commands
         self.store = CommandStore.open(
             self.loaded.data_dir,
             clock=self.clock,
+            now=self.trusted.now,
             audit_retention_s=commands.audit_retention_days * 86_400,
             audit_max_rows=commands.audit_max_rows,
         )
@@ -203,6 +211,7 @@ class Gateway:
             results=self.outbox,
             clock=self.clock,
             response_prefix=self.config.response_prefix,
+            trusted=self.trusted,
         )
         for result in processor.report_unfinished():
             _LOGGER.warning(
@@ -232,7 +241,7 @@ class Gateway:
             ),
             # A command may be at most max_payload_bytes; the rest is MQTT framing.
             max_inbound_bytes=self.config.commands.max_payload_bytes + 1024,
-            clock_synced=self.clock_sync.is_synced,
+            clock_synced=self.trusted.is_synced,
             clock=self.clock,
         )
 
@@ -393,6 +402,7 @@ class Gateway:
                 core = [
                     group.create_task(self.outbox.run(), name="outbox"),
                     group.create_task(self._supervised_uplink(), name="uplink"),
+                    group.create_task(self.trusted.run(), name="trusted-time"),
                 ]
                 if self.config.metrics.enabled:
                     core.append(group.create_task(self._metrics_server().run(), name="metrics"))
@@ -419,6 +429,7 @@ class Gateway:
                     STOP_DRIVERS_S,
                     self._stop_workers(reloader, commands),
                 )
+                self.trusted.persist_now()  # written by the flush below
                 await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
                 await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
                 await _stage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -36,6 +37,7 @@ async def open_outbox(
     *,
     boot: str = "boot-a",
     max_bytes: int = 64 * 1024 * 1024,
+    sync_interval_s: float = 1.0,
 ) -> Outbox:
     outbox = Outbox(
         tmp_path,
@@ -45,12 +47,14 @@ async def open_outbox(
         clock_sync=sync or FakeClockSync(),
         boot_id=boot,
         max_bytes=max_bytes,
+        sync_interval_s=sync_interval_s,
     )
     await outbox.open()
     return outbox
 
 
 async def drain(outbox: Outbox, lane: Lane) -> list[dict[str, object]]:
+    await outbox.sync()  # only synced rows can be fetched (CONTRACT 1.1)
     batch = await outbox.fetch(lane, 0, 1_000_000, 1 << 30)
     return [] if batch is None else [json.loads(b) for b in batch.bodies]
 
@@ -118,6 +122,7 @@ async def test_fetch_is_bounded_and_ack_deletes(tmp_path: Path) -> None:
     for n in range(10):
         outbox.put(reading(clock, n))
     await outbox.commit()
+    await outbox.sync()
     by_count = await outbox.fetch(Lane.ROUTINE, 0, 3, 1 << 20)
     assert by_count is not None and (by_count.first, by_count.last, by_count.count) == (1, 3, 3)
     one_size = len(by_count.bodies[0]) + 1
@@ -246,4 +251,74 @@ async def test_a_database_of_another_shape_is_moved_aside(tmp_path: Path) -> Non
     outbox.put(reading(FakeClock()))
     await outbox.commit()
     assert outbox.stats.last_seq == 1
+    await outbox.close()
+
+
+async def test_routine_rows_are_fetchable_only_once_synced(tmp_path: Path) -> None:
+    # CONTRACT 1.1: a reading is published only once its commit is durable.
+    clock = FakeClock()
+    outbox = await open_outbox(tmp_path, clock)
+    outbox.new_data.clear()
+    outbox.put(reading(clock))
+    await outbox.commit()
+    assert await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20) is None
+    assert not outbox.new_data.is_set(), "the uplink must not be woken for unsynced rows"
+    await outbox.sync()
+    await asyncio.sleep(0)  # the worker signals the loop with call_soon_threadsafe
+    assert outbox.new_data.is_set()
+    batch = await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
+    assert batch is not None and (batch.first, batch.last) == (1, 1)
+    await outbox.close()
+
+
+async def test_alarms_and_results_are_fetchable_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = await open_outbox(tmp_path, clock)
+    outbox.put(reading(clock))
+    outbox.put(reading(clock, alarm=True))
+    outbox.put_result(b'{"v":1}', response_topic=None, correlation_data=None)
+    await outbox.commit()  # no explicit sync: the commit syncs because of the alarm
+    alarm = await outbox.fetch(Lane.ALARM, 0, 100, 1 << 20)
+    result = await outbox.fetch(Lane.RESULT, 0, 100, 1 << 20)
+    routine = await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
+    assert alarm is not None and alarm.first == 2
+    assert result is not None
+    assert routine is not None and routine.first == 1, "the same synced commit carried it"
+    await outbox.close()
+
+
+async def test_rows_left_unsynced_by_a_killed_process_are_synced_before_sending(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    first = await open_outbox(tmp_path, clock)
+    first.put(reading(clock))
+    await first.commit()  # committed, not synced: then the process is killed
+    assert await first.fetch(Lane.ROUTINE, 0, 100, 1 << 20) is None
+    again = await open_outbox(tmp_path, clock)
+    assert again.stats.syncs == 1, "open syncs what an earlier process left unsynced"
+    batch = await again.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
+    assert batch is not None and batch.last == 1
+    await again.close()
+    await first.close()
+
+
+async def test_ack_deletes_and_syncs_follow_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = await open_outbox(tmp_path, clock, sync_interval_s=1.0)
+    for n in range(3):
+        outbox.put(reading(clock, n))
+    await outbox.flush()
+    assert outbox.sync_due_in() == pytest.approx(1.0)
+    batch = await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
+    assert batch is not None
+    outbox.ack(batch)
+    clock.advance(0.5)
+    assert outbox.sync_due_in() == pytest.approx(0.5)
+    await outbox.commit()
+    assert outbox.stats.backlog[Lane.ROUTINE] == 3, "deletes wait for the sync interval"
+    clock.advance(0.6)
+    assert outbox.sync_due_in() == 0.0
+    await outbox.commit()
+    assert outbox.stats.backlog[Lane.ROUTINE] == 0
     await outbox.close()

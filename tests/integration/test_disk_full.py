@@ -1,0 +1,163 @@
+"""A full disk and a locked database, on a real small filesystem (a tmpfs mounted here).
+
+Issue 9 item 5: a full disk must not crash the outbox or the command store;
+readings wait in memory and are shed by the size cap's rules (oldest routine
+first, never alarms), a ``gateway.dropped`` alarm says so, and writing resumes
+when space returns. A database is never moved aside for a full disk or a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Priority, ReadingType, make_reading
+from gateway.commands.store import CommandStore
+from gateway.outbox.store import DB_NAME, MAX_HELD_WHILE_FULL, Lane, Outbox
+from gateway.storage.sqlite import is_disk_full
+from tests.fakes import FakeClock, FakeClockSync, wait_until
+from tests.unit.test_command_store import make_command
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a real filesystem that fills up (the tests run as root)."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mountpoint)], check=True
+    )
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full; return it (delete it to free the space)."""
+    filler = directory / "filler"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def new_outbox(directory: Path, clock: FakeClock, commit_interval_s: float = 0.2) -> Outbox:
+    return Outbox(
+        directory,
+        site="changqing",
+        gateway_id="north-gate-1",
+        clock=clock,
+        clock_sync=FakeClockSync(),
+        boot_id="boot-a",
+        commit_interval_s=commit_interval_s,
+    )
+
+
+def routine(clock: FakeClock, n: int) -> object:
+    return make_reading(
+        clock, "temp-gate-1", ReadingType.TEMPERATURE_BODY, {"celsius": 36.0, "n": n}
+    )
+
+
+async def test_outbox_survives_a_full_disk_sheds_routine_and_resumes(small_fs: Path) -> None:
+    clock = FakeClock()
+    outbox = new_outbox(small_fs, clock, commit_interval_s=0.05)
+    await outbox.open()
+    owner = asyncio.create_task(outbox.run(), name="outbox")
+    try:
+        outbox.put(routine(clock, 0))  # type: ignore[arg-type]
+        await outbox.flush()
+        filler = fill(small_fs)
+        for n in range(1, MAX_HELD_WHILE_FULL + 501):
+            outbox.put(routine(clock, n))  # type: ignore[arg-type]
+        for _ in range(3):
+            outbox.put(
+                make_reading(clock, "wb-1", ReadingType.WEARABLE_SOS, {"w": 1}, Priority.ALARM)
+            )
+        await wait_until(lambda: outbox.disk_full)
+        await wait_until(lambda: outbox.stats.dropped >= 500)
+        assert not owner.done(), "a full disk must not end the outbox task"
+        filler.unlink()  # space returns
+        await wait_until(lambda: not outbox.disk_full)
+        await outbox.flush()
+        assert not owner.done()
+        alarms = await outbox.fetch(Lane.ALARM, 0, 100, 1 << 20)
+        assert alarms is not None
+        types = [b.split('"type":"')[1].split('"')[0] for b in alarms.bodies]
+        assert types.count("wearable.sos") == 3, "alarms are never shed"
+        notices = [b for b in alarms.bodies if "gateway.dropped" in b]
+        assert notices and all('"reason":"disk_full"' in b for b in notices)
+        # No seq was spent on a reading that did not commit: gapless.
+        total = sum(outbox.stats.backlog[lane] for lane in (Lane.ALARM, Lane.ROUTINE))
+        shed_in_db = outbox.stats.last_seq - total
+        assert outbox.stats.dropped >= 500 + shed_in_db
+        kept = await outbox.fetch(Lane.ROUTINE, 0, 1_000_000, 1 << 30)
+        assert kept is not None and kept.bodies[-1].count(f'"n":{MAX_HELD_WHILE_FULL + 500}')
+    finally:
+        owner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await owner
+        await outbox.close()
+    db = sqlite3.connect(small_fs / DB_NAME)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    assert list(small_fs.glob("*.corrupt-*")) == []
+
+
+def test_command_store_on_a_full_disk_raises_disk_full_and_recovers(small_fs: Path) -> None:
+    clock = FakeClock()
+    store = CommandStore.open(small_fs, clock=clock)
+    kwargs = {"received_at": clock.wall(), "response_topic": None, "correlation_data": None}
+    assert store.accept(make_command("before"), **kwargs)  # type: ignore[arg-type]
+    filler = fill(small_fs)
+    # Enough rows that the WAL must grow past what it already holds.
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        for n in range(2000):
+            store.accept(make_command(f"during-{n:04d}-{'x' * 200}"), **kwargs)  # type: ignore[arg-type]
+    assert is_disk_full(caught.value), f"not the real error: {caught.value}"
+    filler.unlink()
+    assert store.accept(make_command("after"), **kwargs)  # type: ignore[arg-type]
+    assert store.is_seen("before"), "used ids are not forgotten"
+    store.close()
+    again = CommandStore.open(small_fs, clock=clock)
+    assert again.is_seen("before") and again.is_seen("after")
+    again.close()
+    assert list(small_fs.glob("*.corrupt-*")) == []
+
+
+async def test_a_locked_outbox_is_not_moved_aside(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = new_outbox(tmp_path, clock)
+    await first.open()
+    epoch = first.stats.epoch
+    await first.close()
+    holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    second = new_outbox(tmp_path, clock)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await second.open()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        await second.close()
+    assert list(tmp_path.glob("*.corrupt-*")) == []
+    third = new_outbox(tmp_path, clock)
+    await third.open()
+    assert third.stats.epoch == epoch, "a lock must not start a new epoch"
+    await third.close()
