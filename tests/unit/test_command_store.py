@@ -175,8 +175,7 @@ def test_audit_retention_by_age_and_size(tmp_path: Path) -> None:
 
 def test_version_1_store_is_migrated_to_allow_pruning(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_FILENAME, isolation_level=None)
-    for statement in store_module._MIGRATIONS[0]:
-        conn.execute(statement)
+    store_module.SCHEMA.migrations[0](conn)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO audit (status, received_at, at) VALUES ('rejected', ?, ?)", (T0, T0))
     conn.close()

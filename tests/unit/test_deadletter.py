@@ -63,9 +63,9 @@ async def test_set_aside_moves_the_rows_and_counts_them(tmp_path: Path) -> None:
 async def test_a_version_1_outbox_gets_the_table_and_keeps_its_rows(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
     db.execute("BEGIN")
-    store_module.MIGRATIONS[0](db)
-    db.execute("INSERT INTO meta VALUES ('epoch', 'oldepoch')")
-    db.execute("INSERT INTO meta VALUES ('last_seq', '7')")
+    store_module.SCHEMA.migrations[0](db)
+    db.execute("UPDATE meta SET value = 'oldepoch' WHERE key = 'epoch'")
+    db.execute("UPDATE meta SET value = '7' WHERE key = 'last_seq'")
     db.execute("INSERT INTO routine VALUES (7, 0, 'd', 'device.status', '{}', 1, NULL, NULL)")
     db.execute("PRAGMA user_version=1")
     db.execute("COMMIT")
