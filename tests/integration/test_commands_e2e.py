@@ -323,9 +323,15 @@ async def test_crash_between_accept_and_finish_never_reopens(
         store = r.daemon.config.parent / "data" / "commands.sqlite3"
 
         def accepted() -> bool:
+            # Accepted and still running (the door hangs): the kill lands between
+            # accept and finish, as the test's name says. (Waiting for the audit
+            # row instead waited for the finish, racing the result's commit.)
             db = sqlite3.connect(store)
             try:
-                return any(command["id"] in str(row) for row in db.execute("SELECT * FROM audit"))
+                row = db.execute(
+                    "SELECT state FROM executions WHERE id = ?", (command["id"],)
+                ).fetchone()
+                return row is not None and row[0] == "accepted"
             except sqlite3.Error:
                 return False
             finally:
