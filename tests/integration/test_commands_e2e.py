@@ -2,6 +2,10 @@
 
 The door simulator runs in the test process (not inside the daemon) so the
 tests can see every relay pulse that reaches it.
+
+Longer than 400 lines because one rig serves every path a command can take:
+each rejection reason, reply topics, replay across a restart, a crash
+mid-command and hostile payloads.
 """
 
 from __future__ import annotations
