@@ -35,12 +35,14 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.access import AccessList
+from drivers.access_file import FileAccessList
+from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
 from drivers.sim.door_node import DoorNodeSimulator
@@ -86,8 +88,9 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
         update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
     )
     pool = BusPool()
+    access = DoorAccess(FileAccessList(cards), WallTime(SystemClock()), UTC)
     driver = build_driver(
-        config, sink=CountingSink(), clock=SystemClock(), buses=pool, access=AccessList(cards)
+        config, sink=CountingSink(), clock=SystemClock(), buses=pool, access=access
     )
     (bus,) = pool.buses
     loop = asyncio.get_running_loop()

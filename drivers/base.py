@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -235,3 +235,28 @@ class DeviceConfigBase(BaseModel):
         description="Start this kind's simulator on a pseudo-terminal (or loopback TCP) "
         "and attach to it instead of hardware.",
     )
+
+
+class DeviceStateStore(Protocol):
+    """Durable per-device key/value state kept by the gateway for its drivers.
+
+    ``put`` returns once the value is durable (committed and synced), so a
+    driver may act on the device only after that (e.g. move a controller's
+    event bookmark).
+    """
+
+    async def get(self, device_id: str, key: str) -> str | None: ...
+
+    async def put(self, device_id: str, key: str, value: str) -> None: ...
+
+
+@runtime_checkable
+class StagedStateStore(DeviceStateStore, Protocol):
+    """A state store that can queue a value now, in order with the readings put before it.
+
+    ``stage`` never waits; the awaitable it returns completes once the value
+    is durable. A driver's event loop then never waits for storage, yet the
+    value is committed with exactly the readings that preceded it.
+    """
+
+    def stage(self, device_id: str, key: str, value: str) -> Awaitable[None]: ...

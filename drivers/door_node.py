@@ -63,7 +63,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.access import AccessList, Decision, mask_card
+from drivers.access import mask_card
+from drivers.access_rules import Decision, DecisionReason, DoorAccess
 from drivers.actions import DeviceAction, DoorOpen, SetDoorMode
 from drivers.base import (
     ActionNotSupportedError,
@@ -123,17 +124,18 @@ class DoorEventKind(StrEnum):
 
 ALARM_EVENTS = frozenset({DoorEventKind.FORCED, DoorEventKind.HELD_OPEN})
 
-LOCKED_REASON = "locked"
-"""The denial reason of a card swiped in ``locked`` mode."""
-
 
 @dataclass(frozen=True, slots=True)
 class DoorEvent:
-    """One door event; ``reason`` is set for card decisions only."""
+    """One door event; ``decision`` is set for card decisions only."""
 
     kind: DoorEventKind
     card: str | None = None
-    reason: str | None = None
+    decision: Decision | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return self.decision.reason.value if self.decision is not None else None
 
     @property
     def priority(self) -> Priority:
@@ -217,13 +219,12 @@ class DoorLogic:
 
     def card(self, card: str, decision: Decision, now: float) -> Step:
         """A fresh card and the access list's decision on it."""
-        if self.mode is DoorMode.LOCKED:
-            decision = Decision(False, LOCKED_REASON)
+        if self.mode is DoorMode.LOCKED and decision.granted:
+            # The driver asks with door_refuses_cards; this holds even if it did not.
+            decision = Decision(False, DecisionReason.DOOR_LOCKED, decision.list_version)
         if not decision.granted:
-            return Step(
-                (DoorEvent(DoorEventKind.DENIED, card, decision.reason),), (Beep(accept=False),)
-            )
-        event = DoorEvent(DoorEventKind.GRANTED, card, decision.reason)
+            return Step((DoorEvent(DoorEventKind.DENIED, card, decision),), (Beep(accept=False),))
+        event = DoorEvent(DoorEventKind.GRANTED, card, decision)
         if self.mode is DoorMode.OPEN:
             # The relay is held on: a pulse would end the hold when it runs out.
             return Step((event,), (Beep(accept=True),))
@@ -385,7 +386,7 @@ class DoorNodeDriver:
         sink: ReadingSink,
         clock: Clock,
         bus: ModbusBus,
-        access: AccessList,
+        access: DoorAccess,
     ) -> None:
         self.config = config
         self.device_id = config.id
@@ -470,7 +471,9 @@ class DoorNodeDriver:
             self.health.count("cards_empty")
             await self._rearm()
             return
-        decision = self._access.decide(card, self.door)  # judged by the list's trusted now
+        decision = self._access.decide(
+            card, self.door, door_refuses_cards=self.logic.mode is DoorMode.LOCKED
+        )
         step = self.logic.card(card, decision, self._clock.monotonic())
         if _LOGGER.isEnabledFor(logging.DEBUG):
             _LOGGER.debug(
@@ -536,8 +539,9 @@ class DoorNodeDriver:
                 "event": event.kind.value,
                 "card": event.card,
             }
-            if event.reason is not None:
-                data["reason"] = event.reason
+            if event.decision is not None:
+                data["reason"] = event.decision.reason.value
+                data["list_version"] = event.decision.list_version
             self._sink.put(
                 make_reading(
                     self._clock, self.device_id, ReadingType.DOOR_EVENT, data, event.priority
@@ -590,7 +594,7 @@ def build_driver(
     sink: ReadingSink,
     clock: Clock,
     buses: BusPool,
-    access: AccessList,
+    access: DoorAccess,
 ) -> Driver:
     """The door node driver on the shared bus of its transport."""
     return DoorNodeDriver(

@@ -7,24 +7,29 @@ only when a device asks for one, so a gateway on real hardware never loads them.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from drivers import ble_receiver, door_node, temperature_gate, uhf_reader
-from drivers.access import AccessList
-from drivers.base import Clock, Driver, ReadingSink
+from drivers import ble_receiver, door_node, temperature_gate, uhf_reader, uhppote
+from drivers.access_rules import DoorAccess
+from drivers.base import Clock, DeviceStateStore, Driver, ReadingSink
 from drivers.ble_receiver import BleReceiverConfig
 from drivers.door_node import DoorNodeConfig
 from drivers.sim.base import SimEndpoint, Simulator
 from drivers.temperature_gate import TemperatureGateConfig
 from drivers.transports.modbus import BusPool
 from drivers.uhf_reader import UhfReaderConfig
+from drivers.uhppote import UhppoteConfig
 
-AnyDeviceConfig = DoorNodeConfig | UhfReaderConfig | TemperatureGateConfig | BleReceiverConfig
+AnyDeviceConfig = (
+    DoorNodeConfig | UhfReaderConfig | TemperatureGateConfig | BleReceiverConfig | UhppoteConfig
+)
 DeviceConfig = Annotated[AnyDeviceConfig, Field(discriminator="kind")]
 
 _SIMULATORS = {
@@ -32,6 +37,7 @@ _SIMULATORS = {
     "uhf_reader": "drivers.sim.uhf_reader",
     "temperature_gate": "drivers.sim.temperature_gate",
     "ble_receiver": "drivers.sim.ble_receiver",
+    "uhppote": "drivers.sim.uhppote",
 }
 
 
@@ -42,7 +48,11 @@ class DriverDeps:
     sink: ReadingSink
     clock: Clock
     buses: BusPool
-    access: AccessList
+    access: DoorAccess
+    # Networked controllers (uhppote): durable state, the site's zone, trusted time.
+    state: DeviceStateStore | None = None
+    zone: dt.tzinfo = dt.UTC
+    clock_trusted: Callable[[], bool] = field(default=lambda: False)
 
 
 def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
@@ -54,6 +64,18 @@ def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
     if isinstance(config, TemperatureGateConfig):
         return temperature_gate.build_driver(
             config, sink=deps.sink, clock=deps.clock, buses=deps.buses
+        )
+    if isinstance(config, UhppoteConfig):
+        if deps.state is None:
+            raise ValueError("a uhppote controller needs the gateway's device state store")
+        return uhppote.build_driver(
+            config,
+            sink=deps.sink,
+            clock=deps.clock,
+            state=deps.state,
+            zone=deps.zone,
+            clock_trusted=deps.clock_trusted,
+            access=deps.access.access,
         )
     if isinstance(config, UhfReaderConfig):
         return uhf_reader.build_driver(config, sink=deps.sink, clock=deps.clock)
@@ -67,8 +89,27 @@ def make_simulator(config: AnyDeviceConfig, workdir: Path, *, ambient: bool = Tr
     return simulator
 
 
+def udp_listen(config: AnyDeviceConfig) -> str | None:
+    """The fixed UDP address a device listens on for pushes (None: none, or any free port)."""
+    if not isinstance(config, UhppoteConfig) or config.simulate:
+        return None  # a simulated controller listens on a free loopback port (attach)
+    return None if config.listen.endswith(":0") else config.listen
+
+
+def door_ids(config: AnyDeviceConfig) -> tuple[str, ...]:
+    """The door ids a device names besides its own id (a controller's doors)."""
+    return config.door_ids if isinstance(config, UhppoteConfig) else ()
+
+
 def attach(config: AnyDeviceConfig, endpoint: SimEndpoint) -> AnyDeviceConfig:
     """The device's config pointed at a started simulator."""
+    if isinstance(config, UhppoteConfig):  # UDP on loopback: the address, and listen there too
+        return config.model_copy(
+            update={
+                "address": f"{endpoint.host}:{endpoint.tcp_port}",
+                "listen": f"{endpoint.host}:0",
+            }
+        )
     update: dict[str, Any] = {}
     if endpoint.port is not None:
         update["port"] = endpoint.port

@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -31,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.registry import DeviceConfig
+from drivers.registry import DeviceConfig, door_ids, udp_listen
 from gateway.commands.model import CommandsConfig
 from gateway.uplink.broker import DEFAULT_TOPIC_ROOT, BrokerUrl, parse_broker_url, topic_root
 
@@ -63,6 +64,37 @@ class GatewaySection(_Model):
         description="Where the SQLite files live; relative to the config file.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    timezone: str | None = Field(
+        default=None,
+        description="The site's time zone, an IANA name (e.g. Asia/Shanghai): access "
+        "profiles and the card file's dates are judged in its local time. Required with "
+        "access.source: platform; without it the card file uses the system's zone.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            site_zone(name)
+        return name
+
+    @property
+    def tz(self) -> ZoneInfo | None:
+        return site_zone(self.timezone) if self.timezone is not None else None
+
+
+def site_zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name`` (from the pinned ``tzdata`` when the system has none).
+
+    Raises:
+        ValueError: not a known IANA zone name.
+    """
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"not an IANA time zone name: {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)") from exc
 
 
 class TlsConfig(_Model):
@@ -280,14 +312,32 @@ class Config(_Model):
     def _unique_device_ids(self) -> Config:
         seen: set[str] = set()
         for device in self.devices:
-            if device.id in seen:
-                raise ValueError(f"device id {device.id!r} is used twice")
-            seen.add(device.id)
+            for name in (device.id, *door_ids(device)):
+                if name in seen:
+                    raise ValueError(f"device or door id {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _one_listener_per_port(self) -> Config:
+        seen: dict[str, str] = {}
+        for device in self.devices:
+            listen = udp_listen(device)
+            if listen is None:
+                continue
+            port = listen.rpartition(":")[2]
+            if port in seen:
+                raise ValueError(
+                    f"devices {seen[port]!r} and {device.id!r} both listen on UDP port {port}: "
+                    "give each controller its own listen port"
+                )
+            seen[port] = device.id
         return self
 
     @model_validator(mode="after")
     def _permissions_name_real_devices(self) -> Config:
         known = {device.id for device in self.devices} | {self.gateway.id}
+        known |= {door for device in self.devices for door in door_ids(device)}
         unknown = sorted(set(self.commands.permissions) - known)
         if unknown:
             raise ValueError(

@@ -8,6 +8,8 @@ call the simulators' methods directly. Each line is ``DEVICE VERB [ARGS]``:
     ebike-reader-1 tag E2000017...   a bike passes (uhf_reader) [reads]
     temp-gate-1 temp 38.2            a passer-by's temperature (temperature_gate)
     band-receiver-1 sos MAC          SOS button (ble_receiver); fall MAC; battery MAC PCT
+    uhppote-1 swipe 10058400 door 1  a card (decimal) at a door (uhppote); open N | close N |
+                                     button N; reset; drop-pushes | deliver-pushes
     any-device unplug | replug | silence | resume | garbage
 """
 
@@ -20,9 +22,14 @@ from drivers.sim.ble_receiver import BleReceiverSimulator
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.sim.temperature_gate import TemperatureGateSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
+from drivers.sim.uhppote import UhppoteSimulator
 
 AnySimulator = (
-    DoorNodeSimulator | UhfReaderSimulator | TemperatureGateSimulator | BleReceiverSimulator
+    DoorNodeSimulator
+    | UhfReaderSimulator
+    | TemperatureGateSimulator
+    | BleReceiverSimulator
+    | UhppoteSimulator
 )
 
 HELP = __doc__.split("\n\n", 2)[2] if __doc__ else ""
@@ -73,7 +80,7 @@ def _common(simulator: AnySimulator, verb: str) -> bool:
         else:
             simulator.stop_answering()
     elif verb == "garbage":
-        if isinstance(simulator, UhfReaderSimulator | BleReceiverSimulator):
+        if isinstance(simulator, UhfReaderSimulator | BleReceiverSimulator | UhppoteSimulator):
             simulator.send_garbage()
         else:
             simulator.server.inject_garbage(os.urandom(16))
@@ -82,8 +89,30 @@ def _common(simulator: AnySimulator, verb: str) -> bool:
     return True
 
 
+def _uhppote(simulator: UhppoteSimulator, device: str, verb: str, args: list[str]) -> None:
+    if verb == "swipe":
+        door = int(args[2]) if len(args) > 2 and args[1] == "door" else 1
+        simulator.swipe(int(args[0]), door)
+    elif verb in ("open", "close", "button"):
+        door = int(args[0]) if args else 1
+        {"open": simulator.open_door, "close": simulator.close_door}.get(
+            verb, simulator.press_button
+        )(door)
+    elif verb == "reset":
+        simulator.reset()
+    elif verb in ("drop-pushes", "deliver-pushes"):
+        simulator.set_drop_pushes(verb == "drop-pushes")
+    else:
+        raise ScriptError(
+            f"{device} (uhppote) knows: swipe CARD door N, open N, close N, button N, reset, "
+            "drop-pushes, deliver-pushes"
+        )
+
+
 def _kind_specific(simulator: AnySimulator, device: str, verb: str, args: list[str]) -> str:
-    if isinstance(simulator, DoorNodeSimulator):
+    if isinstance(simulator, UhppoteSimulator):
+        _uhppote(simulator, device, verb, args)
+    elif isinstance(simulator, DoorNodeSimulator):
         if verb == "card":
             simulator.present_card(args[0])
         elif verb == "open":

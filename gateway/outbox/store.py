@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import operator
@@ -87,6 +88,7 @@ SHED_TARGET_FRACTION = 0.9  # shed down to 90 % of the cap, so shedding is not p
 SHED_ON_FULL_MIN_ROWS = 1_000
 MAX_HELD_WHILE_FULL = 10_000
 FULL_RETRY_S = 1.0  # a failing commit is retried this often, not in a tight loop
+STATE_PREFIX = "device-state:"  # drivers' keys in the meta table (DeviceStateStore)
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 # One encoder, built once: json.dumps() with keyword arguments builds a new
 # encoder per call, which is a third of the ingest cost at 100k readings/s.
@@ -243,7 +245,12 @@ class Outbox:
         self._pending_acks: list[tuple[Lane, int, int]] = []
         self._pending_ack_rows = 0
         self._last_ack_commit_mono = clock.monotonic()
+        # Drivers' durable state (``DeviceStateStore``), written in the same
+        # transaction as the readings put before it.
+        self._pending_state: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._awaiting_sync: list[asyncio.Future[None]] = []  # committed, not yet synced
         self._wake = asyncio.Event()
+        self._fresh = asyncio.Event()  # something to commit arrived
         self._urgent = asyncio.Event()  # alarms or results: commit and sync at once
         self._acks_full = asyncio.Event()  # enough deletes waiting: commit now
         self._unsynced = asyncio.Event()
@@ -327,6 +334,7 @@ class Outbox:
         if reading.priority is Priority.ALARM:
             self._urgent.set()
         self._wake.set()
+        self._fresh.set()
 
     def put_result(
         self,
@@ -356,6 +364,39 @@ class Outbox:
         """
         self._pending_trusted = wall_s
         self._wake.set()
+
+    async def put_state(self, key: str, value: str) -> None:
+        """Store ``key`` in the same commit as every reading put before; return once synced.
+
+        A driver's bookmark (the last device event it turned into readings)
+        then lives in the very transaction that made those readings durable,
+        so a crash can neither lose readings behind a moved bookmark nor
+        repeat readings behind a stale one.
+        """
+        await self.stage_state(key, value, urgent=True)
+
+    def stage_state(self, key: str, value: str, *, urgent: bool = False) -> asyncio.Future[None]:
+        """``put_state`` queued now, in order with the readings; the future says when synced.
+
+        Not urgent by default: it rides with the next group commit and the
+        next WAL sync, like the routine readings it follows (no sync per
+        device event: the SD card).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_state.append((STATE_PREFIX + key, value, future))
+        if urgent:
+            self._urgent.set()
+        self._wake.set()
+        self._fresh.set()
+        return future
+
+    async def get_state(self, key: str) -> str | None:
+        """The value ``put_state`` last made durable for ``key``, or None."""
+        return await self._call(self._get_state_sync, STATE_PREFIX + key)
+
+    def _get_state_sync(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     async def set_aside(self, batch: Batch, reason: str) -> None:
         """Move a batch the broker refused (or that cannot be sent) to the dead-letter table."""
@@ -418,13 +459,23 @@ class Outbox:
             if not self._urgent.is_set():
                 # Group commit: gather readings for one interval, unless an alarm
                 # comes; only acks waiting: until their deletes are due.
-                if self._pending or self._pending_results:
+                gathering = bool(self._pending or self._pending_results or self._pending_state)
+                if gathering:
                     wait = self._commit_interval_s
                 else:
                     wait = self._acks_due_in()
+                    self._fresh.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await _first_of(self._urgent, self._acks_full)
+                        if gathering:
+                            await _first_of(self._urgent, self._acks_full)
+                        else:
+                            await _first_of(self._urgent, self._acks_full, self._fresh)
+                if not gathering and self._fresh.is_set() and not self._urgent.is_set():
+                    # A reading came while only deletes were waiting: it waits one
+                    # commit interval, not until the deletes are due (up to a sync
+                    # interval later).
+                    continue
             if self.disk_full:
                 await asyncio.sleep(FULL_RETRY_S)
             await self.commit()
@@ -435,7 +486,21 @@ class Outbox:
             due = self.sync_due_in()
             if due > 0:
                 await asyncio.sleep(due)
+            await self._sync_and_settle()
+
+    async def _sync_and_settle(self) -> None:
+        # Futures of state committed before this sync was submitted are durable after it.
+        waiting, self._awaiting_sync = self._awaiting_sync, []
+        try:
             await self._call(self._sync_sync)
+        except BaseException as exc:
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def sync_due_in(self) -> float:
         """Seconds until the next routine sync may run (0: now)."""
@@ -449,6 +514,7 @@ class Outbox:
         """
         readings, self._pending = self._pending, []
         results, self._pending_results = self._pending_results, []
+        state, self._pending_state = self._pending_state, []
         acks: list[tuple[Lane, int, int]] = []
         if self._pending_acks and (include_acks or self._acks_due_in() <= 0):
             acks, self._pending_acks = self._pending_acks, []
@@ -462,17 +528,35 @@ class Outbox:
         else:
             self._wake.clear()
         trusted, self._pending_trusted = self._pending_trusted, None
-        if not (readings or results or acks or trusted is not None):
+        if not (readings or results or acks or state or trusted is not None):
             return
+        rows = [(key, value) for key, value, _ in state]
         try:
-            await self._call(self._commit_sync, readings, results, acks, urgent, trusted)
+            await self._call(
+                functools.partial(
+                    self._commit_sync, readings, results, acks, urgent, trusted, state=rows
+                )
+            )
         except sqlite3.OperationalError as exc:
             if not is_disk_full(exc):
+                _fail(state, exc)
                 raise
             self._hold_while_full(readings, results, acks)
             if self._pending_trusted is None:
                 self._pending_trusted = trusted
+            # Retried with the readings it follows, in the same later commit.
+            self._pending_state[:0] = state
             return
+        except BaseException as exc:
+            _fail(state, exc)
+            raise
+        if urgent:  # synced inside the commit
+            for _, _, future in state:
+                if not future.done():
+                    future.set_result(None)
+        elif state:
+            self._awaiting_sync.extend(future for _, _, future in state)
+            self._unsynced.set()  # a sync pass that starts after this point settles them
         if self.disk_full:
             self._resume_after_full()
 
@@ -483,8 +567,12 @@ class Outbox:
 
     async def sync(self) -> None:
         """Sync now if anything committed is not yet durable (and so not yet sendable)."""
-        if self._unsynced.is_set() or self._durable_seq < self._committed_seq:
-            await self._call(self._sync_sync)
+        if (
+            self._unsynced.is_set()
+            or self._durable_seq < self._committed_seq
+            or self._awaiting_sync
+        ):
+            await self._sync_and_settle()
 
     # ------------------------------------------------------------ disk full
 
@@ -557,6 +645,8 @@ class Outbox:
         acks: list[tuple[Lane, int, int]],
         urgent: bool,
         trusted: float | None = None,
+        *,
+        state: list[tuple[str, str]] | None = None,
     ) -> bool:
         db = self._conn()
         stats = self.stats
@@ -574,6 +664,8 @@ class Outbox:
                 db.executemany(
                     "INSERT INTO result (topic, correlation, body) VALUES (?, ?, ?)", results
                 )
+            if state:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", state)
             acked = self._delete_acked(db, acks)
             dropped = self._shed_if_over_cap(db, synced)
             if trusted is not None:
@@ -841,6 +933,12 @@ class Outbox:
 
     def _oldest_sync(self) -> str | None:
         return oldest_unsent(self._conn())
+
+
+def _fail(state: list[tuple[str, str, asyncio.Future[None]]], exc: BaseException) -> None:
+    for _, _, future in state:
+        if not future.done():
+            future.set_exception(exc)
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -30,12 +30,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drivers.access import AccessList
+from drivers.access_rules import DoorAccess
 from drivers.base import Clock, DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
+from gateway.access.sources import file_door_access
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.queue import CommandQueue
 from gateway.commands.store import CommandStore
@@ -43,8 +44,10 @@ from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
+from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
 from gateway.runtime.reload import plan_reload
+from gateway.runtime.targets import CommandTargets
 from gateway.timefmt import rfc3339
 from gateway.uplink.session import Uplink
 
@@ -173,15 +176,24 @@ class Gateway:
         # Forgotten only once stopped: if we are cancelled first, _close stops it.
         del self.simulators[device_id]
 
-    def _access_list(self, config: Config) -> AccessList:
-        cards = config.access.cards
-        path = self.loaded.path(cards) if cards is not None else self.loaded.data_dir / "cards.txt"
-        return AccessList(path, now=self.trusted.now)
+    def _access_list(self, config: Config) -> DoorAccess:
+        # Card windows are judged by trusted time (CONTRACT 1.1).
+        return file_door_access(
+            LoadedConfig(config, self.loaded.base_dir, self.loaded.source), self.trusted
+        )
 
     async def _build_device(self, device: AnyDeviceConfig) -> Driver:
         """Start the device's simulator if it has one, and build its driver."""
         attached = await self._start_simulator(device) if device.simulate else device
-        deps = DriverDeps(sink=self.outbox, clock=self.clock, buses=self.buses, access=self._access)
+        deps = DriverDeps(
+            sink=self.outbox,
+            clock=self.clock,
+            buses=self.buses,
+            access=self._access,
+            state=OutboxDeviceState(self.outbox),
+            zone=self._access.tz,  # gateway.timezone (UTC when unset)
+            clock_trusted=self.clock_sync.is_synced,
+        )
         try:
             return build_driver(attached, deps)
         except BaseException:
@@ -205,7 +217,7 @@ class Gateway:
         self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
-            drivers=self.drivers,
+            drivers=CommandTargets(self.drivers),
             store=self.store,
             readings=self.outbox,
             results=self.outbox,

@@ -122,7 +122,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_shipped_config_is_valid() -> None:
     result = run_cli("check-config", str(REPO / "config.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "4 devices" in result.stdout
+    assert "5 devices" in result.stdout
 
 
 async def test_status_reads_the_database_while_the_daemon_runs(tmp_path: Path) -> None:

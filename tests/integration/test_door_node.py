@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.access import AccessList
+from drivers.access_file import FileAccessList
+from drivers.access_rules import DoorAccess, WallTime
 from drivers.actions import DoorOpen, SetDoorMode
 from drivers.base import DeviceState, Priority, Reading, ReadingType, SystemClock
 from drivers.codecs.door_node_map import NEW_CARD_COIL
@@ -50,7 +52,7 @@ class Rig:
     driver: DoorNodeDriver
     bus: ModbusBus
     sink: DoorSink
-    access: AccessList
+    access: DoorAccess
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def until(self, predicate: Callable[[], bool]) -> None:
@@ -69,6 +71,7 @@ async def make_rig(
     start_driver: bool = True,
     wire_timing: bool = False,
     before_start: Callable[[DoorNodeSimulator], None] | None = None,
+    access: DoorAccess | None = None,
     **options: Any,
 ) -> AsyncIterator[Rig]:
     cards = tmp_path / "access.cards"
@@ -92,7 +95,8 @@ async def make_rig(
     config = config.model_copy(update={"transport": config.transport.model_copy(update=where)})
     pool = BusPool(slave_probe_initial_s=0.2, slave_probe_max_s=0.5)
     sink = DoorSink()
-    access = AccessList(cards)
+    if access is None:
+        access = DoorAccess(FileAccessList(cards), WallTime(SystemClock()), UTC)
     driver = build_driver(config, sink=sink, clock=SystemClock(), buses=pool, access=access)
     assert isinstance(driver, DoorNodeDriver)
     (bus,) = pool.buses
@@ -124,7 +128,8 @@ async def test_granted_card_pulses_lock_then_rearms_and_beeps(tmp_path: Path) ->
             "door": DOOR,
             "event": "granted",
             "card": KNOWN,
-            "reason": "granted",
+            "reason": "listed",
+            "list_version": None,
         }
         assert granted.priority is Priority.ROUTINE
         await rig.until(lambda: len(rig.sim.node.beeps) == 1)
@@ -157,7 +162,7 @@ async def test_unknown_card_denied_reject_beep_no_pulse(tmp_path: Path) -> None:
         rig.sim.present_card(UNKNOWN)
         denied = await rig.sink.door_event("denied")
         assert denied.data["card"] == UNKNOWN
-        assert denied.data["reason"] == "unknown_card"
+        assert denied.data["reason"] == "not_listed"
         await rig.until(lambda: len(rig.sim.node.beeps) == 1)
         assert not rig.sim.node.beeps[0].accept
         await rig.until(lambda: not rig.sim.node.card_waiting)
@@ -216,7 +221,7 @@ async def test_locked_mode_denies_cards_but_exit_opens(tmp_path: Path) -> None:
         await rig.driver.execute(SetDoorMode("locked"))
         rig.sim.present_card(KNOWN)
         denied = await rig.sink.door_event("denied")
-        assert (denied.data["card"], denied.data["reason"]) == (KNOWN, "locked")
+        assert (denied.data["card"], denied.data["reason"]) == (KNOWN, "door_locked")
         await rig.until(lambda: len(rig.sim.node.beeps) == 1)
         assert not rig.sim.node.beeps[0].accept
         assert not rig.sim.node.pulses
@@ -232,7 +237,7 @@ async def test_locked_mode_from_config(tmp_path: Path) -> None:
         await rig.online()
         rig.sim.present_card(KNOWN)
         denied = await rig.sink.door_event("denied")
-        assert denied.data["reason"] == "locked"
+        assert denied.data["reason"] == "door_locked"
 
 
 async def test_open_mode_holds_relay_and_back(tmp_path: Path) -> None:

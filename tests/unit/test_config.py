@@ -35,6 +35,7 @@ def test_the_shipped_config_is_valid() -> None:
         "uhf_reader",
         "temperature_gate",
         "ble_receiver",
+        "uhppote",
     ]
     assert loaded.data_dir == REPO / "data"
     assert loaded.config.topic_root == "estates/changqing/gateways/north-gate-1"

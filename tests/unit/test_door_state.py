@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from drivers.access import AccessList, Decision
+from drivers.access_file import FileAccessList
+from drivers.access_rules import Decision, DecisionReason, DoorAccess, WallTime
 from drivers.actions import OtherAction, Ping
 from drivers.base import ActionNotSupportedError, Priority, SystemClock
 from drivers.door_node import (
@@ -27,8 +29,9 @@ from drivers.transports.config import ModbusTcpTransportConfig
 from drivers.transports.modbus import BusPool
 from tests.fakes import RecordingSink
 
-GRANT = Decision(True, "granted")
-UNKNOWN = Decision(False, "unknown_card")
+GRANT = Decision(True, DecisionReason.LISTED, 7)
+UNKNOWN = Decision(False, DecisionReason.NOT_LISTED, 7)
+LOCKED = Decision(False, DecisionReason.DOOR_LOCKED, 7)
 CARD = "04A1B2C3"
 
 E = DoorEventKind
@@ -48,14 +51,14 @@ def door(mode: DoorMode = DoorMode.NORMAL) -> DoorLogic:
 def test_granted_card_pulses_then_beeps() -> None:
     logic = door()
     step = logic.card(CARD, GRANT, 1.0)
-    assert step.events == (DoorEvent(E.GRANTED, CARD, "granted"),)
+    assert step.events == (DoorEvent(E.GRANTED, CARD, GRANT),)
     assert step.actions == (PulseLock(30), Beep(accept=True))
 
 
 def test_denied_card_beeps_reject_and_no_pulse() -> None:
     logic = door()
     step = logic.card(CARD, UNKNOWN, 1.0)
-    assert step.events == (DoorEvent(E.DENIED, CARD, "unknown_card"),)
+    assert step.events == (DoorEvent(E.DENIED, CARD, UNKNOWN),)
     assert step.actions == (Beep(accept=False),)
 
 
@@ -169,7 +172,7 @@ def test_first_state_seen_open_is_silent() -> None:
 def test_locked_mode_denies_cards_but_exit_opens() -> None:
     logic = door(mode=DoorMode.LOCKED)
     step = logic.card(CARD, GRANT, 1.0)
-    assert step.events == (DoorEvent(E.DENIED, CARD, "locked"),)
+    assert step.events == (DoorEvent(E.DENIED, CARD, LOCKED),)
     assert step.actions == (Beep(accept=False),)
     assert kinds(logic.inputs(True, False, 2.0)) == [E.OPENED, E.FORCED]
     logic.inputs(False, False, 3.0)
@@ -293,7 +296,7 @@ def make_driver(tmp_path: Path) -> DoorNodeDriver:
         sink=RecordingSink(),
         clock=SystemClock(),
         buses=BusPool(),
-        access=AccessList(tmp_path / "access.cards"),
+        access=DoorAccess(FileAccessList(tmp_path / "access.cards"), WallTime(SystemClock()), UTC),
     )
     assert isinstance(driver, DoorNodeDriver)
     return driver
