@@ -24,9 +24,17 @@ File format (``access.cards``), UTF-8 text, one card per line::
   zone (or the ``tz`` given to ``AccessList``); an explicit offset is honoured.
 - A card may appear on several lines (e.g. different doors in different
   periods): it is granted when any of its lines allows it.
-- A bad line is logged with its line number and skipped; the other lines
-  still load. A missing file denies every card, with one WARNING until the
-  file appears again.
+- Lines end with ``\n`` (or ``\r\n``) and nothing else; fields are separated
+  by ASCII spaces and tabs and nothing else. Unicode's other line and field
+  separators (U+001C..U+001E, U+0085, U+2028...) are ordinary characters: a
+  card id containing one is not hex, and in a comment they are comment, so
+  ``04A1B2C3 # x\x1cCAFEBABE`` lists 04A1B2C3 only. A UTF-8 byte order mark
+  at the start of the file is ignored.
+- Each line is decoded on its own: a line that is not UTF-8 (a Latin-1 byte,
+  even in its comment) is a bad line. A bad line is logged with its line
+  number and skipped; the other lines still load, so an edit that breaks one
+  line never keeps an older list (with its revoked cards) in force. A missing
+  file denies every card, with one WARNING until the file appears again.
 
 Reloading is cheap: ``refresh()`` compares the file's mtime, size and inode
 with the last load and re-reads it only when they changed. Write the file
@@ -59,6 +67,10 @@ CARD_MAX_BYTES = 20
 
 _DOOR_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
+_FIELD_SEPARATOR = re.compile(r"[ \t]+")
+"""ASCII space and tab only: ``str.split()`` would also split on U+001C, U+0085..."""
+_BLANKS = " \t"
+_BOM = b"\xef\xbb\xbf"
 
 
 class AccessReason(StrEnum):
@@ -152,10 +164,10 @@ def parse_line(text: str, line: int, *, tz: tzinfo | None = None) -> CardEntry |
     Raises:
         AccessLineError: the line does not follow the format (module docstring).
     """
-    content = text.split("#", 1)[0].strip()
+    content = text.split("#", 1)[0].strip(_BLANKS)
     if not content:
         return None
-    card_text, *options = content.split()
+    card_text, *options = _FIELD_SEPARATOR.split(content)
     card = normalise_card(card_text)
     seen: set[str] = set()
     doors: frozenset[str] | None = None
@@ -188,10 +200,27 @@ def parse_line(text: str, line: int, *, tz: tzinfo | None = None) -> CardEntry |
 def parse_text(
     text: str, *, tz: tzinfo | None = None
 ) -> tuple[dict[str, list[CardEntry]], list[LineProblem]]:
-    """A whole file: the entries by card, and the skipped lines."""
+    """A whole file as text: the entries by card, and the skipped lines."""
+    return parse_bytes(text.encode("utf-8", "surrogateescape"), tz=tz)
+
+
+def parse_bytes(
+    data: bytes, *, tz: tzinfo | None = None
+) -> tuple[dict[str, list[CardEntry]], list[LineProblem]]:
+    """A whole file as read: the entries by card, and the skipped lines.
+
+    Lines are split on ``\n`` alone (a ``\r`` before it is dropped) and each
+    is decoded as UTF-8 on its own, so one bad byte costs one line.
+    """
     entries: dict[str, list[CardEntry]] = {}
     problems: list[LineProblem] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    data = data.removeprefix(_BOM)
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(LineProblem(number, f"not UTF-8 (byte {exc.start + 1})"))
+            continue
         try:
             entry = parse_line(line, number, tz=tz)
         except AccessLineError as exc:
@@ -251,8 +280,9 @@ class AccessList:
     def refresh(self) -> bool:
         """Reload the file if it changed since the last load; return True when it did.
 
-        Never raises: a missing file denies every card (one WARNING), an
-        unreadable one keeps the last good list (one WARNING per change).
+        Never raises: a missing file denies every card (one WARNING), one
+        that cannot be read at all (permissions, I/O) keeps the last good list
+        (one WARNING per change). Bad lines are skipped (``parse_bytes``).
         """
         try:
             st = os.stat(self.path)
@@ -268,11 +298,11 @@ class AccessList:
         if signature == self._signature:
             return False
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             self._set_missing()
             return False
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             # Remember the signature so the warning is not repeated every poll.
             self._signature = signature
             _LOGGER.warning(
@@ -280,7 +310,7 @@ class AccessList:
             )
             return False
         self._signature = signature
-        self._entries, self.problems = parse_text(text, tz=self._tz)
+        self._entries, self.problems = parse_bytes(data, tz=self._tz)
         self._loaded = True
         self._missing_warned = False
         self.loads += 1

@@ -169,6 +169,8 @@ class DeviceHealth:
     detail: str = ""
     last_seen_wall: float | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    """Extra facts for the device's status entry (a door's ``mode``)."""
 
     def set_state(self, state: DeviceState, detail: str = "") -> bool:
         """Record the state; return True (and emit a reading) when it changed."""

@@ -39,6 +39,11 @@ Choices beyond PROTOCOLS.md, each for a reason:
   open held for 30 s makes an opening at 15 s legitimate, not ``forced``. For
   the same reason ``held_open`` counts from the later of the opening and the
   lock closing again.
+- The mode a remote ``door.set_mode`` chose is durable: it is put in the
+  gateway's ``DeviceStateStore`` (key ``mode``) before the command is done,
+  and read back when the driver starts, where it wins over the configured
+  ``mode`` (a lockdown must survive a crash or a power cut). The mode in force
+  is in the device's status entry (``health.attributes["mode"]``).
 - ``locked`` mode refuses cards only: the exit button (people must always be
   able to leave) and a signed remote ``door.open`` still open the door.
 - ``held_open`` is judged on polls: while the node is offline, nothing is.
@@ -73,6 +78,7 @@ from drivers.base import (
     DeviceError,
     DeviceHealth,
     DeviceState,
+    DeviceStateStore,
     Driver,
     Priority,
     ReadingSink,
@@ -86,9 +92,10 @@ from drivers.codecs.door_node_map import (
     decode_card_id,
     pulse_tenths,
 )
+from drivers.liveness import OFFLINE_AFTER_S, Liveness
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
-from drivers.transports.modbus import BusPriority
+from drivers.transports.modbus import BusPriority, ModbusExceptionError
 
 if TYPE_CHECKING:
     from drivers.transports.modbus import BusPool, ModbusBus
@@ -99,6 +106,8 @@ _LOGGER = logging.getLogger(__name__)
 
 ACTION_OPEN = "door.open"
 ACTION_SET_MODE = "door.set_mode"
+MODE_KEY = "mode"
+"""The ``DeviceStateStore`` key of the door's mode."""
 
 
 class DoorMode(StrEnum):
@@ -207,19 +216,23 @@ class DoorLogic:
     def card_waiting(self, now: float) -> bool:
         """The "new card" coil read 1: return whether to act on the card.
 
-        Only a card that arrived since the reader was last seen idle, within
-        ``stale_card_s``, is fresh; anything else (first poll after start, after
-        a bus outage, a card whose re-arm failed) is of unknown age and must be
-        re-armed and discarded. The card is consumed either way until the next
-        ``reader_idle``.
+        The card arrived after the last poll that saw the reader idle, so that
+        poll bounds its age: it is fresh when that was within ``stale_card_s``,
+        even if polls failed in between (a noise burst, a short glitch). Any
+        other card (first poll after start, after a long outage, a card already
+        decided whose re-arm failed) is of unknown age and must be re-armed and
+        discarded. A fresh card stays fresh until ``card`` decides it (a failed
+        read of its id is tried again on the next poll).
         """
         fresh = self._reader_idle_at is not None and now - self._reader_idle_at <= self.stale_card_s
-        self._reader_idle_at = None
+        if not fresh:
+            self._reader_idle_at = None
         return fresh
 
     def card(self, card: str, decision: Decision, now: float) -> Step:
-        """A fresh card and the access list's decision on it."""
-        if self.mode is DoorMode.LOCKED and decision.granted:
+        """A fresh card and the access list's decision on it (the card is consumed)."""
+        self._reader_idle_at = None
+        if self.mode is DoorMode.LOCKED and decision.reason is not DecisionReason.DOOR_LOCKED:
             # The driver asks with door_refuses_cards; this holds even if it did not.
             decision = Decision(False, DecisionReason.DOOR_LOCKED, decision.list_version)
         if not decision.granted:
@@ -352,10 +365,23 @@ class DoorNodeConfig(DeviceConfigBase):
         default=30.0, gt=0, le=86_400, description="A legitimate opening longer than this alarms."
     )
     mode: DoorMode = Field(
-        default=DoorMode.NORMAL, description="Mode at start: normal, locked, open."
+        default=DoorMode.NORMAL,
+        description="Mode at start: normal, locked, open. A mode set by a remote "
+        "door.set_mode is kept across restarts and wins over this one.",
     )
     offline_after_failures: int = Field(
-        default=3, ge=1, le=100, description="Consecutive failed polls before the door is offline."
+        default=3,
+        ge=1,
+        le=100,
+        description="Consecutive failed polls before the door is offline "
+        "(and offline_after_s of silence too).",
+    )
+    offline_after_s: float = Field(
+        default=OFFLINE_AFTER_S,
+        gt=0,
+        le=3600,
+        description="Silence before the door is offline: a noise burst that costs a few "
+        "transactions is not an outage.",
     )
     stale_card_ms: int = Field(
         default=2000,
@@ -387,6 +413,7 @@ class DoorNodeDriver:
         clock: Clock,
         bus: ModbusBus,
         access: DoorAccess,
+        state: DeviceStateStore | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.id
@@ -404,7 +431,10 @@ class DoorNodeDriver:
             stale_card_s=config.stale_card_ms / 1000,
             mode=config.mode,
         )
-        self._failures = 0
+        self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
+        self._state = state
+        self._mode_restored = state is None
+        self.health.attributes["mode"] = self.logic.mode.value
         self._hold_synced = False
         # Commands and the poll loop both change the mode and the relay:
         # one at a time, so a mode write never interleaves with a card's pulse.
@@ -417,10 +447,41 @@ class DoorNodeDriver:
         """Poll until cancelled; bus failures are states (offline), not exceptions."""
         interval_s = self.config.poll_interval_ms / 1000
         loop = asyncio.get_running_loop()
+        await self._restore_mode()
         while True:
             started = loop.time()
             await self.poll_once()
             await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
+
+    async def _restore_mode(self) -> None:
+        """Take the mode a remote set_mode left, if any (before the first relay write)."""
+        if self._mode_restored or self._state is None:
+            return
+        try:
+            stored = await self._state.get(self.device_id, MODE_KEY)
+        except Exception:  # the door must work without its stored mode
+            _LOGGER.warning(
+                "door mode not restored, using the configured one: device=%s mode=%s",
+                self.device_id,
+                self.logic.mode.value,
+                exc_info=True,
+            )
+            stored = None
+        async with self._lock:
+            if self._mode_restored:
+                return  # a set_mode came in meanwhile: it is newer
+            self._mode_restored = True
+            if stored is None:
+                return
+            try:
+                mode = DoorMode(stored)
+            except ValueError:
+                _LOGGER.warning("door mode stored is unknown, ignored: device=%s", self.device_id)
+                return
+            if mode is not self.logic.mode:
+                self.logic.set_mode(mode, self._clock.monotonic())
+                self.health.attributes["mode"] = mode.value
+            _LOGGER.info("door mode restored: device=%s mode=%s", self.device_id, mode.value)
 
     async def poll_once(self) -> None:
         """One poll cycle: the reader, then the door inputs; never raises for the bus."""
@@ -436,14 +497,14 @@ class DoorNodeDriver:
                 )
                 step = self.logic.inputs(bits[0], bits[1], self._clock.monotonic())
                 await self._carry_out(step)
-        except TransportError as exc:
-            self._failed(exc)
-        except (DeviceError, DoorNodeMapError) as exc:
+        except (ModbusExceptionError, DeviceError, DoorNodeMapError) as exc:
             # The node answered, but with a Modbus exception or an impossible value.
             self._answered()
             self.health.count("device_errors")
             if self.health.set_state(DeviceState.ERROR, str(exc)):
                 _LOGGER.warning("door node error: device=%s %s", self.device_id, exc)
+        except TransportError as exc:
+            self._failed(exc)
         else:
             self._answered()
             if self.health.set_state(DeviceState.ONLINE):
@@ -511,12 +572,17 @@ class DoorNodeDriver:
             self._emit(step.events)
 
     async def _act(self, action: Action) -> None:
+        """Carry out one action; an exception response is the node refusing (DeviceError)."""
+        try:
+            await self._act_on_bus(action)
+        except ModbusExceptionError as exc:
+            raise DeviceError(self.device_id, exc.reason) from exc
+
+    async def _act_on_bus(self, action: Action) -> None:
         if isinstance(action, PulseLock):
-            await self._bus.pulse_relay(
-                self._map.relay_slave,
-                self._map.lock_relay,
-                action.tenths,
-                priority=BusPriority.COMMAND,
+            request = self._map.pulse_lock(action.tenths)
+            await self._bus.write_coil_value(
+                request.slave, request.address, request.value, priority=BusPriority.COMMAND
             )
         elif isinstance(action, HoldLock):
             await self._write_hold(action)
@@ -549,13 +615,12 @@ class DoorNodeDriver:
             )
 
     def _answered(self) -> None:
-        self._failures = 0
+        self._liveness.answered(self._clock.monotonic())
         self.health.seen()
 
     def _failed(self, exc: TransportError) -> None:
-        self._failures += 1
         self.health.count("poll_failures")
-        if self._failures >= self.config.offline_after_failures:
+        if self._liveness.failed(self._clock.monotonic()):
             # Write the relay to match the mode again once the node is back.
             self._hold_synced = False
             if self.health.set_state(DeviceState.OFFLINE, str(exc)):
@@ -582,7 +647,12 @@ class DoorNodeDriver:
                 async with self._lock:
                     for write in self.logic.mode_actions(mode):
                         await self._act(write)
+                    if self._state is not None:
+                        # Durable before done: a lockdown must survive a restart.
+                        await self._state.put(self.device_id, MODE_KEY, mode.value)
+                    self._mode_restored = True
                     self.logic.set_mode(mode, self._clock.monotonic())
+                    self.health.attributes["mode"] = mode.value
                 _LOGGER.info("door mode: device=%s mode=%s", self.device_id, mode.value)
             else:
                 raise ActionNotSupportedError(self.device_id, f"unsupported action {action.name!r}")
@@ -595,8 +665,14 @@ def build_driver(
     clock: Clock,
     buses: BusPool,
     access: DoorAccess,
+    state: DeviceStateStore | None = None,
 ) -> Driver:
-    """The door node driver on the shared bus of its transport."""
+    """The door node driver on the shared bus of its transport; ``state`` keeps its mode."""
     return DoorNodeDriver(
-        config, sink=sink, clock=clock, bus=buses.get(config.transport), access=access
+        config,
+        sink=sink,
+        clock=clock,
+        bus=buses.get(config.transport),
+        access=access,
+        state=state,
     )

@@ -49,8 +49,10 @@ class DriverDeps:
     clock: Clock
     buses: BusPool
     access: DoorAccess
-    # Networked controllers (uhppote): durable state, the site's zone, trusted time.
+    # Durable per-device state (a door's mode, a controller's event bookmark),
+    # kept with the readings; None keeps nothing across restarts.
     state: DeviceStateStore | None = None
+    # Networked controllers (uhppote): the site's zone and whether the clock is trusted.
     zone: dt.tzinfo = dt.UTC
     clock_trusted: Callable[[], bool] = field(default=lambda: False)
 
@@ -59,7 +61,12 @@ def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
     """Make the driver of one configured device."""
     if isinstance(config, DoorNodeConfig):
         return door_node.build_driver(
-            config, sink=deps.sink, clock=deps.clock, buses=deps.buses, access=deps.access
+            config,
+            sink=deps.sink,
+            clock=deps.clock,
+            buses=deps.buses,
+            access=deps.access,
+            state=deps.state,
         )
     if isinstance(config, TemperatureGateConfig):
         return temperature_gate.build_driver(

@@ -12,9 +12,15 @@ one request (``drivers.codecs.temperature_gate_map``) and:
 - emits ``temperature.body`` ``{celsius, threshold, fever}``, an alarm when
   ``celsius >= fever_threshold_c`` (the gateway's threshold decides, not the
   gate's own flag; CONTRACT.md);
+- never reports as a temperature (so never as a fever) a reading the gate
+  flags out of range (status bit 3) or one outside the plausible range
+  ``plausible_min_c``..``plausible_max_c`` (default 30.0..45.0 degC: a hot
+  drink, a sunlit forehead, a reflection): it is counted and the gate goes to
+  ``device.status`` ``error`` with the reason, until its next plausible reading;
 - reports the gate ``online`` when it answers, ``error`` while it flags a
   sensor error (or answers with a Modbus exception), and ``offline`` after
-  ``offline_after_failures`` polls in a row without an answer. The bus rations
+  ``offline_after_failures`` polls in a row without an answer and
+  ``offline_after_s`` of silence (``drivers.liveness``). The bus rations
   polls to a slave that stopped answering; those fail fast and count as
   failures too, so the state holds until the gate answers a probe.
 
@@ -29,14 +35,13 @@ import logging
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
     DeviceConfigBase,
-    DeviceError,
     DeviceHealth,
     DeviceState,
     Driver,
@@ -54,9 +59,10 @@ from drivers.codecs.temperature_gate_map import (
     TemperatureGateMapError,
     counter_delta,
 )
+from drivers.liveness import OFFLINE_AFTER_S, Liveness
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
-from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -114,9 +120,40 @@ class TemperatureGateConfig(DeviceConfigBase):
         default_factory=TemperatureGateRegisters,
         description="Register map overrides for gate models that differ from the profile.",
     )
-    offline_after_failures: int = Field(
-        default=3, ge=1, le=100, description="Consecutive failed polls before the gate is offline."
+    plausible_min_c: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=45.0,
+        description="A reading below this is implausible for a body: device error, not a reading.",
     )
+    plausible_max_c: float = Field(
+        default=45.0,
+        ge=35.0,
+        le=100.0,
+        description="A reading above this is implausible for a body: device error, never a fever.",
+    )
+    offline_after_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Consecutive failed polls before the gate is offline "
+        "(and offline_after_s of silence too).",
+    )
+    offline_after_s: float = Field(
+        default=OFFLINE_AFTER_S,
+        gt=0,
+        le=3600,
+        description="Silence before the gate is offline: a noise burst is not an outage.",
+    )
+
+    @model_validator(mode="after")
+    def _plausible_range(self) -> TemperatureGateConfig:
+        if not self.plausible_min_c <= self.fever_threshold_c < self.plausible_max_c:
+            raise ValueError(
+                "need plausible_min_c <= fever_threshold_c < plausible_max_c "
+                f"({self.plausible_min_c} <= {self.fever_threshold_c} < {self.plausible_max_c})"
+            )
+        return self
 
 
 class TemperatureGateDriver:
@@ -137,7 +174,9 @@ class TemperatureGateDriver:
         self._clock = clock
         self._bus = bus
         self._map = config.registers.register_map()
-        self._failures = 0
+        self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
+        self._implausible: str | None = None
+        """Why the last new reading was not a temperature (an error state until a good one)."""
         self._last_counter: int | None = None
         self._unseen = 0
         """Readings the gate made that no poll saw, not yet reported."""
@@ -176,28 +215,27 @@ class TemperatureGateDriver:
                     config.slave, self._map.base_address, BLOCK_LENGTH, priority=BusPriority.POLL
                 )
             block = self._map.decode(words)
-        except TransportError as exc:
-            self._no_answer(exc.reason)
-            return
-        except (DeviceError, TemperatureGateMapError) as exc:
+        except (ModbusExceptionError, TemperatureGateMapError) as exc:
             # It answered, but not with a measurement: wrong map, or a device fault.
             self._answered()
             self.health.count("device_errors")
-            reason = exc.reason if isinstance(exc, DeviceError) else str(exc)
+            reason = exc.reason if isinstance(exc, ModbusExceptionError) else str(exc)
             if self.health.set_state(DeviceState.ERROR, reason):
                 _LOGGER.warning("device=%s error: %s", self.device_id, reason)
+            return
+        except TransportError as exc:
+            self._no_answer(exc.reason)
             return
         self._answered()
         self._handle(block)
 
     def _answered(self) -> None:
-        self._failures = 0
+        self._liveness.answered(self._clock.monotonic())
         self.health.seen()
 
     def _no_answer(self, reason: str) -> None:
-        self._failures += 1
         self.health.count("poll_failures")
-        if self._failures >= self.config.offline_after_failures and self.health.set_state(
+        if self._liveness.failed(self._clock.monotonic()) and self.health.set_state(
             DeviceState.OFFLINE, reason
         ):
             _LOGGER.warning("device=%s offline: %s", self.device_id, reason)
@@ -207,6 +245,9 @@ class TemperatureGateDriver:
         if block.sensor_error:
             if self.health.set_state(DeviceState.ERROR, "sensor error"):
                 _LOGGER.warning("device=%s reports a sensor error", self.device_id)
+        elif self._implausible is not None:
+            # Still the implausible reading's error, until a good reading clears it.
+            self.health.set_state(DeviceState.ERROR, self._implausible)
         elif self.health.set_state(DeviceState.ONLINE):
             _LOGGER.info("device=%s online", self.device_id)
         if previous is None:
@@ -233,6 +274,18 @@ class TemperatureGateDriver:
             # stays pending for the next valid reading.
             self.health.count("invalid_readings")
             return
+        implausible = self._implausibility(block)
+        if implausible is not None:
+            # Never a fever: a reading the gate itself doubts, or no body's.
+            self.health.count("implausible_readings")
+            self._implausible = implausible
+            if self.health.set_state(DeviceState.ERROR, implausible):
+                _LOGGER.warning("device=%s %s", self.device_id, implausible)
+            return
+        if self._implausible is not None:
+            self._implausible = None
+            if self.health.set_state(DeviceState.ONLINE):
+                _LOGGER.info("device=%s plausible readings again", self.device_id)
         threshold = self.config.fever_threshold_c
         fever = block.celsius >= threshold
         data: dict[str, Any] = {"celsius": block.celsius, "threshold": threshold, "fever": fever}
@@ -249,6 +302,15 @@ class TemperatureGateDriver:
                 Priority.ALARM if fever else Priority.ROUTINE,
             )
         )
+
+    def _implausibility(self, block: GateBlock) -> str | None:
+        """Why ``block`` is not a body temperature, or None when it is one."""
+        low, high = self.config.plausible_min_c, self.config.plausible_max_c
+        if block.out_of_range:
+            return f"gate flags reading out of range ({block.celsius:.1f} C)"
+        if not low <= block.celsius <= high:
+            return f"implausible reading {block.celsius:.1f} C (plausible {low:.1f}..{high:.1f})"
+        return None
 
 
 def build_driver(

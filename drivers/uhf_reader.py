@@ -138,6 +138,14 @@ class UhfReaderConfig(DeviceConfigBase):
         description="Wait for a reply; an inventory takes up to the reader's ScanTime "
         "(default 1 s).",
     )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Resends, at once, of a request whose reply came garbled (bytes heard, "
+        "then quiet, no valid frame): line noise must not leave the reader unasked for a "
+        "whole reply timeout while a bike goes by.",
+    )
     collapse_window_s: float = Field(
         default=5.0,
         gt=0,
@@ -347,6 +355,8 @@ class UhfReaderDriver:
         self._last_heard = clock.monotonic()
         self._next_tick = 0.0
         self._reply_timeout_s = config.reply_timeout_ms / 1000
+        self._garbled = False
+        """Bytes were discarded since the last request went out."""
 
     # Driver protocol
 
@@ -454,6 +464,7 @@ class UhfReaderDriver:
             if isinstance(event, Discarded):
                 self.health.count("frames_discarded")
                 self.health.count("bytes_discarded", event.count)
+                self._garbled = True
                 continue
             if not isinstance(event, _REPLY_TYPES):
                 continue  # unreachable with a TO_HOST decoder; keeps the types exact
@@ -465,8 +476,15 @@ class UhfReaderDriver:
             self._heard()
             self._frames.append(event)
 
-    async def _next_frame(self, deadline: float) -> ReplyFrame | None:
-        """The next frame from the reader, or None at ``deadline`` (loop time)."""
+    async def _next_frame(
+        self, deadline: float, *, stop_on_garbled: bool = False
+    ) -> ReplyFrame | None:
+        """The next frame from the reader, or None at ``deadline`` (loop time).
+
+        With ``stop_on_garbled``, also None once garbage was heard and the line
+        then stayed quiet for ``FRAME_GAP_S`` with no frame: the reply came
+        garbled and will not come whole (``self._garbled`` tells the two apart).
+        """
         transport = self._transport
         assert transport is not None
         loop = asyncio.get_running_loop()
@@ -478,13 +496,16 @@ class UhfReaderDriver:
             if remaining <= 0:
                 return None
             partial = self._decoder.pending > 0
-            wait = min(remaining, FRAME_GAP_S if partial else TICK_S)
+            watch_quiet = partial or (stop_on_garbled and self._garbled)
+            wait = min(remaining, FRAME_GAP_S if watch_quiet else TICK_S)
             try:
                 async with asyncio.timeout(wait):
                     data = await transport.read()
             except TimeoutError:
                 if partial:
                     self._absorb(self._decoder.idle())
+                if stop_on_garbled and self._garbled and not self._frames:
+                    return None
                 continue
             self._absorb(self._decoder.feed(data))
 
@@ -509,10 +530,27 @@ class UhfReaderDriver:
         """
         transport = self._transport
         assert transport is not None
+        loop = asyncio.get_running_loop()
+        resends = self.config.retries
+        self._garbled = False
         await transport.write(request.encode())
-        deadline = asyncio.get_running_loop().time() + self._reply_timeout_s
+        deadline = loop.time() + self._reply_timeout_s
         while True:
-            frame = await self._next_frame(deadline)
+            frame = await self._next_frame(deadline, stop_on_garbled=True)
+            if frame is None and self._garbled and loop.time() < deadline:
+                # Heard, but garbled, and the line is quiet again: ask again now
+                # rather than wait out the reply timeout (issue 9 item 10); with
+                # no resend left, give up now, so the next poll comes soon.
+                self.health.count("garbled_replies")
+                if resends <= 0:
+                    raise TransportTimeoutError(
+                        transport.port, f"garbled replies to 0x{request.cmd:02X}"
+                    )
+                resends -= 1
+                self._garbled = False
+                await transport.write(request.encode())
+                deadline = loop.time() + self._reply_timeout_s
+                continue
             if frame is None:
                 self.health.count("timeouts")
                 # STYLE.md §4: after a timeout, drain the input and reset the decoder.

@@ -290,6 +290,19 @@ class MetricsConfig(_Model):
         "needs it (the endpoint has no authentication).",
     )
     port: int = Field(default=9108, ge=1, le=65535, description="TCP port of /metrics.")
+    max_connections: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Connections served at once; beyond it the oldest one that has not sent "
+        "its request yet is dropped, so idle sockets cannot keep a scrape out.",
+    )
+    idle_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A connection that has not sent its whole request in this long is closed.",
+    )
 
     @property
     def url(self) -> str:

@@ -126,7 +126,7 @@ class Daemon:
         self._lines = []
         self._ended = False
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(self.config)],
+            self.command(),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -136,6 +136,10 @@ class Daemon:
             target=self._copy_output, args=(self.proc,), name="daemon-log", daemon=True
         )
         self._pump.start()
+
+    def command(self) -> list[str]:
+        """The child's command line (central's workers reuse this harness with their own)."""
+        return [sys.executable, "-m", "gateway", "run", "-c", str(self.config)]
 
     def _copy_output(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None

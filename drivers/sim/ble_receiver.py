@@ -19,21 +19,18 @@ types go by. Alarms (SOS, fall) only ever come from explicit calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from drivers.ble_receiver import BleReceiverConfig
 from drivers.codecs.ble_gprp import BtHomeButton, GprpReport, encode_bthome, encode_ingics
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import BleReceiverSimConfig
 from drivers.sim.pty import PtyLink
+from drivers.sim.scheduler import Action, SimScheduler
 
 __all__ = ["BandKind", "BleReceiverSimulator", "make_simulator"]
 
@@ -41,12 +38,9 @@ _LOGGER = logging.getLogger(__name__)
 
 BandKind = Literal["bthome", "ibs01"]
 
-BITS_PER_BYTE = 10
-"""8N1: start bit, 8 data bits, stop bit."""
 RECEIVER_MAC = "001122334455"
 AMBIENT_PERIOD_S = 1.0
 """Ambient mode: each band's routine advertisement period."""
-IDLE_WAKE_S = 1.0
 
 
 @dataclass(slots=True)
@@ -64,7 +58,7 @@ class BleReceiverSimulator:
 
     def __init__(
         self,
-        config: BleReceiverConfig,
+        config: BleReceiverSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -85,12 +79,9 @@ class BleReceiverSimulator:
             mac: _Band(mac, "bthome" if i % 2 == 0 else "ibs01")
             for i, mac in enumerate(sorted(config.wearers))
         }
-        self._heap: list[tuple[float, int, bytes | Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._wire_free = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self.scheduler = SimScheduler(
+            f"sim-ble-{config.id}", self.link.write, baudrate=self.baudrate, wire_time=wire_time
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # Simulator protocol
@@ -99,22 +90,14 @@ class BleReceiverSimulator:
         """Plug the pty and start printing; returns the port path for the driver."""
         self._loop = asyncio.get_running_loop()
         self.link.plug()
-        self._task = asyncio.create_task(self._run(), name=f"sim-ble-{self.config.id}")
+        self.scheduler.start()
         if self.ambient:
             self._at(self._loop.time() + 0.2, self._ambient)
         return SimEndpoint(port=str(self.link.path))
 
     async def stop(self) -> None:
         """Stop the scheduler and release the pty."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # stop() itself was cancelled: pass it on
+        await self.scheduler.stop()
         self.link.unplug()
 
     # scripting
@@ -224,10 +207,10 @@ class BleReceiverSimulator:
             TimeoutError: lines are still scheduled after ``timeout_s``.
         """
         async with asyncio.timeout(timeout_s):
-            await self._drained.wait()
+            await self.scheduler.drained.wait()
 
     def line_time_s(self, n_bytes: int) -> float:
-        return n_bytes * BITS_PER_BYTE / self.baudrate
+        return self.scheduler.wire_time_s(n_bytes)
 
     # internals
 
@@ -245,22 +228,14 @@ class BleReceiverSimulator:
         for i in range(repeats):
             self._at(now + i * interval_s, functools.partial(self._send, line))
 
-    def _at(self, due: float, action: bytes | Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), action))
-        self._drained.clear()
-        self._wake.set()
+    def _at(self, due: float, action: Action) -> None:
+        self.scheduler.at(due, action)
 
     def _send(self, data: bytes) -> None:
         if self.silent:
             return
         self.lines_sent += 1
-        if not self.wire_time or self._loop is None:
-            self.link.write(data)
-            return
-        now = self._loop.time()
-        start = max(now, self._wire_free)
-        self._wire_free = start + self.line_time_s(len(data))
-        self._at(self._wire_free, data)
+        self.scheduler.send(data)
 
     def _ambient(self) -> None:
         assert self._loop is not None
@@ -276,28 +251,9 @@ class BleReceiverSimulator:
             self._send(f"$RSPR,{other},{self.receiver_mac},-80,\r\n".encode())
         self._at(self._loop.time() + AMBIENT_PERIOD_S, self._ambient)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._heap and self._heap[0][0] <= now:
-                _, _, action = heapq.heappop(self._heap)
-                if isinstance(action, bytes):
-                    self.link.write(action)
-                else:
-                    action()
-            if not self._heap:
-                self._drained.set()
-            delay = self._heap[0][0] - now if self._heap else IDLE_WAKE_S
-            self._wake.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(delay, IDLE_WAKE_S)):
-                        await self._wake.wait()
-
 
 def make_simulator(
-    config: BleReceiverConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
+    config: BleReceiverSimConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
 ) -> BleReceiverSimulator:
     """The supervisor's and the tests' factory for ``kind: ble_receiver``."""
     return BleReceiverSimulator(config, workdir, ambient=ambient, wire_time=wire_time)

@@ -58,8 +58,8 @@ from drivers.codecs.door_node_map import (
     RELAY_COUNT,
     encode_card_id,
 )
-from drivers.door_node import DoorNodeConfig
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import DoorNodeSimConfig
 from drivers.sim.modbus_server import (
     LineTiming,
     ModbusSimServer,
@@ -306,7 +306,7 @@ class DoorNodeSimulator:
 
     def __init__(
         self,
-        config: DoorNodeConfig,
+        config: DoorNodeSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -419,7 +419,7 @@ class DoorNodeSimulator:
 
 
 def make_simulator(
-    config: DoorNodeConfig, workdir: Path, *, ambient: bool = True
+    config: DoorNodeSimConfig, workdir: Path, *, ambient: bool = True
 ) -> DoorNodeSimulator:
     """The simulator for a ``simulate: true`` door node."""
     return DoorNodeSimulator(config, workdir, ambient=ambient)

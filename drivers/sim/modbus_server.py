@@ -22,13 +22,14 @@ What a test can script:
   pulse command, FC05 to 0x0200+n with any value, echoed), reject it with an
   exception code, or let it store (``WriteOutcome.STORE``); a read hook, called
   after a read was answered (a status bit that clears on read);
-- ``answering`` (whole line) and ``silence(slave)``: requests are received and
-  counted but not answered;
+- ``answering`` (whole line), ``silence(slave)`` and ``ignore_next`` (the next
+  requests to one address): requests are received and counted but not answered;
 - ``reply_delay_s`` (the device's own turnaround) and, on RTU, emulated wire
   time at the configured baud rate: ptys ignore baud (PROTOCOLS.md), so the
   reply is written when its last byte would have arrived on a real line:
   request time + max(reply delay, 3.5 characters) + reply time;
-- garbage: raw bytes now, a garbage prefix or a bad CRC on the next replies;
+- garbage: raw bytes now, a garbage prefix or a bad CRC on the next replies,
+  or a burst of noise that breaks every reply while it lasts (``noise_burst``);
 - ``unplug()`` / ``replug()``: the pty disappears and comes back at the same
   path (the TCP listener and its connections close and reopen on the same port).
 
@@ -57,6 +58,7 @@ from pymodbus.framer import FramerBase, FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from drivers.sim.base import SimEndpoint
+from drivers.sim.noise import LineNoise
 from drivers.sim.pty import PtyLink
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.modbus import (
@@ -257,9 +259,11 @@ class ModbusSimServer:
         self.discarded = 0
         """Bytes that did not form a request (garbage, bad CRC)."""
         self._silent: set[int] = set()
+        self._ignore: dict[tuple[int, int], int] = {}
         self._context = _Context(self)
         self._tick = asyncio.Event()
-        self._corrupt_replies = 0
+        self.noise = LineNoise(self.inject_garbage)
+        """Corrupted replies and garbage bursts on this line (``drivers.sim.noise``)."""
         self._reply_prefix = b""
         self._tasks: set[asyncio.Task[None]] = set()
         # RTU side
@@ -290,6 +294,18 @@ class ModbusSimServer:
         else:
             self._silent.discard(slave)
 
+    def ignore_next(self, count: int, *, slave: int, address: int) -> None:
+        """Leave the next ``count`` requests to ``slave`` at ``address`` unanswered."""
+        key = (slave, address)
+        self._ignore[key] = self._ignore.get(key, 0) + count
+
+    def _ignored(self, pdu: ModbusPDU) -> bool:
+        key = (pdu.dev_id, pdu.address)
+        left = self._ignore.get(key, 0)
+        if left:
+            self._ignore[key] = left - 1
+        return left > 0
+
     def is_silent(self, slave: int) -> bool:
         return not self.answering or slave in self._silent
 
@@ -311,8 +327,12 @@ class ModbusSimServer:
             writer.write(data)
 
     def corrupt_next_replies(self, count: int = 1) -> None:
-        """Send the next ``count`` replies with a broken CRC (RTU) / truncated (TCP)."""
-        self._corrupt_replies += count
+        """Send the next ``count`` replies with a flipped bit (RTU) / truncated (TCP)."""
+        self.noise.corrupt_next(count)
+
+    def noise_burst(self, duration_s: float) -> None:
+        """Garbage on the line, and every reply broken, for ``duration_s`` from now."""
+        self.noise.burst(duration_s)
 
     def prefix_next_reply(self, garbage: bytes) -> None:
         """Put ``garbage`` on the line just before the next reply."""
@@ -336,7 +356,7 @@ class ModbusSimServer:
         """Answer one request, or None for silence."""
         slave = pdu.dev_id
         store = self.slaves.get(slave)
-        answer = store is not None and not self.is_silent(slave)
+        answer = store is not None and not self.is_silent(slave) and not self._ignored(pdu)
         self.received += 1
         self.requests.append(RequestSeen(slave, pdu.function_code, pdu.address, answer, arrived))
         self._tick.set()
@@ -378,9 +398,7 @@ class ModbusSimServer:
         return framer_type(decoder)
 
     def _finish_frame(self, frame: bytes, *, rtu: bool) -> bytes:
-        if self._corrupt_replies:
-            self._corrupt_replies -= 1
-            frame = frame[:-1] + bytes([frame[-1] ^ 0xFF]) if rtu else frame[:-1]
+        frame = self.noise.garble(frame, truncate=not rtu)
         if self._reply_prefix:
             frame, self._reply_prefix = self._reply_prefix + frame, b""
         return frame
@@ -551,6 +569,7 @@ class ModbusSimServer:
 
     async def stop(self) -> None:
         """Close the pty, the listener and every connection; cancel our tasks."""
+        self.noise.cancel()
         self.unplug()
         self._tcp_port = None
         tasks = list(self._tasks)

@@ -35,8 +35,8 @@ from drivers.codecs.temperature_gate_map import (
     RegisterMap,
 )
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import TemperatureGateSimConfig
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer, ReadRequest, Table
-from drivers.temperature_gate import TemperatureGateConfig
 from drivers.transports.config import ModbusRtuTransportConfig
 
 AMBIENT_PERIOD_S = 0.5
@@ -98,13 +98,16 @@ class TemperatureGateDevice:
         fever: bool | None = None,
         skip: int = 0,
         valid: bool = True,
+        out_of_range: bool = False,
         distance_cm: int = DEFAULT_DISTANCE_CM,
     ) -> int:
         """Measure a person; return the new counter value.
 
         ``fever`` forces the gate's own flag (default: the gate's threshold
         register decides); ``skip`` readings happen first that no poll will
-        see; ``valid=False`` is an out-of-range measurement (temperature 0).
+        see; ``valid=False`` is an out-of-range measurement (temperature 0);
+        ``out_of_range`` keeps the temperature but sets the gate's out-of-range
+        bit (a measurement the gate itself doubts: too far, moving, reflective).
         """
         if skip < 0:
             raise ValueError("skip must be >= 0")
@@ -115,7 +118,7 @@ class TemperatureGateDevice:
                 fever = celsius >= self.threshold_c
             if fever:
                 status |= GateStatus.FEVER
-        else:
+        if out_of_range or not valid:
             status |= GateStatus.OUT_OF_RANGE
         if GateStatus.SENSOR_ERROR in self._block.status:
             status |= GateStatus.SENSOR_ERROR
@@ -189,7 +192,7 @@ class TemperatureGateSimulator:
 
     def __init__(
         self,
-        config: TemperatureGateConfig,
+        config: TemperatureGateSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -238,9 +241,16 @@ class TemperatureGateSimulator:
             self._ambient_task = None
         await self.server.stop()
 
-    def inject_reading(self, celsius: float, *, fever: bool | None = None, skip: int = 0) -> int:
+    def inject_reading(
+        self,
+        celsius: float,
+        *,
+        fever: bool | None = None,
+        skip: int = 0,
+        out_of_range: bool = False,
+    ) -> int:
         """See ``TemperatureGateDevice.inject_reading``."""
-        return self.gate.inject_reading(celsius, fever=fever, skip=skip)
+        return self.gate.inject_reading(celsius, fever=fever, skip=skip, out_of_range=out_of_range)
 
     def sensor_error(self, on: bool = True) -> None:
         self.gate.sensor_error(on)
@@ -265,7 +275,7 @@ class TemperatureGateSimulator:
 
 
 def make_simulator(
-    config: TemperatureGateConfig, workdir: Path, *, ambient: bool = True
+    config: TemperatureGateSimConfig, workdir: Path, *, ambient: bool = True
 ) -> TemperatureGateSimulator:
     """The simulator for a ``simulate: true`` temperature gate."""
     return TemperatureGateSimulator(config, workdir, ambient=ambient)

@@ -9,7 +9,8 @@ status 0xFE). In scan mode it pushes ``0xEE`` frames, at most once per tag per
 ``Tag_Time``.
 
 Scriptable from tests: ``inject_pass`` (an EPC read N times over a duration),
-``set_answering(False)``, ``send_garbage``, ``unplug`` / ``replug``, and
+``set_answering(False)``, ``send_garbage``, ``corrupt_next_replies``,
+``noise_burst`` (``drivers.sim.noise``), ``unplug`` / ``replug``, and
 ``start_flood`` (pushes as fast as the wire allows, for the benchmark). With
 ``wire_time=True`` every byte takes 10 bits / baud on the line, as on a real
 8N1 link (ptys ignore the baud rate, PROTOCOLS.md "pymodbus" note).
@@ -20,15 +21,12 @@ Ambient mode (the shipped config) lets a bike pass every few seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,20 +52,18 @@ from drivers.codecs.chafon_uhf import (
     WorkModeReply,
 )
 from drivers.sim.base import SimEndpoint
+from drivers.sim.config import UhfReaderSimConfig
+from drivers.sim.noise import LineNoise
 from drivers.sim.pty import PtyLink
-from drivers.uhf_reader import UhfReaderConfig
+from drivers.sim.scheduler import Action, SimScheduler
 
 __all__ = ["UhfReaderSimulator", "make_simulator"]
 
 _LOGGER = logging.getLogger(__name__)
 
-BITS_PER_BYTE = 10
-"""8N1: start bit, 8 data bits, stop bit."""
 AMBIENT_INTERVAL_S = 6.0
 """Ambient mode: one bike every this many seconds (jittered)."""
 AMBIENT_BIKES = tuple(bytes.fromhex(f"E2000017221100881520{n:04X}") for n in range(0xAB00, 0xAB08))
-IDLE_WAKE_S = 1.0
-"""The scheduler wakes at least this often."""
 
 _COMMAND_TYPES = (Inventory, InventorySingle, GetReaderInfo, SetWorkMode, GetWorkMode, Command)
 
@@ -77,6 +73,8 @@ class _Pass:
     epc: bytes
     reads: deque[float] = field(default_factory=deque)  # loop times of the reads still due
     last_push: float | None = None
+    leaves_at: float | None = None
+    """Loop time the tag leaves the field; None: it waits for an inventory forever."""
 
 
 class UhfReaderSimulator:
@@ -84,7 +82,7 @@ class UhfReaderSimulator:
 
     def __init__(
         self,
-        config: UhfReaderConfig,
+        config: UhfReaderSimConfig,
         workdir: Path,
         *,
         ambient: bool = True,
@@ -107,14 +105,14 @@ class UhfReaderSimulator:
         self._rng = random.Random(seed)
         self._decoder = ChafonDecoder(Direction.TO_READER)
         self._passes: list[_Pass] = []
-        self._heap: list[tuple[float, int, bytes | Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self._wire_free = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self.scheduler = SimScheduler(
+            f"sim-uhf-{config.id}", self._write, baudrate=self.baudrate, wire_time=wire_time
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flood: Sequence[bytes] = ()
         self._flood_index = 0
+        self.noise = LineNoise(self._send, self._rng)
+        """Corrupted replies and garbage bursts on this line (``drivers.sim.noise``)."""
 
     # Simulator protocol
 
@@ -122,22 +120,15 @@ class UhfReaderSimulator:
         """Plug the pty and start answering; returns the port path for the driver."""
         self._loop = asyncio.get_running_loop()
         self.replug()
-        self._task = asyncio.create_task(self._run(), name=f"sim-uhf-{self.config.id}")
+        self.scheduler.start()
         if self.ambient:
             self._at(self._loop.time() + 1.0, self._ambient_bike)
         return SimEndpoint(port=str(self.link.path))
 
     async def stop(self) -> None:
         """Stop the scheduler and release the pty."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # stop() itself was cancelled: pass it on
+        await self.scheduler.stop()
+        self.noise.cancel()
         self.unplug()
 
     # scripting
@@ -170,14 +161,31 @@ class UhfReaderSimulator:
         """Put noise on the line (random bytes by default); returns what was sent."""
         if data is None:
             data = self._rng.randbytes(self._rng.randint(5, 40))
-        self._send(data)
-        return data
+        return self.noise.garbage(data)
 
-    def inject_pass(self, epc: bytes | str, *, reads: int = 10, duration_s: float = 1.0) -> None:
+    def corrupt_next_replies(self, count: int = 1) -> None:
+        """Send the next ``count`` replies with a flipped bit."""
+        self.noise.corrupt_next(count)
+
+    def noise_burst(self, duration_s: float) -> None:
+        """Garbage on the line, and every frame broken, for ``duration_s`` from now."""
+        self.noise.burst(duration_s)
+
+    def inject_pass(
+        self,
+        epc: bytes | str,
+        *,
+        reads: int = 10,
+        duration_s: float = 1.0,
+        leaves: bool = False,
+    ) -> None:
         """A tag in the field for ``duration_s``, read ``reads`` times evenly.
 
         In answer mode each inventory returns a tag with a read due (one read per
-        inventory); in scan mode each read is pushed (subject to Tag_Time).
+        inventory); in scan mode each read is pushed (subject to Tag_Time). With
+        ``leaves``, the tag is gone ``duration_s`` after it came, as a passing bike
+        is: an inventory after that no longer sees it, so a reader that was not
+        asked in time never reads it.
         """
         if isinstance(epc, str):
             epc = bytes.fromhex(epc)
@@ -185,6 +193,8 @@ class UhfReaderSimulator:
         now = self._loop.time()
         step = duration_s / max(reads - 1, 1)
         p = _Pass(epc, deque(now + i * step for i in range(reads)))
+        if leaves:
+            p.leaves_at = now + duration_s
         self._passes.append(p)
         for t in p.reads:
             self._at(t, functools.partial(self._scan_read, p))
@@ -201,23 +211,15 @@ class UhfReaderSimulator:
 
     def frame_time_s(self, n_bytes: int) -> float:
         """Wire time of ``n_bytes`` at the configured baud rate."""
-        return n_bytes * BITS_PER_BYTE / self.baudrate
+        return self.scheduler.wire_time_s(n_bytes)
 
     # output
 
-    def _at(self, due: float, action: bytes | Callable[[], None]) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), action))
-        self._wake.set()
+    def _at(self, due: float, action: Action) -> None:
+        self.scheduler.at(due, action)
 
     def _send(self, data: bytes) -> None:
-        if not self.wire_time or self._loop is None:
-            self._write(data)
-            return
-        now = self._loop.time()
-        start = max(now, self._wire_free)
-        self._wire_free = start + self.frame_time_s(len(data))
-        # The driver sees the frame once its last bit has arrived.
-        self._at(self._wire_free, data)
+        self.scheduler.send(data)
 
     def _write(self, data: bytes) -> None:
         self.link.write(data)
@@ -225,24 +227,7 @@ class UhfReaderSimulator:
     def _reply(self, frame: InventoryReply | ReaderInfoReply | WorkModeReply | StatusReply) -> None:
         if self.answering:
             self.frames_sent += 1
-            self._send(frame.encode())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._heap and self._heap[0][0] <= now:
-                _, _, action = heapq.heappop(self._heap)
-                if isinstance(action, bytes):
-                    self._write(action)
-                else:
-                    action()
-            delay = self._heap[0][0] - now if self._heap else IDLE_WAKE_S
-            self._wake.clear()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(delay, IDLE_WAKE_S)):
-                        await self._wake.wait()
+            self._send(self.noise.garble(frame.encode()))
 
     # behaviour
 
@@ -260,7 +245,7 @@ class UhfReaderSimulator:
         p.last_push = now
         if self.answering:
             self.frames_sent += 1
-            self._send(TagPushed(p.epc, self.address).encode())
+            self._send(self.noise.garble(TagPushed(p.epc, self.address).encode()))
 
     def _flood_next(self) -> None:
         if not self._flood or self._loop is None:
@@ -275,7 +260,7 @@ class UhfReaderSimulator:
         if self.wire_time:
             # Queue the next push one frame ahead, so the emulated wire never
             # idles for the scheduler's own latency: back to back, as a reader does.
-            nxt = max(self._wire_free - frame_s, self._loop.time())
+            nxt = max(self.scheduler.wire_free_at - frame_s, self._loop.time())
         else:
             nxt = self._loop.time() + frame_s
         self._at(nxt, self._flood_next)
@@ -313,8 +298,15 @@ class UhfReaderSimulator:
         now = self._loop.time()
         due = []
         for p in list(self._passes):
+            if p.leaves_at is not None and now > p.leaves_at:
+                self._passes.remove(p)  # gone: its reads left with it
+                continue
             if p.reads and p.reads[0] <= now:
                 p.reads.popleft()
+                if p.leaves_at is not None:
+                    # Still in the field: one read per inventory, the missed ones are gone.
+                    while p.reads and p.reads[0] <= now:
+                        p.reads.popleft()
                 due.append(p.epc)
             if not p.reads:
                 self._passes.remove(p)
@@ -365,7 +357,7 @@ class UhfReaderSimulator:
 
 
 def make_simulator(
-    config: UhfReaderConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
+    config: UhfReaderSimConfig, workdir: Path, *, ambient: bool = True, wire_time: bool = False
 ) -> UhfReaderSimulator:
     """The supervisor's and the tests' factory for ``kind: uhf_reader``."""
     return UhfReaderSimulator(config, workdir, ambient=ambient, wire_time=wire_time)

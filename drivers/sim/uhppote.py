@@ -39,14 +39,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from uhppoted import decode, encode
 
 from drivers.sim.base import SimEndpoint
-
-if TYPE_CHECKING:
-    from drivers.uhppote import UhppoteConfig
+from drivers.sim.config import UhppoteSimConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -698,7 +695,7 @@ class UhppoteSimulator:
 
 
 def make_simulator(
-    config: UhppoteConfig, workdir: Path, *, ambient: bool = True
+    config: UhppoteSimConfig, workdir: Path, *, ambient: bool = True
 ) -> UhppoteSimulator:
     """The simulator for a ``simulate: true`` controller (``workdir`` is unused: UDP only)."""
     del workdir

@@ -21,24 +21,37 @@ door commands first, and is the only code that touches the pymodbus client.
   ``asyncio.sleep`` rounds up to the next one; that alone is worth about 4 %
   of a 9600-baud line (benchmarks/bench_bus_efficiency.py).
 - Replies are checked against their request (function code, register count,
-  the echo of a write) before they settle a future; a mismatch is retried
-  like a timeout. pymodbus 3.16's RTU framer drops the whole receive buffer
-  when a candidate frame fails its CRC, so garbage in front of a reply costs
-  that reply and one retry.
-- A slave that stops answering is polled less and less often: after
-  ``slave_backoff_after`` failed requests in a row, POLL requests to it fail
-  fast with ``TransportError`` until the next probe time, which doubles up to
-  a cap. COMMAND requests always go to the wire.
+  the echo of a write) before they settle a future. pymodbus 3.16's RTU
+  framer drops the whole receive buffer when a candidate frame fails its CRC,
+  so garbage in front of a reply costs that reply.
+- Line noise is not silence. A reply that came garbled (bytes heard, then
+  ``garbled_quiet_s`` of quiet with no valid frame among them, or noise until
+  the timeout) or that does not match its request is retried at once, after
+  the line is quiet, without waiting out the timeout and without using up a
+  retry: only the request's time budget, ``timeout_ms x (retries + 1)`` from
+  its first attempt, bounds these. A missing reply (nothing heard) is retried
+  as before.
+- A slave that stops answering is polled less and less often: once it has
+  failed ``slave_backoff_after`` requests in a row with no reply at all and
+  has been silent for ``slave_silent_s``, POLL requests to it fail fast with
+  ``TransportError`` until the next probe time, which doubles up to a cap.
+  Garbled replies never count: the slave is there, the line is noisy.
+  COMMAND requests always go to the wire.
 
-Errors: ``TransportError`` (port gone, slave backing off),
-``TransportTimeoutError`` (no valid answer after the retries) and
-``ModbusExceptionError``, a ``drivers.base.DeviceError`` carrying the Modbus
-exception code. ``drivers.base`` is the one import from outside the transport
-layer, because the bus is where an exception response is first seen.
+Errors, all ``TransportError``s (the transport layer imports nothing of the
+project but its own modules): ``TransportError`` (port gone, slave backing
+off), ``TransportTimeoutError`` (no valid answer after the retries) and
+``ModbusExceptionError``, the slave's exception response with its code. A
+driver turns the last into its device error: the slave answered and refused.
+
+The bus knows Modbus, not devices: what a coil address or a 16-bit FC05 value
+means (a relay board's pulse command, its address base) belongs to the
+device's register map (``drivers.codecs.door_node_map``); the bus only sends
+``write_coil_value``.
 
 Longer than 400 lines because the bus owns the whole life of a line: the priority queue,
-inter-frame silence, retries, reconnect, slave probing and the pymodbus cancellation
-workarounds.
+inter-frame silence, retries (garbled replies at once), reconnect, slave probing and the
+pymodbus cancellation workarounds.
 """
 
 from __future__ import annotations
@@ -65,7 +78,6 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-from drivers.base import DeviceError
 from drivers.transports.backoff import Backoff
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -81,7 +93,13 @@ RECONNECT_MAX_S = 30.0
 """Reopen backoff: full jitter under a ceiling from 0.25 s doubling to 30 s
 (the serial transport's default cap)."""
 SLAVE_BACKOFF_AFTER = 3
-"""Failed requests in a row before a slave's POLL requests are rationed."""
+"""Unanswered requests in a row before a slave's POLL requests are rationed..."""
+SLAVE_SILENT_S = 3.0
+"""...and the silence it must also have kept: a short glitch is not an outage."""
+GARBLED_QUIET_S = 0.03
+"""Quiet after the last byte heard that means a reply is over. Longer than the
+16 ms an FTDI adapter may hold bytes back (its default ``latency_timer``), so a
+reply split across USB packets is not taken for a garbled one."""
 SLAVE_PROBE_INITIAL_S = 1.0
 SLAVE_PROBE_MAX_S = 15.0
 """Probe interval of a silent slave: 1 s doubling to 15 s, so it is noticed
@@ -92,8 +110,6 @@ SELECT_GRANULARITY_S = 0.001
 """asyncio's epoll selector waits in whole milliseconds, rounded up."""
 COIL_ON = 0xFF00
 COIL_OFF = 0x0000
-PULSE_ADDRESS_BASE = 0x0200
-"""Relay board pulse command: FC05 to 0x0200 + (relay - 1), value x 100 ms."""
 MAX_READ_BITS = 2000
 MAX_READ_REGISTERS = 125
 
@@ -118,8 +134,8 @@ class ModbusExceptionCode(IntEnum):
     GATEWAY_TARGET_NO_RESPONSE = 0x0B
 
 
-class ModbusExceptionError(DeviceError):
-    """The slave answered with a Modbus exception response."""
+class ModbusExceptionError(TransportError):
+    """The slave answered with a Modbus exception response (it is there, and refused)."""
 
     def __init__(self, bus: str, slave: int, function_code: int, exception_code: int) -> None:
         try:
@@ -139,9 +155,9 @@ class RawCoilWrite(ModbusPDU):
     """FC05 with any 16-bit value; also the echo reply.
 
     pymodbus's ``WriteSingleCoilRequest`` only sends FF00/0000 and decodes the
-    echo to a bool, but the relay board's pulse command (PROTOCOLS.md, door
-    node) carries a duration in the value. The simulators register this class
-    on their decoder as well, to see the raw value.
+    echo to a bool, but some devices give FC05 values of their own (the door
+    node's relay board takes a pulse duration, PROTOCOLS.md). The simulators
+    register this class on their decoder as well, to see the raw value.
     """
 
     function_code = 5
@@ -177,6 +193,7 @@ class BusStats:
     retries: int = 0
     exceptions: int = 0
     bad_replies: int = 0
+    """Replies heard but garbled or not matching their request (retried at once)."""
     fast_failed: int = 0
     connects: int = 0
     connection_losses: int = 0
@@ -185,6 +202,7 @@ class BusStats:
 @dataclass(slots=True)
 class _SlaveHealth:
     probes: Backoff
+    silent_since: float
     failures: int = 0
     probe_interval_s: float = 0.0
     next_probe_at: float = 0.0
@@ -200,6 +218,8 @@ class _Pending:
     attempts_left: int = field(compare=False)
     probe: bool = field(default=False, compare=False)
     taken: bool = field(default=False, compare=False)
+    budget_until: float | None = field(default=None, compare=False)
+    """Monotonic end of the time budget for garbled-reply retries (set at the first attempt)."""
 
 
 async def sleep_until(deadline: float) -> None:
@@ -240,6 +260,8 @@ class ModbusBus:
         reconnect_initial_s: float = RECONNECT_INITIAL_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
         slave_backoff_after: int = SLAVE_BACKOFF_AFTER,
+        slave_silent_s: float = SLAVE_SILENT_S,
+        garbled_quiet_s: float = GARBLED_QUIET_S,
         slave_probe_initial_s: float = SLAVE_PROBE_INITIAL_S,
         slave_probe_max_s: float = SLAVE_PROBE_MAX_S,
     ) -> None:
@@ -255,6 +277,15 @@ class ModbusBus:
         self._reconnect_initial_s = reconnect_initial_s
         self._reconnect_max_s = reconnect_max_s
         self._slave_backoff_after = slave_backoff_after
+        self._slave_silent_s = slave_silent_s
+        self._garbled_quiet_s = garbled_quiet_s
+        # The exchange in flight: its timeout (cut short when the reply is
+        # garbled), whether bytes were heard since the request, and the timer
+        # that fires after the quiet that ends a reply.
+        self._exchange: asyncio.Timeout | None = None
+        self._heard = False
+        self._garbled = False
+        self._quiet_timer: asyncio.TimerHandle | None = None
         self._slave_probe_initial_s = slave_probe_initial_s
         self._slave_probe_max_s = slave_probe_max_s
         self._heap: list[_Pending] = []
@@ -352,6 +383,7 @@ class ModbusBus:
                 timeout=CONNECT_TIMEOUT_S,
                 retries=0,
                 trace_connect=self._on_trace_connect,
+                trace_packet=self._on_trace_packet,
             )
         # pymodbus closes a TCP connection after a few unanswered requests; on
         # a shared bus one silent slave must not cut off the others.
@@ -377,11 +409,29 @@ class ModbusBus:
         return client
 
     def _on_trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            # The silence before our next frame counts from the last byte heard,
-            # not from when this task got round to looking at it.
-            self._quiet_until = time.monotonic() + self._gap_s
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+        if sending:
+            self._heard = False
+            return data
+        # The silence before our next frame counts from the last byte heard,
+        # not from when this task got round to looking at it.
+        self._quiet_until = time.monotonic() + self._gap_s
+        if self._exchange is not None:
+            self._heard = True
+            self._quiet_timer = asyncio.get_running_loop().call_later(
+                self._garbled_quiet_s, self._on_quiet
+            )
         return data
+
+    def _on_quiet(self) -> None:
+        """Bytes were heard, then quiet, and the exchange is still waiting: garbled."""
+        self._quiet_timer = None
+        exchange = self._exchange
+        if exchange is not None and self._heard and not exchange.expired():
+            self._garbled = True
+            exchange.reschedule(asyncio.get_running_loop().time())
 
     def _on_trace_connect(self, up: bool) -> None:
         if not up:
@@ -440,12 +490,18 @@ class ModbusBus:
         if self._gap_s:
             await sleep_until(self._quiet_until)
         self.stats.transactions += 1
+        if entry.budget_until is None:
+            entry.budget_until = time.monotonic() + self._timeout_s * (self.config.retries + 1)
         reason: str
+        self._garbled = False
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s) as exchange:
+                self._exchange = exchange
                 response = await client.execute(False, entry.request)
         except TimeoutError:
-            reason = "no reply"
+            # Bytes heard but no valid frame among them (whether the quiet
+            # after them came or the noise went on): garbled, not silent.
+            reason = "bad reply: garbled" if self._garbled or self._heard else "no reply"
         except ConnectionException:
             self._lost = True
             reason = "connection lost"
@@ -457,23 +513,32 @@ class ModbusBus:
                 self._settle_ok(entry, response)
                 return
             reason = problem
-        if reason == "no reply":
-            self.stats.timeouts += 1
-        elif reason.startswith("bad reply"):
-            self.stats.bad_replies += 1
+        finally:
+            self._exchange = None
         if self._lost:
             # The line is gone, not the slave: no retry, no slave backoff.
             if not entry.future.done():
                 entry.future.set_exception(TransportError(self.name, "connection lost"))
             return
-        entry.attempts_left -= 1
+        silent = reason == "no reply"
+        if silent:
+            self.stats.timeouts += 1
+            entry.attempts_left -= 1
+        else:
+            # Heard but garbled: the slave is there and the line is free again
+            # (quiet), so try again now, within the request's time budget.
+            self.stats.bad_replies += 1
+            if time.monotonic() >= entry.budget_until:
+                entry.attempts_left = 0
         if entry.attempts_left > 0 and not entry.future.done():
             # Back at its old place: only a command can go before the retry.
             self.stats.retries += 1
             entry.taken = False
             heapq.heappush(self._heap, entry)
             return
-        self._slave_failed(entry.slave)
+        if silent:
+            asked_at = entry.budget_until - self._timeout_s * (self.config.retries + 1)
+            self._slave_failed(entry.slave, asked_at)
         if not entry.future.done():
             entry.future.set_exception(
                 TransportTimeoutError(
@@ -512,11 +577,9 @@ class ModbusBus:
 
     def _settle_ok(self, entry: _Pending, response: ModbusPDU) -> None:
         self.stats.replies += 1
-        health = self._slaves.get(entry.slave)
-        if health is not None and health.failures:
-            if health.failures >= self._slave_backoff_after:
-                _LOGGER.info("bus=%s slave=%d answers again", self.name, entry.slave)
-            self._slaves.pop(entry.slave)
+        health = self._slaves.pop(entry.slave, None)
+        if health is not None and health.probe_interval_s > 0:
+            _LOGGER.info("bus=%s slave=%d answers again", self.name, entry.slave)
         if entry.future.done():
             return
         if isinstance(response, ExceptionResponse):
@@ -533,12 +596,12 @@ class ModbusBus:
 
     def _backing_off(self, slave: int) -> bool:
         health = self._slaves.get(slave)
-        return health is not None and health.failures >= self._slave_backoff_after
+        return health is not None and health.probe_interval_s > 0
 
     def _take_probe(self, slave: int) -> bool | None:
         """None: slave healthy. True: this POLL may probe now. False: fail fast."""
         health = self._slaves.get(slave)
-        if health is None or health.failures < self._slave_backoff_after:
+        if health is None or health.probe_interval_s <= 0:
             return None
         now = time.monotonic()
         if now < health.next_probe_at:
@@ -547,7 +610,8 @@ class ModbusBus:
         health.next_probe_at = now + health.probe_interval_s
         return True
 
-    def _slave_failed(self, slave: int) -> None:
+    def _slave_failed(self, slave: int, asked_at: float) -> None:
+        """A request first sent at ``asked_at`` got no reply at all."""
         health = self._slaves.get(slave)
         if health is None:
             health = self._slaves[slave] = _SlaveHealth(
@@ -555,12 +619,15 @@ class ModbusBus:
                     initial_s=self._slave_probe_initial_s,
                     cap_s=self._slave_probe_max_s,
                     jitter=False,
-                )
+                ),
+                silent_since=asked_at,
             )
         health.failures += 1
         if health.failures < self._slave_backoff_after:
             return
-        if health.failures == self._slave_backoff_after:
+        if health.probe_interval_s <= 0:
+            if time.monotonic() - health.silent_since < self._slave_silent_s:
+                return  # a glitch so far, not an outage: keep polling it
             _LOGGER.warning(
                 "bus=%s slave=%d not answering; polling it less often", self.name, slave
             )
@@ -668,23 +735,15 @@ class ModbusBus:
             slave, WriteSingleRegisterRequest(address=address, registers=[value]), priority
         )
 
-    async def pulse_relay(
-        self, slave: int, relay: int, tenths: int, *, priority: BusPriority = BusPriority.COMMAND
+    async def write_coil_value(
+        self, slave: int, address: int, value: int, *, priority: BusPriority = BusPriority.POLL
     ) -> None:
-        """Switch relay ``relay`` (1-based) on for ``tenths`` x 100 ms, board-timed.
-
-        FC05 to 0x0200 + (relay - 1) with the duration as value; the board
-        echoes the request. Raises as ``read_coils``.
-        """
-        if not 1 <= relay <= 0x100:
-            raise ValueError(f"relay {relay} out of 1..256")
-        if not 1 <= tenths <= 0xFFFF:
-            raise ValueError(f"pulse length {tenths} x 100 ms out of 1..65535")
-        await self._request(
-            slave,
-            RawCoilWrite(address=PULSE_ADDRESS_BASE + relay - 1, value=tenths),
-            priority,
-        )
+        """FC05 with any 16-bit ``value`` (a device's own command, e.g. a relay pulse);
+        the echo is checked. Raises as ``read_coils``."""
+        _check_range(address, 1, 1)
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"coil value {value} out of 0..65535")
+        await self._request(slave, RawCoilWrite(address=address, value=value), priority)
 
 
 def _check_range(address: int, count: int, max_count: int) -> None:

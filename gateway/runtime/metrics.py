@@ -8,9 +8,9 @@ into metric families at scrape time. A scrape therefore costs the hot paths
 nothing, and the figures are the same ones the status message and
 ``status`` report.
 
-The endpoint is a small asyncio HTTP server rather than
-``prometheus_client.start_http_server``: that one runs collectors in its own
-thread, where they would read dicts the event loop is changing, and could not
+The endpoint (``gateway.runtime.metrics_server``) is a small asyncio HTTP
+server rather than ``prometheus_client.start_http_server``: that one runs
+collectors in its own thread, where they would read dicts the event loop is changing, and could not
 ask the outbox (whose SQLite connection belongs to its worker) for the oldest
 unsent reading. Here a scrape runs on the loop like everything else, awaits
 that query through the outbox's owner, then renders the collector's families
@@ -24,7 +24,6 @@ Metric names (all prefixed ``estate_gateway_``) are listed in README.md,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -35,15 +34,12 @@ from pathlib import Path
 
 from drivers.base import DeviceState, Driver
 from drivers.transports.modbus import BusPool
-from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.runtime.exposition import (
-    CONTENT_TYPE,
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
-    exposition_text,
 )
 from gateway.timefmt import parse_rfc3339
 from gateway.uplink.stats import LatencyHistogram, UplinkStats
@@ -52,8 +48,6 @@ from gateway.version import GATEWAY_VERSION
 _LOGGER = logging.getLogger(__name__)
 
 PREFIX = "estate_gateway_"
-REQUEST_TIMEOUT_S = 5.0  # a client that sends no full request in this long is dropped
-MAX_HEADER_LINES = 100
 # Counters of discarded input: what a codec threw away while resynchronising.
 REJECTED_FRAME_COUNTERS = ("frames_discarded", "lines_discarded")
 _STATES = (*(s.value for s in DeviceState), "unknown")
@@ -283,7 +277,8 @@ class GatewayCollector:
             name: CounterMetricFamily(PREFIX + f"modbus_{name}", help_text, labels=["bus"])
             for name, help_text in (
                 ("transactions", "Modbus requests that went to the wire, retries included."),
-                ("timeouts", "Modbus requests without a valid reply in time."),
+                ("timeouts", "Modbus attempts that heard no reply at all."),
+                ("bad_replies", "Modbus replies heard garbled or not matching (retried at once)."),
                 ("exceptions", "Modbus exception responses."),
                 ("connection_losses", "Times the Modbus line was lost and reopened."),
             )
@@ -292,6 +287,7 @@ class GatewayCollector:
             stats = bus.stats
             families["transactions"].add_metric([bus.name], stats.transactions)
             families["timeouts"].add_metric([bus.name], stats.timeouts)
+            families["bad_replies"].add_metric([bus.name], stats.bad_replies)
             families["exceptions"].add_metric([bus.name], stats.exceptions)
             families["connection_losses"].add_metric([bus.name], stats.connection_losses)
         yield from families.values()
@@ -313,79 +309,3 @@ def _file_sizes(path: Path) -> int:
         with contextlib.suppress(OSError):
             total += os.stat(candidate).st_size
     return total
-
-
-class MetricsServer:
-    """``GET /metrics`` on ``host:port``, served on the event loop.
-
-    ``run`` never raises for a bind failure: the gateway's job is the devices
-    and the outbox, so a port in use is logged as an error and the daemon
-    carries on without metrics.
-    """
-
-    def __init__(self, config: MetricsConfig, collector: GatewayCollector) -> None:
-        self._config = config
-        self._collector = collector
-        self.bound_port: int | None = None
-
-    async def run(self) -> None:
-        """Serve until cancelled (returns at once if the address cannot be bound)."""
-        cfg = self._config
-        try:
-            server = await asyncio.start_server(self._handle, cfg.host, cfg.port)
-        except OSError as exc:
-            _LOGGER.error(
-                "metrics endpoint not started, the gateway runs without it: "
-                "host=%s port=%d error=%s",
-                cfg.host,
-                cfg.port,
-                exc.strerror or exc,
-            )
-            return
-        self.bound_port = server.sockets[0].getsockname()[1]
-        _LOGGER.info("metrics endpoint listening: url=%s", cfg.url)
-        async with server:
-            await server.serve_forever()
-
-    async def render(self) -> bytes:
-        """The exposition text of one scrape."""
-        await self._collector.refresh()
-        return exposition_text(self._collector.collect())
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                status, body = await self._respond(reader)
-                head = (
-                    f"HTTP/1.1 {status}\r\n"
-                    f"Content-Type: {CONTENT_TYPE}\r\n"
-                    f"Content-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n"
-                )
-                writer.write(head.encode("ascii") + body)
-                await writer.drain()
-        except (TimeoutError, ConnectionError, ValueError):
-            pass  # a slow, vanished or garbled client: nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[str, bytes]:
-        request = await reader.readline()  # ValueError when over the stream's line limit
-        for _ in range(MAX_HEADER_LINES):
-            if (await reader.readline()).strip() == b"":
-                break
-        parts = request.decode("latin-1").split()
-        if len(parts) != 3:
-            return "400 Bad Request", b"bad request\n"
-        method, target, _version = parts
-        if method != "GET":
-            return "405 Method Not Allowed", b"GET only\n"
-        if target.split("?", 1)[0] not in ("/metrics", "/"):
-            return "404 Not Found", b"try /metrics\n"
-        try:
-            return "200 OK", await self.render()
-        except Exception:  # boundary: a collector bug fails the scrape, never the daemon
-            _LOGGER.exception("metrics scrape failed")
-            return "500 Internal Server Error", b"scrape failed\n"

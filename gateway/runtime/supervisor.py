@@ -45,7 +45,8 @@ from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
 from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
 from gateway.runtime.device_state import OutboxDeviceState
-from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.metrics import GatewayCollector, MetricsSources
+from gateway.runtime.metrics_server import MetricsServer
 from gateway.runtime.reload import plan_reload
 from gateway.runtime.targets import CommandTargets
 from gateway.timefmt import rfc3339
@@ -130,6 +131,8 @@ class Gateway:
         self.drivers: dict[str, Driver] = {}
         self.simulators: dict[str, Simulator] = {}
         self.store: CommandStore | None = None
+        # Drivers' durable state rides the outbox's commits (runtime/device_state.py).
+        self.device_state = OutboxDeviceState(self.outbox)
         self.processor: CommandProcessor | None = None
         self.commands: CommandQueue | None = None
         self.uplink: Uplink | None = None
@@ -190,7 +193,7 @@ class Gateway:
             clock=self.clock,
             buses=self.buses,
             access=self._access,
-            state=OutboxDeviceState(self.outbox),
+            state=self.device_state,
             zone=self._access.tz,  # gateway.timezone (UTC when unset)
             clock_trusted=self.clock_sync.is_synced,
         )
@@ -265,10 +268,12 @@ class Gateway:
             health = driver.health
             # CONTRACT 1.1: last_seen always present, null when never heard.
             last_seen = health.last_seen_wall
-            states[device_id] = {
+            entry: dict[str, Any] = {
                 "state": (health.state or DeviceState.OFFLINE).value,
                 "last_seen": None if last_seen is None else rfc3339(last_seen),
             }
+            entry.update(health.attributes)  # e.g. a door's mode
+            states[device_id] = entry
         return states
 
     def status_line(self) -> str:

@@ -311,7 +311,12 @@ class Uplink:
                 last_sent = self._clock.monotonic()
 
     def _state_summary(self) -> dict[str, Any]:
-        return {k: v.get("state") for k, v in self._device_states().items()}
+        # Every fact of a device entry but last_seen (which moves with every
+        # poll): a state change or a door's new mode is published at once.
+        return {
+            k: {name: value for name, value in v.items() if name != "last_seen"}
+            for k, v in self._device_states().items()
+        }
 
     # ------------------------------------------------------------ commands
 

@@ -15,10 +15,11 @@ import pytest
 from drivers.access_file import FileAccessList
 from drivers.access_rules import DoorAccess, WallTime
 from drivers.actions import DoorOpen, SetDoorMode
-from drivers.base import DeviceState, Priority, Reading, ReadingType, SystemClock
+from drivers.base import DeviceError, DeviceState, Priority, Reading, ReadingType, SystemClock
 from drivers.codecs.door_node_map import NEW_CARD_COIL
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver, build_driver
 from drivers.sim.door_node import DoorNodeSimulator, WriteKind
+from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
 from tests.devices import stop_tasks
 from tests.fakes import RecordingSink, typed
@@ -341,3 +342,15 @@ async def test_command_jumps_a_bus_busy_with_polls(tmp_path: Path) -> None:
             async with asyncio.timeout(WAIT_S):
                 await server.wait_until(lambda: polls >= start + 4)  # noqa: B023
         assert len(rig.sim.node.pulses) == 3
+
+
+async def test_a_refused_pulse_is_a_device_error_not_an_offline_bus(tmp_path: Path) -> None:
+    # The relay board answers door.open with exception 04 (device failure): the
+    # node is there and refused, which the command path reports as device_error.
+    async with make_rig(tmp_path) as rig:
+        await rig.online()
+        rig.sim.server.slaves[1].write_hook = lambda request: 0x04
+        with pytest.raises(DeviceError, match="device_failure") as caught:
+            await rig.driver.execute(DoorOpen(hold_seconds=2))
+        assert not isinstance(caught.value, TransportError)
+        assert "offline" not in rig.sink.states()

@@ -130,3 +130,66 @@ async def test_a_taken_port_is_logged_and_the_gateway_runs_on(tmp_path: Path) ->
         finally:
             daemon.stop()
     assert f"port={port}" in daemon.output()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> None:
+    """Return once the server closed the connection (FIN, or RST over unread input)."""
+    try:
+        while await reader.read(4096):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+def _metrics_daemon(tmp_path: Path, **metrics: float) -> tuple[Daemon, int]:
+    """A started daemon (no broker needed) with these metrics options, and its port."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "gw" / "config.yaml",
+        brokers=["mqtt://127.0.0.1:9"],
+        metrics={"port": port, **metrics},
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    return daemon, port
+
+
+async def test_idle_sockets_cannot_keep_a_scrape_out(tmp_path: Path) -> None:
+    # A long idle timeout: any socket closed early was closed by the cap of 8.
+    daemon, port = _metrics_daemon(tmp_path, max_connections=8, idle_timeout_s=30.0)
+    url = f"http://127.0.0.1:{port}/metrics"
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await daemon.wait_for_log("metrics endpoint listening")
+        for n in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if n % 2:
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+            idle.append((reader, writer))
+        started = time.monotonic()
+        samples = await asyncio.to_thread(scrape, url)
+        assert value(samples, "start_time_seconds") > 0
+        assert time.monotonic() - started < 2.0
+        # The server holds at most 8: the 42 oldest idle ones were dropped for room.
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(_closed_by_server(reader) for reader, _ in idle[:42]))
+        assert await asyncio.to_thread(scrape, url)
+    finally:
+        for _reader, writer in idle:
+            writer.close()
+        daemon.stop()
+
+
+async def test_an_idle_connection_is_closed_after_idle_timeout_s(tmp_path: Path) -> None:
+    daemon, port = _metrics_daemon(tmp_path, idle_timeout_s=0.3)
+    try:
+        await daemon.wait_for_log("metrics endpoint listening")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metr")
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            await _closed_by_server(reader)
+        assert time.monotonic() - started < 3.0  # the old fixed timeout was 5 s
+        writer.close()
+    finally:
+        daemon.stop()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from drivers.base import DeviceError
+from drivers.codecs.door_node_map import pulse_address
 from drivers.sim.modbus_server import ModbusSimServer, Table, WriteOutcome, WriteRequest
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -28,6 +29,7 @@ BUS_OPTIONS = {
     "reconnect_initial_s": 0.05,
     "reconnect_max_s": 0.2,
     "slave_backoff_after": 3,
+    "slave_silent_s": 0.5,
     "slave_probe_initial_s": 0.1,
     "slave_probe_max_s": 0.4,
 }
@@ -115,10 +117,10 @@ async def test_reads_and_writes_round_trip(line: Line) -> None:
     assert bus.connected
 
 
-async def test_pulse_relay_sends_its_duration_and_checks_the_echo(line: Line) -> None:
+async def test_coil_value_write_sends_its_value_and_checks_the_echo(line: Line) -> None:
     async with asyncio.timeout(WAIT_S):
-        await line.bus.pulse_relay(1, 1, 7)
-        await line.bus.pulse_relay(2, 3, 30)
+        await line.bus.write_coil_value(1, pulse_address(1), 7)
+        await line.bus.write_coil_value(2, pulse_address(3), 30)
     assert [(p.slave, p.address, p.values) for p in line.pulses] == [
         (1, 0x0200, (7,)),
         (2, 0x0202, (30,)),
@@ -131,7 +133,7 @@ async def test_exception_response_carries_its_code(line: Line) -> None:
     async with asyncio.timeout(WAIT_S):
         with pytest.raises(ModbusExceptionError) as caught:
             await line.bus.read_holding_registers(1, 0x0100, 2)
-        with pytest.raises(DeviceError) as write_error:
+        with pytest.raises(TransportError) as write_error:
             await line.bus.write_coil(1, 0x0100, True)
     assert caught.value.exception_code == 0x02
     assert caught.value.function_code == 0x03
@@ -151,7 +153,7 @@ async def test_command_waits_for_at_most_one_in_flight_transaction(rtu: Line) ->
     async with asyncio.timeout(WAIT_S):
         await server.wait_until(lambda: server.received >= 2)
         seen_before = server.received
-        await bus.pulse_relay(1, 1, 7)  # COMMAND priority by default
+        await bus.write_coil_value(1, pulse_address(1), 7, priority=BusPriority.COMMAND)
         await asyncio.gather(*polls)
     order = [seen.function_code for seen in server.requests]
     command_at = order.index(5)
@@ -200,6 +202,7 @@ async def test_silent_slave_is_rationed_while_others_are_served(rtu: Line) -> No
     server, bus = rtu.server, rtu.bus
     server.silence(2)
     errors: list[str] = []
+    started = time.monotonic()
     async with asyncio.timeout(WAIT_S):
         while not bus.backing_off(2):
             with pytest.raises(TransportTimeoutError) as caught:
@@ -207,7 +210,9 @@ async def test_silent_slave_is_rationed_while_others_are_served(rtu: Line) -> No
             errors.append(caught.value.reason)
             # The healthy slave on the same line keeps answering meanwhile.
             assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
-        assert len(errors) == 3
+        # Rationed only after three unanswered requests *and* slave_silent_s of silence.
+        assert len(errors) >= 3
+        assert time.monotonic() - started >= BUS_OPTIONS["slave_silent_s"]
         on_wire = server.requests_to(2)
         with pytest.raises(TransportError, match="backing off"):
             await bus.read_holding_registers(2, 0, 2)
@@ -236,6 +241,37 @@ async def test_garbage_and_bad_crc_are_recovered_by_a_retry(line: Line) -> None:
         server.corrupt_next_replies(1)
         assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
     assert bus.stats.retries >= 2
+
+
+@pytest.mark.parametrize("kind", ["rtu", "tcp"])
+async def test_a_garbled_reply_is_retried_at_once_not_after_the_timeout(
+    tmp_path: Path, kind: str
+) -> None:
+    # A 2 s timeout: a retry that waited for it would take 2 s; one that goes
+    # once the line is quiet after the broken reply takes a few ms.
+    async with open_line(tmp_path, kind, timeout_ms=2000, retries=0) as opened:
+        server, bus = opened.server, opened.bus
+        server.corrupt_next_replies(3)
+        started = time.monotonic()
+        async with asyncio.timeout(WAIT_S):
+            assert await bus.read_holding_registers(1, 0, 2) == [368, 373]
+        assert time.monotonic() - started < 1.0
+        assert (bus.stats.bad_replies, bus.stats.timeouts) == (3, 0)
+
+
+async def test_garbled_replies_within_the_budget_then_fail(tmp_path: Path) -> None:
+    # Noise for longer than the request's budget (timeout x (retries + 1)):
+    # the request fails, but a slave that keeps answering, however garbled,
+    # is never rationed.
+    async with open_line(tmp_path, "rtu", timeout_ms=100, retries=1) as opened:
+        server, bus = opened.server, opened.bus
+        server.noise_burst(1.5)
+        async with asyncio.timeout(WAIT_S):
+            for _ in range(4):
+                with pytest.raises(TransportTimeoutError, match="garbled"):
+                    await bus.read_holding_registers(2, 0, 2)
+        assert bus.stats.bad_replies >= 4
+        assert not bus.backing_off(2)
 
 
 async def test_unplug_fails_requests_then_replug_reconnects(line: Line) -> None:

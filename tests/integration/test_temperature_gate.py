@@ -48,6 +48,7 @@ def gate_config(gate_id: str, transport: dict[str, Any], **extra: Any) -> Temper
         "transport": {"timeout_ms": 100, "retries": 0, **transport},
         "poll_interval_ms": 40,
         "offline_after_failures": 3,
+        "offline_after_s": 0.3,
     }
     raw.update(extra)
     return TemperatureGateConfig.model_validate(raw)
@@ -137,6 +138,31 @@ async def test_sensor_error_then_recovery(tmp_path: Path) -> None:
         await run.sink.status("online", device="temp-gate-1", after=mark)
         sim.inject_reading(36.5)
         assert (await run.sink.next(TEMPERATURE)).data["celsius"] == 36.5
+
+
+async def test_implausible_and_out_of_range_readings_are_errors_never_fevers(
+    tmp_path: Path,
+) -> None:
+    config = gate_config("temp-gate-1", {"type": "modbus_rtu"})
+    async with simulated(config, tmp_path) as (sim, run):
+        await run.sink.status("online", device="temp-gate-1")
+        mark = len(run.sink.readings)
+        sim.inject_reading(52.4)  # a hot cup held to the sensor: the gate calls it valid
+        error = await run.sink.status("error", device="temp-gate-1", after=mark)
+        assert error.data["detail"] == "implausible reading 52.4 C (plausible 30.0..45.0)"
+        sim.inject_reading(36.7)
+        await run.sink.status("online", device="temp-gate-1", after=mark)
+        await run.sink.wait_for(typed(ReadingType.TEMPERATURE_BODY, celsius=36.7))
+        mark = len(run.sink.readings)
+        sim.inject_reading(39.0, out_of_range=True)  # in range, but the gate doubts it
+        error = await run.sink.status("error", device="temp-gate-1", after=mark)
+        assert error.data["detail"] == "gate flags reading out of range (39.0 C)"
+        sim.inject_reading(36.4)
+        await run.sink.status("online", device="temp-gate-1", after=mark)
+        await run.sink.wait_for(typed(ReadingType.TEMPERATURE_BODY, celsius=36.4))
+        temperatures = run.sink.of_type(ReadingType.TEMPERATURE_BODY)
+        assert [r.data["celsius"] for r in temperatures] == [36.7, 36.4]
+        assert not any(r.priority is Priority.ALARM for r in temperatures)
 
 
 async def test_silent_gate_goes_offline_while_its_neighbour_is_still_polled(

@@ -222,11 +222,53 @@ def test_empty_file_denies_unknown(tmp_path: Path) -> None:
     assert access.decide("04A1B2C3", "d", NOW) == Decision(False, "unknown_card")
 
 
-def test_undecodable_file_keeps_last_list(tmp_path: Path) -> None:
-    access = make(tmp_path, "04A1B2C3\n")
-    access.path.write_bytes(b"\xff\xfe\x00garbage")
-    assert not access.refresh()
+def test_latin1_byte_costs_its_line_not_the_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 04A1B2C4 is revoked in the new list, whose one comment was typed in Latin-1:
+    # the new list is in force (the revocation holds), the bad line is reported.
+    access = make(tmp_path, "04A1B2C3\n04A1B2C4\n")
+    new = b"04A1B2C3  # Jos\xe9, flat 4\n04A1B2C5\n"
+    tmp = access.path.with_name("new.tmp")
+    tmp.write_bytes(new)
+    os.utime(tmp, ns=(10**18, 10**18))
+    tmp.replace(access.path)
+    with caplog.at_level(logging.WARNING, logger="drivers.access"):
+        assert access.refresh()
+    assert not access.decide("04A1B2C4", "d", NOW).granted  # revoked: not a stale list
+    assert access.decide("04A1B2C5", "d", NOW).granted
+    assert access.problems == [LineProblem(1, "not UTF-8 (byte 16)")]
+    assert any("line=1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "separator", ["\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\v", "\f", "\r"]
+)
+def test_only_newline_separates_lines(separator: str) -> None:
+    entries, problems = parse_text(f"04A1B2C3 # x{separator}CAFEBABE\n")
+    assert list(entries) == ["04A1B2C3"]
+    assert problems == []
+    # Nor does it separate fields: a card id with one in it is not a card.
+    entries, problems = parse_text(f"04A1B2C3{separator}CAFEBABE\n")
+    assert entries == {}
+    assert [p.line for p in problems] == [1]
+
+
+def test_crlf_and_tabs_are_fine() -> None:
+    entries, problems = parse_text("04A1B2C3\tdoors=door-a\r\n04A1B2C4 \t # x\r\n")
+    assert problems == []
+    assert sorted(entries) == ["04A1B2C3", "04A1B2C4"]
+    assert entries["04A1B2C3"][0].doors == frozenset({"door-a"})
+
+
+def test_utf8_bom_does_not_drop_the_first_card(tmp_path: Path) -> None:
+    path = tmp_path / "bom.cards"
+    path.write_bytes("\ufeff04A1B2C3\n04A1B2C4\n".encode())
+    access = AccessList(path, tz=UTC)
+    assert access.refresh()
+    assert access.problems == []
     assert access.decide("04A1B2C3", "d", NOW).granted
+    assert access.decide("04A1B2C4", "d", NOW).granted
 
 
 def test_card_ids_only_at_debug_and_masked(

@@ -234,14 +234,26 @@ def test_card_freshness(idle_at: float | None, seen_at: float, fresh: bool) -> N
     assert logic.card_waiting(seen_at) is fresh
 
 
-def test_card_is_consumed_until_rearmed() -> None:
+def test_card_is_consumed_by_its_decision_until_rearmed() -> None:
     logic = DoorLogic(stale_card_s=2.0)
     logic.reader_idle(0.0)
     assert logic.card_waiting(0.2)
+    logic.card("04A1B2C3", GRANT, 0.25)
     # The re-arm failed: the same flag is seen again and must not be replayed.
     assert not logic.card_waiting(0.4)
     logic.reader_idle(0.5)  # a re-arm went through
     assert logic.card_waiting(0.6)
+
+
+def test_card_not_yet_decided_stays_fresh_until_stale() -> None:
+    # The flag was seen but the read of the id failed (a glitch): the card
+    # is still bounded by the last idle poll, and decided on a later poll.
+    logic = DoorLogic(stale_card_s=2.0)
+    logic.reader_idle(0.0)
+    assert logic.card_waiting(0.2)
+    assert logic.card_waiting(1.2)
+    assert not logic.card_waiting(2.1)  # older than stale_card_s: discarded...
+    assert not logic.card_waiting(2.2)  # ...and stays unknown until re-armed
 
 
 # -- configuration and the driver's action surface (no I/O) -------------------

@@ -14,10 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.base import DeviceHealth, DeviceState, Driver, Priority, ReadingType, make_reading
+from drivers.transports.config import ModbusRtuTransportConfig
 from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
-from gateway.runtime.metrics import GatewayCollector, MetricsServer, MetricsSources
+from gateway.runtime.metrics import GatewayCollector, MetricsSources
+from gateway.runtime.metrics_server import MetricsServer
 from gateway.uplink.stats import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
 from tests.fakes import FakeClock, FakeClockSync, RecordingSink
 
@@ -89,13 +91,16 @@ async def test_collector_reports_every_source(outbox: Outbox) -> None:
     uplink.puback_latency.observe(0.004)
     uplink.puback_latency.observe(0.2)
     drivers: dict[str, Driver] = {"door-east-1": door, "temp-gate-1": gate}
+    buses = BusPool()
+    bus = buses.get(ModbusRtuTransportConfig(type="modbus_rtu", port="/dev/ttyUSB0"))
+    bus.stats.timeouts, bus.stats.bad_replies = 2, 5
     sources = MetricsSources(
         site="changqing",
         gateway_id="north-gate-1",
         outbox=outbox,
         uplink=uplink,
         drivers=drivers,
-        buses=BusPool(),
+        buses=buses,
         command_outcomes=Counter({("done", "none"): 4, ("rejected", "expired"): 1}),
         commands_dropped=lambda: 7,
     )
@@ -128,6 +133,8 @@ async def test_collector_reports_every_source(outbox: Outbox) -> None:
     assert value("device_frames_rejected_total", device="temp-gate-1") == 3
     assert value("device_bytes_discarded_total", device="temp-gate-1") == 17
     assert value("device_events_total", device="temp-gate-1", counter="timeouts") == 3
+    assert value("modbus_timeouts_total", bus="rtu:/dev/ttyUSB0") == 2
+    assert value("modbus_bad_replies_total", bus="rtu:/dev/ttyUSB0") == 5
     assert value("start_time_seconds") == 123.0
     assert value("info", site="changqing", gateway="north-gate-1", version="0.1.0") == 1
 

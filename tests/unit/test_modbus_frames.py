@@ -20,8 +20,9 @@ from pymodbus.pdu.register_message import (
 )
 
 from drivers.codecs.crc import crc16_modbus
+from drivers.codecs.door_node_map import PULSE_ADDRESS_BASE
 from drivers.codecs.temperature_gate_map import RegisterMap
-from drivers.transports.modbus import PULSE_ADDRESS_BASE, RawCoilWrite
+from drivers.transports.modbus import RawCoilWrite
 
 GOLDEN = {
     "read 2 holding regs from 0, slave 1": "01 03 00 00 00 02 C4 0B",

@@ -23,20 +23,28 @@ VALID_NEW = 0x11
 SENSOR_ERROR = 0x04
 
 
+POLL_S = 0.25
+"""Time that passes per bus read (the default poll interval)."""
+
+
 class FakeClock:
+    def __init__(self) -> None:
+        self.mono = 1000.0
+
     def wall(self) -> float:
         return 1_800_000_000.0
 
     def monotonic(self) -> float:
-        return 1000.0
+        return self.mono
 
 
 class ScriptedBus:
     """Answers each read with the next scripted word list or exception."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.script: deque[list[int] | Exception] = deque()
         self.calls: list[tuple[str, int, int, int, BusPriority]] = []
+        self.clock = clock
 
     def block(self, tenths: int, status: int, counter: int) -> None:
         self.script.append([tenths, status, 240, max(tenths - 8, 0), 40, counter])
@@ -45,6 +53,7 @@ class ScriptedBus:
         self, kind: str, slave: int, address: int, count: int, priority: BusPriority
     ) -> list[int]:
         self.calls.append((kind, slave, address, count, priority))
+        self.clock.mono += POLL_S
         step = self.script.popleft()
         if isinstance(step, Exception):
             raise step
@@ -69,9 +78,10 @@ def make(**overrides: Any) -> tuple[TemperatureGateDriver, ScriptedBus, Recordin
     }
     raw.update(overrides)
     config = TemperatureGateConfig.model_validate(raw)
-    bus = ScriptedBus()
+    clock = FakeClock()
+    bus = ScriptedBus(clock)
     sink = RecordingSink()
-    driver = TemperatureGateDriver(config, sink=sink, clock=FakeClock(), bus=cast(ModbusBus, bus))
+    driver = TemperatureGateDriver(config, sink=sink, clock=clock, bus=cast(ModbusBus, bus))
     return driver, bus, sink
 
 
@@ -200,7 +210,7 @@ async def test_sensor_error_is_an_error_state_until_it_clears() -> None:
 
 
 async def test_offline_after_the_configured_failures_and_back() -> None:
-    driver, bus, sink = make(offline_after_failures=3)
+    driver, bus, sink = make(offline_after_failures=3, offline_after_s=0.5)
     bus.block(360, 0x01, 1)
     bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(2))
     await poll(driver, 3)
@@ -221,13 +231,68 @@ async def test_offline_after_the_configured_failures_and_back() -> None:
 
 
 async def test_a_failure_streak_is_reset_by_an_answer() -> None:
-    driver, bus, sink = make(offline_after_failures=2)
+    driver, bus, sink = make(offline_after_failures=2, offline_after_s=0.1)
     bus.block(360, 0x01, 1)
     bus.script.append(TransportTimeoutError("bus", "no reply"))
     bus.block(360, 0x01, 1)
     bus.script.append(TransportTimeoutError("bus", "no reply"))
     await poll(driver, 4)
     assert sink.states() == ["online"]
+
+
+async def test_failures_within_offline_after_s_are_not_an_outage() -> None:
+    # Six failed polls in 1.5 s (a noise burst): not offline under the 3 s default.
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 1)
+    bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(6))
+    bus.block(361, VALID_NEW, 2)
+    await poll(driver, 8)
+    assert sink.states() == ["online"]
+    assert temperatures(sink) == [{"celsius": 36.1, "threshold": 37.3, "fever": False}]
+    # Silent past offline_after_s: offline.
+    bus.script.extend(TransportTimeoutError("bus", "no reply") for _ in range(13))
+    await poll(driver, 13)
+    assert sink.states() == ["online", "offline"]
+
+
+async def test_implausible_reading_is_an_error_never_a_fever() -> None:
+    driver, bus, sink = make()
+    bus.block(360, 0x01, 1)
+    bus.block(512, VALID_NEW | 0x02, 2)  # 51.2 C, the gate's own fever flag set
+    bus.block(512, VALID_NEW | 0x02, 2)  # the same block polled again
+    bus.block(250, VALID_NEW, 3)  # 25.0 C: too cold for a body
+    bus.block(366, VALID_NEW, 4)
+    await poll(driver, 5)
+    assert sink.states() == ["online", "error", "online"]
+    error = sink.of_type(ReadingType.DEVICE_STATUS)[1]
+    assert error.data["detail"] == "implausible reading 51.2 C (plausible 30.0..45.0)"
+    assert error.priority is Priority.ROUTINE
+    assert temperatures(sink) == [{"celsius": 36.6, "threshold": 37.3, "fever": False}]
+    assert driver.health.counters["implausible_readings"] == 2
+
+
+async def test_out_of_range_bit_is_an_error_even_in_range() -> None:
+    driver, bus, sink = make(plausible_min_c=32.0, plausible_max_c=43.0)
+    bus.block(360, 0x01, 1)
+    bus.block(391, VALID_NEW | 0x02 | 0x08, 2)  # 39.1 C, fever flag, but out of range
+    await poll(driver, 2)
+    assert sink.states() == ["online", "error"]
+    assert sink.of_type(ReadingType.DEVICE_STATUS)[1].data["detail"] == (
+        "gate flags reading out of range (39.1 C)"
+    )
+    assert temperatures(sink) == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"plausible_min_c": 38.0},  # above the fever threshold
+        {"plausible_max_c": 37.0},  # at or below the fever threshold
+    ],
+)
+def test_plausible_range_must_hold_the_threshold(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="plausible_min_c <= fever_threshold_c"):
+        make(**options)
 
 
 async def test_modbus_exception_is_an_error_state() -> None:
