@@ -30,8 +30,8 @@ from gateway.cli.operator_tools import (
     encode_command,
     load_private_key,
     sign_command,
-    topic_root,
 )
+from gateway.uplink.broker import topic_root
 
 
 @dataclass(frozen=True, slots=True)

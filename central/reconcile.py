@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central import access, amqp
 from central.cards import changes_since, gate_list, site_version
-from gateway.cli.operator_tools import topic_root
+from gateway.uplink.broker import topic_root
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -58,6 +58,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from drivers.masking import mask
+
 _LOGGER = logging.getLogger(__name__)
 
 CARD_MAX_BYTES = 20
@@ -115,9 +117,7 @@ class AccessLineError(ValueError):
 
 def mask_card(card: str) -> str:
     """The card id for a DEBUG log: all but the last four hex digits hidden."""
-    if len(card) <= 4:
-        return "*" * len(card)
-    return "*" * (len(card) - 4) + card[-4:]
+    return mask(card, head=0, tail=4)
 
 
 def normalise_card(text: str) -> str:

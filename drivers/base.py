@@ -8,13 +8,17 @@ here, as ``StrEnum`` members whose values match CONTRACT.md.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from drivers.actions import DeviceAction
+from drivers.transports.errors import TransportError, TransportTimeoutError
 
 
 class ReadingType(StrEnum):
@@ -55,6 +59,33 @@ class DeviceError(Exception):
 
 class ActionNotSupportedError(DeviceError):
     """The driver has no such action (the command path maps it to not_permitted)."""
+
+
+# The device error family a driver raises from ``execute``; the command layer
+# maps these to result reasons and never sees a transport error.
+
+
+class DeviceOffline(DeviceError):  # the names issue 8 gives the family
+    """The device cannot be reached: its port or bus is gone (``device_offline``)."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer in time (``timeout``)."""
+
+
+class DeviceRefused(DeviceError):
+    """The device answered, refusing or failing the request (``device_error``)."""
+
+
+@contextlib.contextmanager
+def device_errors(device: str) -> Iterator[None]:
+    """Turn the transport's errors raised inside into the device error family."""
+    try:
+        yield
+    except TransportTimeoutError as exc:
+        raise DeviceTimeout(device, exc.reason) from exc
+    except TransportError as exc:
+        raise DeviceOffline(device, exc.reason) from exc
 
 
 class Clock(Protocol):
@@ -184,8 +215,14 @@ class Driver(Protocol):
         """Command actions this device supports (``door.open``, ``door.set_mode``)."""
         ...
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        """Carry out an action; raise DeviceError or TransportError on failure."""
+    async def execute(self, action: DeviceAction) -> None:
+        """Carry out an action, its parameters already checked.
+
+        Raises:
+            ActionNotSupportedError: not an action of this device.
+            DeviceOffline, DeviceTimeout, DeviceRefused: it failed (the
+                ``device_errors`` context manager turns transport errors into these).
+        """
         ...
 
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -60,6 +61,7 @@ from drivers.codecs.ble_gprp import (
     IngicsPayload,
     decode_payload,
 )
+from drivers.masking import mask as mask_identifier
 from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.serial import SerialTransport, run_serial
 
@@ -85,9 +87,7 @@ _WEARER_RE = re.compile(r"[a-z0-9-]{1,64}")
 
 def mask(text: str) -> str:
     """Partly mask an identifier for DEBUG logs: ``A4C1******01``."""
-    if len(text) <= 4:
-        return "*" * len(text)
-    return text[:4] + "*" * (len(text) - 6) + text[-2:]
+    return mask_identifier(text, head=4, tail=2)
 
 
 def normalise_mac(value: str) -> str:
@@ -389,8 +389,10 @@ class BleReceiverDriver:
     def actions(self) -> frozenset[str]:
         return frozenset()
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a BLE receiver")
+    async def execute(self, action: DeviceAction) -> None:
+        raise ActionNotSupportedError(
+            self.device_id, f"no action {action.name!r} on a BLE receiver"
+        )
 
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""

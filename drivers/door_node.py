@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,6 +70,7 @@ from pydantic import Field, model_validator
 
 from drivers.access import mask_card
 from drivers.access_rules import Decision, DecisionReason, DoorAccess
+from drivers.actions import DeviceAction, DoorOpen, SetDoorMode
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -83,6 +83,7 @@ from drivers.base import (
     Priority,
     ReadingSink,
     ReadingType,
+    device_errors,
     make_reading,
 )
 from drivers.codecs.door_node_map import (
@@ -101,9 +102,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-HOLD_SECONDS_MIN = 1
-HOLD_SECONDS_MAX = 30
-HOLD_SECONDS_DEFAULT = 5
 """``door.open`` ``hold_seconds`` bounds and default (CONTRACT.md, "Commands")."""
 
 ACTION_OPEN = "door.open"
@@ -372,8 +370,11 @@ class DoorNodeConfig(DeviceConfigBase):
         "door.set_mode is kept across restarts and wins over this one.",
     )
     offline_after_failures: int = Field(
-        default=3, ge=1, le=100, description="Consecutive failed polls before the door is offline "
-        "(and offline_after_s of silence too)."
+        default=3,
+        ge=1,
+        le=100,
+        description="Consecutive failed polls before the door is offline "
+        "(and offline_after_s of silence too).",
     )
     offline_after_s: float = Field(
         default=OFFLINE_AFTER_S,
@@ -625,49 +626,36 @@ class DoorNodeDriver:
             if self.health.set_state(DeviceState.OFFLINE, str(exc)):
                 _LOGGER.warning("door node offline: device=%s %s", self.device_id, exc)
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        """``door.open`` (``hold_seconds`` 1..30, default 5) or ``door.set_mode`` (``mode``).
+    async def execute(self, action: DeviceAction) -> None:
+        """``door.open`` or ``door.set_mode``, parameters already checked by the command layer.
 
         Raises:
             ActionNotSupportedError: another action.
-            DeviceError: invalid parameters, or a Modbus exception from the node.
-            TransportError: the bus failed or timed out.
+            DeviceOffline, DeviceTimeout: the bus failed or the node did not answer.
+            DeviceError: a Modbus exception from the node.
         """
-        if action == ACTION_OPEN:
-            hold = params.get("hold_seconds", HOLD_SECONDS_DEFAULT)
-            if (
-                isinstance(hold, bool)
-                or not isinstance(hold, int)
-                or not HOLD_SECONDS_MIN <= hold <= HOLD_SECONDS_MAX
-            ):
-                raise DeviceError(
-                    self.device_id, f"hold_seconds must be an integer 1..30: {hold!r}"
-                )
-            step = self.logic.remote_open(hold, self._clock.monotonic())
-            # Not under self._lock: a command must not wait for a poll cycle;
-            # the bus orders it ahead of queued polls by priority.
-            for pulse in step.actions:
-                await self._act(pulse)
-            self._emit(step.events)
-        elif action == ACTION_SET_MODE:
-            raw_mode = params.get("mode")
-            if not isinstance(raw_mode, str) or raw_mode not in {m.value for m in DoorMode}:
-                raise DeviceError(
-                    self.device_id, f"mode must be normal, locked or open: {raw_mode!r}"
-                )
-            mode = DoorMode(raw_mode)
-            async with self._lock:
-                for write in self.logic.mode_actions(mode):
-                    await self._act(write)
-                if self._state is not None:
-                    # Durable before done: a lockdown must survive a restart.
-                    await self._state.put(self.device_id, MODE_KEY, mode.value)
-                self._mode_restored = True
-                self.logic.set_mode(mode, self._clock.monotonic())
-                self.health.attributes["mode"] = mode.value
-            _LOGGER.info("door mode: device=%s mode=%s", self.device_id, mode.value)
-        else:
-            raise ActionNotSupportedError(self.device_id, f"unsupported action {action!r}")
+        with device_errors(self.device_id):
+            if isinstance(action, DoorOpen):
+                step = self.logic.remote_open(action.hold_seconds, self._clock.monotonic())
+                # Not under self._lock: a command must not wait for a poll cycle;
+                # the bus orders it ahead of queued polls by priority.
+                for pulse in step.actions:
+                    await self._act(pulse)
+                self._emit(step.events)
+            elif isinstance(action, SetDoorMode):
+                mode = DoorMode(action.mode)
+                async with self._lock:
+                    for write in self.logic.mode_actions(mode):
+                        await self._act(write)
+                    if self._state is not None:
+                        # Durable before done: a lockdown must survive a restart.
+                        await self._state.put(self.device_id, MODE_KEY, mode.value)
+                    self._mode_restored = True
+                    self.logic.set_mode(mode, self._clock.monotonic())
+                    self.health.attributes["mode"] = mode.value
+                _LOGGER.info("door mode: device=%s mode=%s", self.device_id, mode.value)
+            else:
+                raise ActionNotSupportedError(self.device_id, f"unsupported action {action.name!r}")
 
 
 def build_driver(

@@ -33,11 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -185,9 +185,9 @@ class TemperatureGateDriver:
         """A gate takes no commands."""
         return frozenset()
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+    async def execute(self, action: DeviceAction) -> None:
         """Raises ActionNotSupportedError: a gate takes no commands."""
-        raise ActionNotSupportedError(self.device_id, f"action {action} not supported")
+        raise ActionNotSupportedError(self.device_id, f"action {action.name} not supported")
 
     async def run(self) -> None:
         """Poll until cancelled; bus failures are states, not exceptions."""
@@ -302,7 +302,6 @@ class TemperatureGateDriver:
                 Priority.ALARM if fever else Priority.ROUTINE,
             )
         )
-
 
     def _implausibility(self, block: GateBlock) -> str | None:
         """Why ``block`` is not a body temperature, or None when it is one."""

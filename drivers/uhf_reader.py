@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -69,6 +70,7 @@ from drivers.codecs.chafon_uhf import (
     WorkMode,
     WorkModeReply,
 )
+from drivers.masking import mask
 from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.errors import TransportTimeoutError
 from drivers.transports.serial import SerialTransport, run_serial
@@ -107,7 +109,7 @@ def rfc3339_ms(wall: float) -> str:
 
 
 def _mask(text: str) -> str:
-    return text[:4] + "*" * max(0, len(text) - 8) + text[-4:] if len(text) > 8 else "****"
+    return mask(text, head=4, tail=4)
 
 
 class UhfReaderConfig(DeviceConfigBase):
@@ -361,8 +363,8 @@ class UhfReaderDriver:
     def actions(self) -> frozenset[str]:
         return frozenset()
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        raise ActionNotSupportedError(self.device_id, f"no action {action!r} on a UHF reader")
+    async def execute(self, action: DeviceAction) -> None:
+        raise ActionNotSupportedError(self.device_id, f"no action {action.name!r} on a UHF reader")
 
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""

@@ -46,6 +46,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivers.access_rules import AccessList
+from drivers.actions import DeviceAction, DoorOpen, SetDoorMode
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
@@ -60,6 +61,7 @@ from drivers.base import (
     ReadingSink,
     ReadingType,
     StagedStateStore,
+    device_errors,
 )
 from drivers.transports.errors import TransportError
 from drivers.uhppote_events import (
@@ -80,7 +82,6 @@ _LOGGER = logging.getLogger(__name__)
 
 ACTION_OPEN = "door.open"
 ACTION_SET_MODE = "door.set_mode"
-HOLD_SECONDS_MIN, HOLD_SECONDS_MAX, HOLD_SECONDS_DEFAULT = 1, 30, 5
 TYPE_OVERWRITTEN = 0xFF
 MODE_CODES = {"open": 1, "locked": 2, "normal": 3}  # 0x80 modes
 SET_TIME_TOLERANCE_S = 2.0  # the controller keeps whole seconds
@@ -211,8 +212,8 @@ class UhppoteDoor:
     async def run(self) -> None:
         raise RuntimeError("a door is run by its controller's driver")
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        await self._controller.execute_door(self.number, action, params)
+    async def execute(self, action: DeviceAction) -> None:
+        await self._controller.execute_door(self.number, action)
 
 
 class UhppoteDriver:
@@ -271,7 +272,7 @@ class UhppoteDriver:
     def doors(self) -> Mapping[str, Driver]:
         return self._doors
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
+    async def execute(self, action: DeviceAction) -> None:
         raise ActionNotSupportedError(self.device_id, "address a door id, not the controller")
 
     async def run(self) -> None:
@@ -600,31 +601,27 @@ class UhppoteDriver:
 
     # ------------------------------------------------------------- doors
 
-    async def execute_door(self, number: int, action: str, params: Mapping[str, Any]) -> None:
+    async def execute_door(self, number: int, action: DeviceAction) -> None:
         """``door.open`` (via open-door) or ``door.set_mode`` (via door control) on one door.
+
+        The parameters were checked by the command layer (``drivers.actions``).
 
         Raises:
             ActionNotSupportedError: another action.
-            DeviceError: bad parameters, a refusal, or no remote-open event recorded.
-            TransportError: no reply.
+            DeviceError: a refusal, or no remote-open event recorded.
+            DeviceOffline, DeviceTimeout: no reply.
         """
-        if action == ACTION_OPEN:
-            hold = params.get("hold_seconds", HOLD_SECONDS_DEFAULT)
-            if isinstance(hold, bool) or not isinstance(hold, int) or not 1 <= hold <= 30:
-                raise DeviceError(
-                    self.device_id, f"hold_seconds must be an integer 1..30: {hold!r}"
-                )
-            await self._open(number, hold)
-        elif action == ACTION_SET_MODE:
-            mode = params.get("mode")
-            if not isinstance(mode, str) or mode not in MODE_CODES:
-                raise DeviceError(self.device_id, f"mode must be normal, locked or open: {mode!r}")
-            await self._set_door(number, MODE_CODES[mode], self.config.door_delay_s)
-            self._modes[number] = MODE_CODES[mode]
-            # Durable before the command is done: a restart re-applies it, not "normal".
-            await self._state.put(self.device_id, f"mode:{number}", mode)
-        else:
-            raise ActionNotSupportedError(self.device_id, f"unsupported action {action!r}")
+        with device_errors(self.device_id):
+            if isinstance(action, DoorOpen):
+                await self._open(number, action.hold_seconds)
+            elif isinstance(action, SetDoorMode):
+                mode = action.mode
+                await self._set_door(number, MODE_CODES[mode], self.config.door_delay_s)
+                self._modes[number] = MODE_CODES[mode]
+                # Durable before the command is done: a restart re-applies it, not "normal".
+                await self._state.put(self.device_id, f"mode:{number}", mode)
+            else:
+                raise ActionNotSupportedError(self.device_id, f"unsupported action {action.name!r}")
 
     async def _open(self, number: int, hold: int) -> None:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -12,12 +12,13 @@ sections live with their drivers.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -33,9 +34,14 @@ from pydantic import (
 
 from drivers.registry import DeviceConfig, door_ids, udp_listen
 from gateway.commands.model import CommandsConfig
+from gateway.uplink.broker import DEFAULT_TOPIC_ROOT, BrokerUrl, parse_broker_url, topic_root
+
+_LOGGER = logging.getLogger(__name__)
+
+__all__ = ["BrokerUrl", "Config", "ConfigError", "LoadedConfig", "MqttConfig", "load_config"]
 
 ID_PATTERN = r"^[a-z0-9-]{1,64}$"
-DEFAULT_TOPIC_ROOT = "estates/{site}/gateways/{gateway_id}"
+DEFAULT_RESPONSE_PREFIX = "{root}/commands/results/"
 
 
 class ConfigError(Exception):
@@ -103,35 +109,6 @@ class TlsConfig(_Model):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerUrl:
-    """Parse ``mqtt://host:port`` or ``mqtts://host:port`` (port defaults 1883/8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"broker URL has no host: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("put credentials in mqtt.username / mqtt.password_file, not in the URL")
-    if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"broker URL takes no path or query: {url!r}")
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ValueError(f"broker URL has a bad port: {url!r}") from exc
-    return BrokerUrl(parts.hostname, port, tls)
-
-
 class MqttConfig(_Model):
     brokers: list[str] = Field(
         min_length=1,
@@ -173,6 +150,17 @@ class MqttConfig(_Model):
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_inflight: int = Field(default=8, ge=1, le=64, description="Batches awaiting PUBACK.")
     status_interval_s: float = Field(default=30.0, ge=1, le=60)
+    response_topic_prefix: str = Field(
+        default=DEFAULT_RESPONSE_PREFIX,
+        min_length=1,
+        description="A command's MQTT 5 response topic is honoured only under this prefix "
+        "({root} is the topic root), and only once its signature verified.",
+    )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Allow a password over mqtt:// to a broker off this machine, and a "
+        "broker list mixing mqtts:// and mqtt:// (whoever blocks 8883 then forces plaintext).",
+    )
 
     @field_validator("brokers")
     @classmethod
@@ -187,6 +175,32 @@ class MqttConfig(_Model):
         if any(c in root for c in "#+") or root.startswith("/") or root.endswith("/"):
             raise ValueError("topic_root has no wildcards and no leading or trailing '/'")
         return root
+
+    @field_validator("response_topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, prefix: str) -> str:
+        if any(c in prefix for c in "#+") or prefix.startswith("/"):
+            raise ValueError("response_topic_prefix has no wildcards and no leading '/'")
+        return prefix
+
+    @model_validator(mode="after")
+    def _no_silent_plaintext(self) -> MqttConfig:
+        if self.allow_plaintext:
+            return self
+        urls = self.broker_urls
+        if any(url.tls for url in urls) and not all(url.tls for url in urls):
+            raise ValueError(
+                "brokers mix mqtts:// and mqtt://: blocking port 8883 would force plaintext; "
+                "use mqtts:// for all, or set mqtt.allow_plaintext: true"
+            )
+        has_password = self.password_file is not None or self.password_env is not None
+        exposed = [str(url) for url in urls if not url.tls and not url.loopback]
+        if has_password and exposed:
+            raise ValueError(
+                f"the password would cross the network in plaintext to {', '.join(exposed)}: "
+                "use mqtts://, or set mqtt.allow_plaintext: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
@@ -204,6 +218,7 @@ class MqttConfig(_Model):
         """Read the password from its file or variable (never from the config itself)."""
         if self.password_file is not None:
             path = resolve(base_dir, self.password_file)
+            warn_if_readable_by_others(path)
             return SecretStr(path.read_text(encoding="utf-8").strip())
         if self.password_env is not None:
             value = os.environ.get(self.password_env)
@@ -211,6 +226,22 @@ class MqttConfig(_Model):
                 raise ConfigError([f"mqtt.password_env: variable {self.password_env} is not set"])
             return SecretStr(value)
         return None
+
+
+def warn_if_readable_by_others(path: Path) -> bool:
+    """Log a warning when a secret file is group- or world-readable; return whether it is."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # reading it will fail with the real error
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        _LOGGER.warning(
+            "password file is readable by group or others: path=%s mode=%s (chmod 600 it)",
+            path,
+            oct(stat.S_IMODE(mode)),
+        )
+        return True
+    return False
 
 
 class OutboxConfig(_Model):
@@ -364,7 +395,14 @@ class Config(_Model):
 
     @property
     def topic_root(self) -> str:
-        return self.mqtt.topic_root.format(site=self.gateway.site, gateway_id=self.gateway.id)
+        return topic_root(self.gateway.site, self.gateway.id, self.mqtt.topic_root)
+
+    @property
+    def response_prefix(self) -> str:
+        """Where a verified command's response topic must lie (``{root}`` substituted)."""
+        return self.mqtt.response_topic_prefix.format(
+            root=self.topic_root, site=self.gateway.site, gateway_id=self.gateway.id
+        )
 
     @property
     def client_id(self) -> str:

@@ -52,11 +52,11 @@ from gateway.cli.operator_tools import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     _load_inputs,
-    topic_root,
 )
 from gateway.config import ConfigError, load_config
 from gateway.runtime.clock import make_clock_sync
 from gateway.timefmt import rfc3339
+from gateway.uplink.broker import topic_root
 
 DEFAULT_TIMEOUT_S = 60.0
 PART_WINDOW = 8

@@ -43,10 +43,8 @@ import ssl
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -59,7 +57,14 @@ from gateway.commands.model import (
     canonical_bytes,
 )
 from gateway.timefmt import rfc3339_ms
-from gateway.uplink.session import set_nodelay
+from gateway.uplink.broker import (
+    DEFAULT_TOPIC_ROOT,
+    BrokerUrl,
+    make_tls_context,
+    parse_broker_url,
+    topic_root,
+)
+from gateway.uplink.mqtt_adapter import set_nodelay
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -70,9 +75,6 @@ if TYPE_CHECKING:
 DEFAULT_KEY_ID = "operator"
 DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_TOPIC_ROOT = "estates/{site}/gateways/{gateway_id}"
-MQTT_PORT = 1883
-MQTTS_PORT = 8883
 
 EXIT_OK = 0
 EXIT_NOT_DONE = 1
@@ -228,36 +230,6 @@ def encode_command(command: Mapping[str, Any]) -> bytes:
 # --- MQTT ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://host[:port]`` or ``mqtts://host[:port]``.
-
-    Raises:
-        ValueError: another scheme, no host, or a bad port.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("broker URL must start with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError("broker URL has no host")
-    if parts.username or parts.password:
-        raise ValueError("put no credentials in the broker URL; use --username/--password-file")
-    tls = parts.scheme == "mqtts"
-    port = parts.port or (MQTTS_PORT if tls else MQTT_PORT)  # .port raises on a bad port
-    return BrokerAddress(parts.hostname, port, tls)
-
-
-def topic_root(site: str, gateway: str, template: str | None = None) -> str:
-    """The gateway's topic root; ``{site}`` and ``{gateway_id}`` in ``template`` are filled in."""
-    return (template or DEFAULT_TOPIC_ROOT).format(site=site, gateway_id=gateway)
-
-
 async def send_command(
     *,
     broker: str,
@@ -384,7 +356,7 @@ def _load_inputs(
     key_file: Path | str,
     ca_file: Path | str | None,
     password_file: Path | str | None,
-) -> tuple[BrokerAddress, Ed25519PrivateKey, str | None, ssl.SSLContext | None]:
+) -> tuple[BrokerUrl, Ed25519PrivateKey, str | None, ssl.SSLContext | None]:
     """Read the files ``send_command`` needs (before any connection is made)."""
     address = parse_broker_url(broker)
     private_key = load_private_key(key_file)
@@ -394,7 +366,7 @@ def _load_inputs(
     tls_context = None
     if address.tls:
         # System CAs, or the given CA file; hostname checking stays on.
-        tls_context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+        tls_context = make_tls_context(None if ca_file is None else Path(ca_file))
     return address, private_key, password, tls_context
 
 

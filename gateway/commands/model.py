@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -44,6 +44,18 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.actions import (
+    HOLD_SECONDS_DEFAULT,
+    HOLD_SECONDS_MAX,
+    HOLD_SECONDS_MIN,
+    DeviceAction,
+    DoorModeName,
+    DoorOpen,
+    OtherAction,
+    Ping,
+    SetDoorMode,
+)
+from gateway.outbox.wire import result_json
 from gateway.timefmt import rfc3339
 
 # Ids and names that end up in logs, results and the audit table: printable
@@ -173,11 +185,16 @@ class _Params(BaseModel):
 
 
 class DoorOpenParams(_Params):
-    hold_seconds: int = Field(default=5, ge=1, le=30, description="Seconds the lock stays open.")
+    hold_seconds: int = Field(
+        default=HOLD_SECONDS_DEFAULT,
+        ge=HOLD_SECONDS_MIN,
+        le=HOLD_SECONDS_MAX,
+        description="Seconds the lock stays open.",
+    )
 
 
 class DoorSetModeParams(_Params):
-    mode: Literal["normal", "locked", "open"]
+    mode: DoorModeName
 
 
 class PingParams(_Params):
@@ -243,12 +260,20 @@ class CommandMessage(BaseModel):
     def signature(self) -> bytes:
         return decode_signature(self.sig)
 
-    def normalized_params(self) -> Mapping[str, Any]:
-        """Params with the defaults of a contract action filled in (``hold_seconds: 5``)."""
+    def device_action(self) -> DeviceAction:
+        """The typed action a driver receives, defaults filled in (``DoorOpen(hold_seconds=5)``).
+
+        Validation already ran (``_check``), so building it cannot fail.
+        """
         model = ACTION_PARAMS.get(self.action)
         if model is None:
-            return dict(self.params)
-        return model.model_validate(self.params).model_dump()
+            return OtherAction(self.action, dict(self.params))
+        params = model.model_validate(self.params)
+        if isinstance(params, DoorOpenParams):
+            return DoorOpen(hold_seconds=params.hold_seconds)
+        if isinstance(params, DoorSetModeParams):
+            return SetDoorMode(mode=params.mode)
+        return Ping()
 
 
 def decode_signature(value: str) -> bytes:
@@ -295,7 +320,7 @@ class VerifiedCommand:
     id: str
     action: str
     device: str
-    params: Mapping[str, Any]
+    params: DeviceAction  # validated once, here; the driver checks nothing again
     key_id: str
     issued_at: float  # wall seconds
     expires_at: float  # wall seconds
@@ -348,20 +373,16 @@ class CommandResult:
     at: float
     latency_ms: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "id": self.id,
-            "status": self.status.value,
-            "reason": None if self.reason is None else self.reason.value,
-            "device": self.device,
-            "at": rfc3339(self.at),
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
-        }
-
     def to_json(self) -> bytes:
         """UTF-8 JSON of the result, as CONTRACT.md shows it."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        return result_json(
+            command_id=self.id,
+            status=self.status.value,
+            reason=None if self.reason is None else self.reason.value,
+            device=self.device,
+            at=rfc3339(self.at),
+            latency_ms=self.latency_ms,
+        )
 
 
 # --- configuration -------------------------------------------------------------
@@ -435,6 +456,21 @@ class CommandsConfig(BaseModel):
     )
     execute_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="Longest a device may take to carry out a command."
+    )
+    unverified_report_s: float = Field(
+        default=60,
+        ge=0.1,
+        le=3600,
+        description="Messages failing before their signature verifies are summed up in one "
+        "audit.command reading this often.",
+    )
+    audit_retention_days: float = Field(
+        default=90, gt=0, le=3650, description="Audit rows older than this are pruned."
+    )
+    audit_max_rows: int = Field(
+        default=200_000,
+        ge=1000,
+        description="Size cap of the audit log: beyond this many rows the oldest are pruned.",
     )
     permissions: dict[DeviceId, DevicePermission] = Field(
         default_factory=dict,

@@ -1,8 +1,15 @@
 """The command path: verify, authorise, dedupe, run, audit, report (CONTRACT.md, "Commands").
 
-``CommandProcessor.handle`` takes one payload from ``{root}/commands`` and:
+``CommandProcessor.screen`` takes each message from ``{root}/commands`` as it
+arrives and runs the checks up to the signature (``CommandVerifier.authenticate``).
+A message that fails there is counted, not stored: no audit row, no sync, a
+rate-limited result, and one aggregate ``audit.command`` reading per interval
+(``gateway.commands.unverified``). Only authentic messages are queued, and
+``CommandProcessor.handle`` then:
 
-1. verifies it (``gateway.commands.verify``, the contract's checks in order);
+1. runs the remaining checks (``CommandVerifier.authorize``) and decides
+   where the result also goes (``gateway.commands.inbound.reply_for``: an
+   MQTT 5 response topic only under the configured prefix);
 2. for an accepted command, records it "accepted" together with its id in
    one fsynced transaction (``CommandStore.accept``), *then* runs it, so a
    crash can never run it twice;
@@ -11,7 +18,7 @@
 4. records it "finished" with its audit row, puts an ``audit.command``
    reading to the ``ReadingSink`` and the result to the ``ResultSink``.
 
-Every command, executed or not, gets an audit row, a reading and a result.
+Every authentic command, executed or not, gets an audit row, a reading and a result.
 
 Outcome mapping of ``Driver.execute``:
 
@@ -20,15 +27,18 @@ raised                         status     reason
 =============================  =========  ==================
 nothing                        done       null
 ``TimeoutError`` (our budget)  failed     ``timeout``
-``TransportTimeoutError``      failed     ``timeout``
-``TransportError``             failed     ``device_offline``
+``DeviceTimeout``              failed     ``timeout``
+``DeviceOffline``              failed     ``device_offline``
 ``ActionNotSupportedError``    rejected   ``not_permitted``
-``DeviceError``                failed     ``device_error``
+``DeviceError`` (``Refused``)  failed     ``device_error``
 any other ``Exception``        failed     ``device_error`` (logged)
 =============================  =========  ==================
 
-A transport timeout is the device not answering in time, the same fact as
-our own budget running out, so both are ``timeout``.
+The driver receives the action as a typed value (``drivers.actions``,
+``DoorOpen(hold_seconds=5)``), checked once here, and raises only the device
+error family of ``drivers.base``: this layer never sees a transport error. A
+device timeout is the device not answering in time, the same fact as our own
+budget running out, so both are ``timeout``.
 
 Commands found "accepted" but not "finished" at start-up (the gateway died
 mid-command) are reported by ``report_unfinished`` as failed / ``timeout``:
@@ -57,21 +67,23 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
     DeviceError,
+    DeviceOffline,
+    DeviceTimeout,
     Driver,
     Priority,
     ReadingSink,
     ReadingType,
     make_reading,
 )
-from drivers.transports.errors import TransportError, TransportTimeoutError
+from gateway.commands.inbound import InboundCommand, Reply, reply_for
 from gateway.commands.model import (
+    CommandMessage,
     CommandRejected,
     CommandResult,
     CommandsConfig,
@@ -80,8 +92,10 @@ from gateway.commands.model import (
     VerifiedCommand,
 )
 from gateway.commands.store import AuditRecord, CommandStore
+from gateway.commands.unverified import ResultBudget, UnverifiedTally, aggregate
 from gateway.commands.verify import CommandVerifier
 from gateway.runtime.clock import TrustedTime
+from gateway.timefmt import rfc3339
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -94,7 +108,12 @@ class ResultSink(Protocol):
     and, when given, to ``response_topic`` with ``correlation_data``."""
 
     def put_result(
-        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None: ...
 
 
@@ -125,6 +144,7 @@ class CommandProcessor:
         readings: sink for ``audit.command`` readings.
         results: sink for result JSON.
         clock: wall clock for validity and stamps, monotonic clock for latency.
+        response_prefix: a response topic is honoured only strictly under this.
         trusted: trusted time for the validity window (CONTRACT 1.1), when given.
     """
 
@@ -138,9 +158,13 @@ class CommandProcessor:
         readings: ReadingSink,
         results: ResultSink,
         clock: Clock,
+        response_prefix: str,
         trusted: TrustedTime | None = None,
     ) -> None:
         self._config = config
+        self._response_prefix = response_prefix
+        self.unverified = UnverifiedTally()
+        self._result_budget = ResultBudget()
         self._gateway_id = gateway_id
         self._drivers = drivers
         self._store = store
@@ -161,32 +185,47 @@ class CommandProcessor:
             trusted=trusted,
         )
 
-    async def handle(
-        self,
-        payload: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        received_mono: float,
-    ) -> CommandResult:
-        """Process one command payload to its result (never raises for a bad command).
+    def screen(self, inbound: InboundCommand) -> CommandMessage | None:
+        """Checks up to the signature, as the message arrives; None when it failed them.
 
-        ``received_mono`` is the monotonic time the message arrived; latency is
-        measured from it to the end of the device's ``execute``.
+        A failed message ends here: counted by reason, its result rate-limited
+        and without a sync of its own, no audit row (``report_unverified``
+        sums them up). Never raises for a bad message.
+        """
+        try:
+            return self._verifier.authenticate(inbound.payload)
+        except CommandRejected as rejected:
+            self._unverified(rejected, inbound)
+            return None
+
+    async def process(self, inbound: InboundCommand) -> CommandResult | None:
+        """``screen`` then ``handle``: one message to its result (None: unverified)."""
+        message = self.screen(inbound)
+        if message is None:
+            return None
+        return await self.handle(inbound, message)
+
+    async def handle(self, inbound: InboundCommand, message: CommandMessage) -> CommandResult:
+        """Process one authentic command to its result (never raises for a bad command).
+
+        Latency is measured from ``inbound.received_mono`` to the end of the
+        device's ``execute``.
 
         Raises:
             asyncio.CancelledError: after recording and reporting an interrupted command.
         """
+        received_mono = inbound.received_mono
         received_at = self._clock.wall() - max(0.0, self._clock.monotonic() - received_mono)
-        reply = _Reply(response_topic, correlation_data)
+        # The signature verified: only now may the message choose a reply topic.
+        reply = reply_for(inbound, self._response_prefix)
         command: VerifiedCommand | None = None
         try:
-            command = self._verifier.verify(payload)
+            command = self._verifier.authorize(message)
             accepted = self._store.accept(
                 command,
                 received_at=received_at,
-                response_topic=response_topic,
-                correlation_data=correlation_data,
+                response_topic=reply.response_topic,
+                correlation_data=reply.correlation_data,
             )
         except CommandRejected as rejected:
             result = self._reject(rejected, received_at, received_mono, reply)
@@ -197,15 +236,13 @@ class CommandProcessor:
             # could run it twice, so it is not run.
             _LOGGER.exception("command store failed; command not run")
             result = self._result(
-                None if command is None else command.id,
+                message.id,
                 CommandStatus.FAILED,
                 RejectReason.DEVICE_ERROR,
-                None if command is None else command.device,
+                message.device,
                 received_mono,
             )
-            action = None if command is None else command.action
-            key_id = None if command is None else command.key_id
-            self._emit(result, action, key_id, received_at, reply, store=False)
+            self._emit(result, message.action, message.key_id, received_at, reply, store=False)
             return result
         if not accepted:
             # The same id arrived twice at once: the store's atomic insert decides.
@@ -238,6 +275,44 @@ class CommandProcessor:
             self._emit(result, command.action, command.key_id, received_at, reply, finish=True)
         await self._sync_store()
         return result
+
+    def _unverified(self, rejected: CommandRejected, inbound: InboundCommand) -> None:
+        self.unverified.count(rejected.reason, self._clock.wall())
+        self.outcomes[CommandStatus.REJECTED.value, rejected.reason.value] += 1
+        if not self._result_budget.take(self._clock.monotonic()):
+            self.unverified.results_suppressed += 1
+            return
+        result = self._result(
+            rejected.command_id,
+            CommandStatus.REJECTED,
+            rejected.reason,
+            rejected.device,
+            inbound.received_mono,
+        )
+        # Results topic only, and no sync of its own: it rides the next group commit.
+        self._results.put_result(
+            result.to_json(), response_topic=None, correlation_data=None, urgent=False
+        )
+
+    def report_unverified(self) -> None:
+        """Put one ``audit.command`` reading (and log one line) for the unverified
+        messages since the last call; nothing when there were none."""
+        report = self.unverified.take_report()
+        if report is None:
+            return
+        since, counts, suppressed = report
+        data = aggregate(rfc3339(since), rfc3339(self._clock.wall()), counts, suppressed)
+        _LOGGER.warning(
+            "unverified command messages rejected: count=%d by_reason=%s results_suppressed=%d",
+            data["count"],
+            ",".join(f"{reason}:{n}" for reason, n in counts.items()),
+            suppressed,
+        )
+        self._readings.put(
+            make_reading(
+                self._clock, self._gateway_id, ReadingType.AUDIT_COMMAND, data, Priority.ROUTINE
+            )
+        )
 
     async def _sync_store(self) -> None:
         """Make the store's commits durable on its worker thread, off the event loop."""
@@ -273,7 +348,7 @@ class CommandProcessor:
                 pending.action,
                 pending.key_id,
                 pending.received_at,
-                _Reply(pending.response_topic, pending.correlation_data),
+                Reply(pending.response_topic, pending.correlation_data),
                 finish=True,
             )
             results.append(result)
@@ -287,12 +362,10 @@ class CommandProcessor:
             return CommandStatus.REJECTED, RejectReason.UNKNOWN_DEVICE
         try:
             async with asyncio.timeout(self._config.execute_timeout_s):
-                await driver.execute(command.action, command.params)
-        except TimeoutError:
+                await driver.execute(command.params)
+        except (TimeoutError, DeviceTimeout):
             return CommandStatus.FAILED, RejectReason.TIMEOUT
-        except TransportTimeoutError:
-            return CommandStatus.FAILED, RejectReason.TIMEOUT
-        except TransportError:
+        except DeviceOffline:
             return CommandStatus.FAILED, RejectReason.DEVICE_OFFLINE
         except ActionNotSupportedError:
             return CommandStatus.REJECTED, RejectReason.NOT_PERMITTED
@@ -313,7 +386,7 @@ class CommandProcessor:
         rejected: CommandRejected,
         received_at: float,
         received_mono: float,
-        reply: _Reply,
+        reply: Reply,
     ) -> CommandResult:
         result = self._result(
             rejected.command_id,
@@ -357,7 +430,7 @@ class CommandProcessor:
         action: str | None,
         key_id: str | None,
         received_at: float,
-        reply: _Reply,
+        reply: Reply,
         *,
         finish: bool = False,
         store: bool = True,
@@ -422,11 +495,3 @@ class CommandProcessor:
             response_topic=reply.response_topic,
             correlation_data=reply.correlation_data,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """Where the result also goes (MQTT 5 response topic and correlation data)."""
-
-    response_topic: str | None
-    correlation_data: bytes | None

@@ -18,8 +18,12 @@ Tables (schema version in ``PRAGMA user_version``):
   as its id, before it runs, and updated "finished" after. A crash between
   the two leaves it "accepted": ``unfinished()`` returns it at the next start
   so it is reported (never run again, since its id is already used).
-- ``audit``: append-only (triggers refuse UPDATE and DELETE), one row per
-  command whatever its fate, including payloads too broken to have an id.
+- ``audit``: one row per authentic command whatever its fate (messages that
+  fail before their signature verifies are counted in aggregate instead, see
+  ``gateway.commands.unverified``). A trigger refuses UPDATE; rows leave only
+  by retention, pruned with the ids: older than ``audit_retention_s``
+  (default 90 days) or beyond the newest ``audit_max_rows``, so the file
+  cannot grow without bound (schema version 2; version 1 refused DELETE too).
 
 Opening, checking and migrating go through ``gateway.storage.sqlite``: a file
 that is not a database, fails ``quick_check``, or has a schema newer than this
@@ -31,6 +35,10 @@ window (at most ``max_ttl_s`` + skew), hence the loud log.
 
 The store is synchronous and owned by one task (STYLE.md §4): a command
 costs two short transactions (accept, finish) and their syncs.
+
+Longer than 400 lines because the schema and its migrations, the atomic
+accept, recovery of unfinished commands, the audit log with its retention and
+moving a corrupt file aside are one database's life, kept together.
 """
 
 from __future__ import annotations
@@ -51,7 +59,9 @@ _LOGGER = logging.getLogger(__name__)
 DB_FILENAME = "commands.sqlite3"
 SEEN_RETENTION_S = 86_400.0  # keep used ids a day past expiry: wall clocks jump on a Pi
 PRUNE_INTERVAL_S = 3_600.0  # prune at most hourly (monotonic seconds)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+AUDIT_RETENTION_S = 90 * 86_400.0
+AUDIT_MAX_ROWS = 200_000
 
 # Each entry migrates from version i to i + 1, statement by statement, inside
 # one transaction together with the user_version bump.
@@ -94,6 +104,8 @@ _MIGRATIONS = (
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END""",
     ),
+    # 2: the audit log gets retention, so rows may now be deleted (by prune only).
+    statements("DROP TRIGGER audit_no_delete"),
 )
 SCHEMA = Schema(name="commands", version=SCHEMA_VERSION, migrations=_MIGRATIONS)
 
@@ -139,6 +151,8 @@ class CommandStore:
         clock: Clock,
         path: Path | None = None,
         now: Callable[[], float] | None = None,
+        audit_retention_s: float = AUDIT_RETENTION_S,
+        audit_max_rows: int = AUDIT_MAX_ROWS,
     ) -> None:
         self._conn = conn
         self._clock = clock
@@ -146,7 +160,10 @@ class CommandStore:
         # and back again must not forget an id while its command is valid.
         self._now = now or clock.wall
         self._path = path
+        self._audit_retention_s = audit_retention_s
+        self._audit_max_rows = audit_max_rows
         self._next_prune_mono = float("-inf")
+        self.syncs = 0  # fdatasyncs so far, for the metrics
 
     @classmethod
     def open(
@@ -156,6 +173,8 @@ class CommandStore:
         clock: Clock,
         filename: str = DB_FILENAME,
         now: Callable[[], float] | None = None,
+        audit_retention_s: float = AUDIT_RETENTION_S,
+        audit_max_rows: int = AUDIT_MAX_ROWS,
     ) -> CommandStore:
         """Open (creating or migrating) the store in ``data_dir``.
 
@@ -170,7 +189,14 @@ class CommandStore:
             _LOGGER.error("command store started empty: used command ids are forgotten")
         conn = opened.conn
         conn.execute("PRAGMA foreign_keys=ON")
-        store = cls(conn, clock=clock, path=path, now=now)
+        store = cls(
+            conn,
+            clock=clock,
+            path=path,
+            now=now,
+            audit_retention_s=audit_retention_s,
+            audit_max_rows=audit_max_rows,
+        )
         store.prune()
         return store
 
@@ -186,6 +212,7 @@ class CommandStore:
         """
         if self._path is not None:  # None: an in-memory store in tests
             sync_database(self._path)
+            self.syncs += 1
 
     def is_seen(self, command_id: str) -> bool:
         """Whether this id was used before (``command_verify.SeenIds``)."""
@@ -301,7 +328,8 @@ class CommandStore:
         ]
 
     def prune(self) -> int:
-        """Forget ids past their retention and old finished executions; return ids removed."""
+        """Forget ids past their retention, old finished executions and audit rows
+        past the audit retention or size cap; return ids removed."""
         cutoff = self._now()
         with self._transaction() as conn:
             removed = conn.execute("DELETE FROM seen_ids WHERE keep_until < ?", (cutoff,)).rowcount
@@ -309,6 +337,15 @@ class CommandStore:
                 "DELETE FROM executions WHERE state = 'finished' AND finished_at < ?",
                 (cutoff - SEEN_RETENTION_S,),
             )
+            audit = conn.execute(
+                "DELETE FROM audit WHERE at < ?", (cutoff - self._audit_retention_s,)
+            ).rowcount
+            audit += conn.execute(
+                "DELETE FROM audit WHERE seq <= (SELECT max(seq) FROM audit) - ?",
+                (self._audit_max_rows,),
+            ).rowcount
+        if audit:
+            _LOGGER.info("command audit log pruned: rows=%d", audit)
         self._next_prune_mono = self._clock.monotonic() + PRUNE_INTERVAL_S
         return removed
 

@@ -7,8 +7,9 @@ and raises ``CommandRejected`` with the first that fails:
                        parsing, so an oversize payload costs nothing); not
                        UTF-8; not JSON (including NaN/Infinity, duplicate keys,
                        nesting past the parser's recursion limit, strings with
-                       lone surrogates that have no UTF-8 form); not an object.
- 2. ``bad_schema``     ``CommandMessage`` rejects it (types, patterns, unknown
+                       lone surrogates that have no UTF-8 form).
+ 2. ``bad_schema``     valid JSON but not an object (``[1,2,3]``), or
+                       ``CommandMessage`` rejects it (types, patterns, unknown
                        fields, timestamps, malformed ``sig``, params of a
                        contract action).
  3. ``unknown_key``    ``key_id`` not in ``commands.public_keys``.
@@ -25,6 +26,10 @@ and raises ``CommandRejected`` with the first that fails:
 
 Oversize payloads are ``bad_json`` rather than ``bad_schema``: they are
 refused before they are parsed, so nothing is known about their structure.
+
+Steps 1 to 4 are ``authenticate``: pure CPU, no I/O, run as each message
+arrives so that garbage never reaches the queue of real commands. Steps 5 to
+11 are ``authorize``, for a message whose signature verified.
 
 The replay check here is a read; the processor's ``CommandStore.accept``
 inserts the id and the "accepted" record in one transaction, which is the
@@ -108,8 +113,8 @@ def decode_json_object(payload: bytes, *, max_bytes: int) -> dict[str, Any]:
         raise CommandRejected(RejectReason.BAD_JSON, "nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, huge ints
         raise CommandRejected(RejectReason.BAD_JSON, "not JSON") from exc
-    if not isinstance(obj, dict):
-        raise CommandRejected(RejectReason.BAD_JSON, "not a JSON object")
+    if not isinstance(obj, dict):  # JSON, but of the wrong shape: the schema's concern
+        raise CommandRejected(RejectReason.BAD_SCHEMA, "not a JSON object")
     return obj
 
 
@@ -117,8 +122,8 @@ def parse_json_object(payload: bytes, *, max_bytes: int) -> tuple[dict[str, Any]
     """Decode a command payload into a JSON object and its canonical form (``canonical_bytes``).
 
     Raises:
-        CommandRejected: ``bad_json``, for every way the payload is not a JSON
-            object we can read and re-encode.
+        CommandRejected: ``bad_json``, for every way the payload is not JSON we
+            can read and re-encode; ``bad_schema`` for JSON that is not an object.
     """
     obj = decode_json_object(payload, max_bytes=max_bytes)
     try:
@@ -167,6 +172,14 @@ class CommandVerifier:
         Raises:
             CommandRejected: with the first failing reason and what could be read.
         """
+        return self.authorize(self.authenticate(payload))
+
+    def authenticate(self, payload: bytes) -> CommandMessage:
+        """Checks 1 to 4: JSON, schema, known key, signature. No I/O.
+
+        Raises:
+            CommandRejected: ``bad_json``, ``bad_schema``, ``unknown_key`` or ``bad_signature``.
+        """
         obj, signed = parse_json_object(payload, max_bytes=self._config.max_payload_bytes)
         try:
             message = CommandMessage.model_validate(obj)
@@ -178,28 +191,29 @@ class CommandVerifier:
                 device=salvage_device(obj),
             ) from exc
 
-        def reject(reason: RejectReason, detail: str, *, authentic: bool = True) -> CommandRejected:
-            return CommandRejected(
-                reason,
-                detail,
-                command_id=message.id,
-                device=message.device,
-                action=message.action,
-                key_id=message.key_id,
-                expires_at=message.expires_at.timestamp() if authentic else None,
-            )
-
         key = self._keys.get(message.key_id)
         if key is None:
-            raise reject(RejectReason.UNKNOWN_KEY, "key_id not configured", authentic=False)
+            raise _rejection(message, RejectReason.UNKNOWN_KEY, "key_id not configured", False)
         from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - loaded with a key
 
         try:
             key.verify(message.signature, signed)
         except InvalidSignature:
-            raise reject(
-                RejectReason.BAD_SIGNATURE, "signature does not verify", authentic=False
+            raise _rejection(
+                message, RejectReason.BAD_SIGNATURE, "signature does not verify", False
             ) from None
+        return message
+
+    def authorize(self, message: CommandMessage) -> VerifiedCommand:
+        """Checks 5 to 11, for a message ``authenticate`` returned.
+
+        Raises:
+            CommandRejected: from ``wrong_gateway`` to ``not_permitted``; its
+                ``expires_at`` is set (the command is authentic).
+        """
+
+        def reject(reason: RejectReason, detail: str) -> CommandRejected:
+            return _rejection(message, reason, detail, True)
 
         if message.gateway != self._gateway_id:
             raise reject(RejectReason.WRONG_GATEWAY, f"addressed to {message.gateway}")
@@ -240,11 +254,25 @@ class CommandVerifier:
             id=message.id,
             action=message.action,
             device=message.device,
-            params=message.normalized_params(),
+            params=message.device_action(),
             key_id=message.key_id,
             issued_at=issued_at,
             expires_at=expires_at,
         )
+
+
+def _rejection(
+    message: CommandMessage, reason: RejectReason, detail: str, authentic: bool
+) -> CommandRejected:
+    return CommandRejected(
+        reason,
+        detail,
+        command_id=message.id,
+        device=message.device,
+        action=message.action,
+        key_id=message.key_id,
+        expires_at=message.expires_at.timestamp() if authentic else None,
+    )
 
 
 def _public_keys(config: CommandsConfig) -> dict[str, Ed25519PublicKey]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.outbox import deadletter
 from gateway.outbox.store import DB_NAME, Lane, oldest_unsent, open_readonly, read_last_seq
 from gateway.timefmt import parse_rfc3339, rfc3339
 
@@ -28,6 +29,7 @@ class OutboxReport:
     oldest_unsent_age_s: float | None
     last_sync: str | None
     database_bytes: int
+    dead_letter: int = 0  # messages the broker refused, set aside (see README)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -44,6 +46,12 @@ class OutboxReport:
                 f"{self.backlog['result']} command results",
                 f"oldest unsent  {self.oldest_unsent or '-'} (age {age})",
                 f"last sync      {self.last_sync or 'never'}",
+                f"dead letters   {self.dead_letter}"
+                + (
+                    " (refused by the broker: SELECT * FROM dead_letter)"
+                    if self.dead_letter
+                    else ""
+                ),
             ]
         )
 
@@ -71,6 +79,10 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
         }
         oldest = oldest_unsent(db)
         last_seq = read_last_seq(db)
+        try:
+            dead = deadletter.count(db)
+        except sqlite3.OperationalError:  # a database the daemon has not migrated yet
+            dead = 0
     size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     last_ack = meta.get("last_ack_at")
     return OutboxReport(
@@ -82,6 +94,7 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
         oldest_unsent_age_s=None if oldest is None else max(0.0, now - parse_rfc3339(oldest)),
         last_sync=None if last_ack is None else rfc3339(float(last_ack)),
         database_bytes=size,
+        dead_letter=dead,
     )
 
 

@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.base import Clock, Priority, Reading, ReadingType
+from gateway.outbox import deadletter
+from gateway.outbox.wire import reading_body
 from gateway.runtime.clock import ClockSync
 from gateway.storage.sqlite import (
     Schema,
@@ -72,7 +74,7 @@ from gateway.timefmt import TimestampFormatter, rfc3339_ms
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "outbox.sqlite3"
 PAGE_SIZE = 1024
 # Deletes after PUBACK wait for the sync interval (or this many rows): a lost
@@ -132,6 +134,7 @@ class OutboxStats:
     committed: int = 0
     fetched_bytes: int = 0  # encoded size of the readings handed to the uplink
     dropped: int = 0
+    dead_letter: int = 0  # messages set aside (kept in the dead-letter table)
     syncs: int = 0
     last_ack_at: float | None = None
     # Committed readings by (device, type), and each device's latest reading
@@ -174,6 +177,7 @@ _EXPECTED_COLUMNS = {
     "alarm": ["seq", "ts", "device", "type", "data", "mono", "boot"],
     "routine": ["seq", "ts", "device", "type", "data", "sheddable", "mono", "boot"],
     "result": ["id", "topic", "correlation", "body"],
+    deadletter.TABLE: deadletter.COLUMNS,
 }
 
 
@@ -189,7 +193,7 @@ def _check_shape(db: sqlite3.Connection) -> None:
 SCHEMA = Schema(
     name="outbox",
     version=SCHEMA_VERSION,
-    migrations=(_migrate_to_1,),
+    migrations=(_migrate_to_1, deadletter.create_table),
     check_shape=_check_shape,
     page_size=PAGE_SIZE,
 )
@@ -295,6 +299,7 @@ class Outbox:
             self.trusted_wall = float(meta["trusted_wall"])
         for lane in Lane:
             self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
+        self.stats.dead_letter = deadletter.count(db)
         self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
         # What an earlier process committed may still be only in the page
         # cache (it was killed before its sync): sync before any of it is sent.
@@ -337,13 +342,19 @@ class Outbox:
         *,
         response_topic: str | None,
         correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
-        """Queue a command result for the results topic (and the MQTT 5 response topic)."""
+        """Queue a command result for the results topic (and the MQTT 5 response topic).
+
+        ``urgent=False`` (the result of a message that never verified) rides the
+        next group commit and sync instead of forcing one of its own.
+        """
         body = result_json.decode("utf-8")
         self._pending_results.append((None, None, body))
         if response_topic:
             self._pending_results.append((response_topic, correlation_data, body))
-        self._urgent.set()
+        if urgent:
+            self._urgent.set()
         self._wake.set()
 
     def record_trusted_time(self, wall_s: float) -> None:
@@ -386,6 +397,39 @@ class Outbox:
     def _get_state_sync(self, key: str) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    async def set_aside(self, batch: Batch, reason: str) -> None:
+        """Move a batch the broker refused (or that cannot be sent) to the dead-letter table."""
+        await self._call(self._set_aside_sync, batch, reason)
+
+    def _set_aside_sync(self, batch: Batch, reason: str) -> None:
+        db = self._conn()
+        joined = ",".join(batch.bodies)
+        body = batch.bodies[0] if batch.lane is Lane.RESULT else f"[{joined}]"
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            removed = deadletter.set_aside(
+                db,
+                lane=batch.lane.value,
+                key="id" if batch.lane is Lane.RESULT else "seq",
+                first=batch.first,
+                last=batch.last,
+                topic=batch.topic,
+                correlation=batch.correlation,
+                body=body,
+                rows=batch.count,
+                reason=reason,
+                at=self._clock.wall(),
+            )
+            if batch.lane is not Lane.RESULT:
+                self._persist_last_seq(db)  # rows left: keep the highest seq given out
+            db.execute("COMMIT")
+        except BaseException:
+            rollback(db)
+            raise
+        self.stats.backlog[batch.lane] -= removed
+        self.stats.dead_letter += 1
+        self._mark_unsynced()
 
     def ack(self, batch: Batch) -> None:
         """The broker PUBACKed ``batch``: delete its rows with a coming commit."""
@@ -865,10 +909,15 @@ class Outbox:
             device_json = devices.get(device)
             if device_json is None:
                 device_json = devices.setdefault(device, json.dumps(device, ensure_ascii=False))
-            clock = "" if boot is None else ',"clock":"unsynced"'
-            body = (
-                f'{{"id":"{prefix}{seq}","seq":{seq},"ts":"{fmt(ts)}","device":{device_json},'
-                f'"type":"{type_}","priority":"{priority}","data":{data}{clock}}}'
+            body = reading_body(
+                id_prefix=prefix,
+                seq=seq,
+                ts=fmt(ts),
+                device_json=device_json,
+                type_=type_,
+                priority=priority,
+                data_json=data,
+                unsynced=boot is not None,
             )
             size += len(body) + 1
             if bodies and size > max_bytes:

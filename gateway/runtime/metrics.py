@@ -42,7 +42,7 @@ from gateway.runtime.exposition import (
     Metric,
 )
 from gateway.timefmt import parse_rfc3339
-from gateway.uplink.session import LatencyHistogram, UplinkStats
+from gateway.uplink.stats import LatencyHistogram, UplinkStats
 from gateway.version import GATEWAY_VERSION
 
 _LOGGER = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class MetricsSources:
     buses: BusPool
     command_outcomes: Mapping[tuple[str, str], int]
     commands_dropped: Callable[[], int]
+    command_store_syncs: Callable[[], int] = lambda: 0
 
 
 class GatewayCollector:
@@ -153,6 +154,11 @@ class GatewayCollector:
             PREFIX + "outbox_syncs", "fdatasync calls on the WAL.", value=stats.syncs
         )
         yield GaugeMetricFamily(
+            PREFIX + "outbox_dead_letter",
+            "Messages the broker refused (or that cannot be published), kept aside.",
+            value=stats.dead_letter,
+        )
+        yield GaugeMetricFamily(
             PREFIX + "outbox_size_bytes",
             "Size of the outbox database and its WAL on disk.",
             value=_file_sizes(outbox.path),
@@ -183,6 +189,14 @@ class GatewayCollector:
             ("mqtt_batches_sent", "Batches PUBACKed by the broker.", stats.batches_sent),
             ("mqtt_readings_sent", "Readings in PUBACKed batches.", stats.readings_sent),
             ("mqtt_commands_received", "Messages on the commands topic.", stats.commands_received),
+            ("mqtt_inbound_oversize", "Inbound messages dropped unread.", stats.inbound_oversize),
+            (
+                "mqtt_inbound_failures",
+                "Inbound messages whose handling raised.",
+                stats.inbound_failures,
+            ),
+            ("mqtt_set_aside", "Messages moved to the dead-letter table.", stats.set_aside),
+            ("mqtt_batch_splits", "Batches halved as too large for the broker.", stats.splits),
         ):
             yield CounterMetricFamily(PREFIX + name, help_text, value=value)
         yield _histogram(
@@ -204,6 +218,11 @@ class GatewayCollector:
             PREFIX + "commands_dropped",
             "Commands dropped unexecuted because the command queue was full.",
             value=self._src.commands_dropped(),
+        )
+        yield CounterMetricFamily(
+            PREFIX + "command_store_syncs",
+            "fdatasync calls on the command store's WAL.",
+            value=self._src.command_store_syncs(),
         )
 
     def _devices(self) -> Iterable[Metric]:

@@ -22,7 +22,6 @@ needs none of it is in ``reload.py``, ``sdnotify.py`` and ``metrics.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import tempfile
@@ -37,11 +36,13 @@ from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, 
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.modbus import BusPool
+from gateway.access.message import MAX_MESSAGE_BYTES as ACCESS_MAX_MESSAGE_BYTES
 from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
 from gateway.access.store import DB_FILENAME as ACCESS_DB
 from gateway.access.store import AccessStore, AccessWriter
 from gateway.commands.processor import CommandProcessor
+from gateway.commands.queue import CommandQueue
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
@@ -69,46 +70,6 @@ SHUTDOWN_BUDGET_S = STOP_DRIVERS_S + FLUSH_OUTBOX_S + GOODBYE_S + CLOSE_S
 RESTART_INITIAL_S = 1.0
 RESTART_CAP_S = 60.0
 STABLE_RUN_S = 60.0  # a run this long resets the restart backoff
-COMMAND_QUEUE_MAX = 1000
-
-
-class CommandQueue:
-    """Takes commands from the uplink without blocking it; one worker executes them."""
-
-    def __init__(self, processor: CommandProcessor) -> None:
-        self._processor = processor
-        self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None, float]] = asyncio.Queue(
-            COMMAND_QUEUE_MAX
-        )
-        self.overflowed = 0
-
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        received_mono: float,
-    ) -> None:
-        try:
-            self._queue.put_nowait((payload, response_topic, correlation_data, received_mono))
-        except asyncio.QueueFull:
-            # A flood of commands: the platform sees no result for these and retries.
-            self.overflowed += 1
-            _LOGGER.error("command queue full, command dropped: overflowed=%d", self.overflowed)
-
-    async def run(self) -> None:
-        while True:
-            payload, response_topic, correlation, received = await self._queue.get()
-            try:
-                await self._processor.handle(
-                    payload,
-                    response_topic=response_topic,
-                    correlation_data=correlation,
-                    received_mono=received,
-                )
-            except Exception:  # one bad command must not stop the next
-                _LOGGER.exception("command handling failed")
 
 
 async def supervise(
@@ -116,13 +77,19 @@ async def supervise(
     run: Callable[[], Awaitable[None]],
     *,
     on_failure: Callable[[BaseException], None],
+    finished: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run ``run`` forever: log, report and restart it with backoff when it fails."""
+    """Run ``run`` forever: log, report and restart it with backoff when it fails.
+
+    ``run`` returning is a failure too, unless ``finished()`` says it was asked to stop.
+    """
     backoff = Backoff(initial_s=RESTART_INITIAL_S, cap_s=RESTART_CAP_S)
     while True:
         started = time.monotonic()
         try:
             await run()
+            if finished():
+                return
             _LOGGER.warning("task ended unexpectedly, restarting: task=%s", name)
             on_failure(RuntimeError("task ended"))
         except Exception as exc:
@@ -254,7 +221,14 @@ class Gateway:
             self.trusted.observe_trusted(self.outbox.trusted_wall)
         for device in self.config.devices:
             self.drivers[device.id] = await self._build_device(device)
-        self.store = CommandStore.open(self.loaded.data_dir, clock=self.clock, now=self.trusted.now)
+        commands = self.config.commands
+        self.store = CommandStore.open(
+            self.loaded.data_dir,
+            clock=self.clock,
+            now=self.trusted.now,
+            audit_retention_s=commands.audit_retention_days * 86_400,
+            audit_max_rows=commands.audit_max_rows,
+        )
         self.processor = processor = CommandProcessor(
             self.config.commands,
             gateway_id=self.config.gateway.id,
@@ -263,6 +237,7 @@ class Gateway:
             readings=self.outbox,
             results=self.outbox,
             clock=self.clock,
+            response_prefix=self.config.response_prefix,
             trusted=self.trusted,
         )
         for result in processor.report_unfinished():
@@ -270,7 +245,9 @@ class Gateway:
                 "command accepted before a crash never finished; reported, not re-run: id=%s",
                 result.id,
             )
-        self.commands = CommandQueue(processor)
+        self.commands = CommandQueue(
+            processor, report_interval_s=self.config.commands.unverified_report_s
+        )
         if self.access_store is not None:
             self.access_processor = AccessProcessor(
                 AccessSettings(
@@ -304,6 +281,11 @@ class Gateway:
                 self.loaded.path(tls.key) if tls.key else None,
             ),
             access=self.access_processor,
+            # The largest inbound message (a command, or an access-list message
+            # when the platform sends lists) plus MQTT framing.
+            max_inbound_bytes=max_inbound_bytes(self.config),
+            clock_synced=self.trusted.is_synced,
+            clock=self.clock,
         )
 
     # --------------------------------------------------------------- status
@@ -312,11 +294,12 @@ class Gateway:
         states: dict[str, dict[str, Any]] = {}
         for device_id, driver in self.drivers.items():
             health = driver.health
+            # CONTRACT 1.1: last_seen always present, null when never heard.
+            last_seen = health.last_seen_wall
             entry: dict[str, Any] = {
                 "state": (health.state or DeviceState.OFFLINE).value,
+                "last_seen": None if last_seen is None else rfc3339(last_seen),
             }
-            if health.last_seen_wall is not None:
-                entry["last_seen"] = rfc3339(health.last_seen_wall)
             entry.update(health.attributes)  # e.g. a door's mode
             states[device_id] = entry
         return states
@@ -334,6 +317,8 @@ class Gateway:
         assert self.uplink is not None and self.processor is not None
         assert self.commands is not None
         queue = self.commands
+        store = self.store
+        assert store is not None
         sources = MetricsSources(
             site=self.config.gateway.site,
             gateway_id=self.config.gateway.id,
@@ -343,6 +328,7 @@ class Gateway:
             buses=self.buses,
             command_outcomes=self.processor.outcomes,
             commands_dropped=lambda: queue.overflowed,
+            command_store_syncs=lambda: store.syncs,
         )
         return MetricsServer(self.config.metrics, GatewayCollector(sources))
 
@@ -456,46 +442,53 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in stages."""
-        await self._assemble()
-        assert self.uplink is not None and self.commands is not None
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            core = [
-                group.create_task(self.outbox.run(), name="outbox"),
-                group.create_task(self.uplink.run(), name="uplink"),
-                group.create_task(self.trusted.run(), name="trusted-time"),
-            ]
-            if self.config.metrics.enabled:
-                core.append(group.create_task(self._metrics_server().run(), name="metrics"))
-            commands = group.create_task(self.commands.run(), name="commands")
-            workers = [commands]
-            if self.access_processor is not None:
-                workers.append(group.create_task(self.access_processor.run(), name="access"))
-            for device_id, driver in self.drivers.items():
-                self._start_device_task(device_id, driver)
-            reloader = group.create_task(self._reload_loop(), name="reload")
-            watchdog = group.create_task(sdnotify.watchdog_loop(self.status_line), name="watchdog")
-            sdnotify.ready()
-            _LOGGER.info(
-                "gateway running: site=%s gateway=%s devices=%d epoch=%s",
-                self.config.gateway.site,
-                self.config.gateway.id,
-                len(self.drivers),
-                self.outbox.stats.epoch,
-            )
-            await stop.wait()
-            sdnotify.stopping()
-            _LOGGER.info("shutting down")
-            await _stage(
-                "stop drivers and commands", STOP_DRIVERS_S, self._stop_workers(reloader, workers)
-            )
-            self.trusted.persist_now()  # written by the flush below
-            await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
-            await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
-            await _stage(
-                "close", CLOSE_S, _cancel_all([*core, *self._bus_tasks.values(), watchdog])
-            )
-        await self._close()
+        try:
+            await self._assemble()
+            assert self.uplink is not None and self.commands is not None
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                core = [
+                    group.create_task(self.outbox.run(), name="outbox"),
+                    group.create_task(self._supervised_uplink(), name="uplink"),
+                    group.create_task(self.trusted.run(), name="trusted-time"),
+                ]
+                if self.config.metrics.enabled:
+                    core.append(group.create_task(self._metrics_server().run(), name="metrics"))
+                commands = group.create_task(self.commands.run(), name="commands")
+                workers = [commands]
+                if self.access_processor is not None:
+                    workers.append(group.create_task(self.access_processor.run(), name="access"))
+                for device_id, driver in self.drivers.items():
+                    self._start_device_task(device_id, driver)
+                reloader = group.create_task(self._reload_loop(), name="reload")
+                watchdog = group.create_task(
+                    sdnotify.watchdog_loop(self.status_line), name="watchdog"
+                )
+                sdnotify.ready()
+                _LOGGER.info(
+                    "gateway running: site=%s gateway=%s devices=%d epoch=%s",
+                    self.config.gateway.site,
+                    self.config.gateway.id,
+                    len(self.drivers),
+                    self.outbox.stats.epoch,
+                )
+                await stop.wait()
+                sdnotify.stopping()
+                _LOGGER.info("shutting down")
+                await _stage(
+                    "stop drivers and commands",
+                    STOP_DRIVERS_S,
+                    self._stop_workers(reloader, workers),
+                )
+                self.trusted.persist_now()  # written by the flush below
+                await _stage("flush the outbox", FLUSH_OUTBOX_S, self.outbox.flush())
+                await _stage("publish offline status", GOODBYE_S, self._goodbye(core[1]))
+                await _stage(
+                    "close", CLOSE_S, _cancel_all([*core, *self._bus_tasks.values(), watchdog])
+                )
+        finally:
+            # Also when assembly or a task failed: files, simulators and ptys are released.
+            await self._close()
 
     async def _stop_workers(
         self, reloader: asyncio.Task[None], workers: list[asyncio.Task[None]]
@@ -504,14 +497,26 @@ class Gateway:
         await _cancel_all([reloader])
         await _cancel_all([*workers, *self._device_tasks.values()])
 
+    async def _supervised_uplink(self) -> None:
+        """The uplink under ``supervise``: a bug in it is logged, reported and restarted."""
+        uplink = self.uplink
+        assert uplink is not None
+
+        def failed(exc: BaseException) -> None:
+            uplink.stats.last_error = f"uplink failed: {exc!r}"[:200]
+
+        await supervise("uplink", uplink.run, on_failure=failed, finished=lambda: uplink.stopping)
+
     async def _goodbye(self, uplink_task: asyncio.Task[None]) -> None:
         assert self.uplink is not None
         await self.uplink.shutdown()
         await asyncio.wait({uplink_task})
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.outbox.close(), CLOSE_S)
+        except Exception:  # the rest must still close
+            _LOGGER.exception("outbox did not close cleanly")
         if self.store is not None:
             self.store.close()
         if self.access_processor is not None:
@@ -522,6 +527,27 @@ class Gateway:
             await self._stop_simulator(device_id)
         if self._sim_dir is not None:
             self._sim_dir.cleanup()
+
+
+MQTT_FRAMING_BYTES = 1024
+"""Room for the fixed header, topic and properties of one inbound PUBLISH."""
+
+ACCESS_OVERSIZE_MARGIN_BYTES = 64 * 1024
+"""How far past 1 MiB an access message still reaches the gateway, so that it is
+refused as ``too_large`` in the access state rather than silently by the broker."""
+
+
+def max_inbound_bytes(config: Config) -> int:
+    """The largest inbound message the gateway takes (MQTT 5 Maximum Packet Size).
+
+    A command is at most ``commands.max_payload_bytes``; when the platform sends
+    access lists, a list message is at most 1 MiB (CONTRACT 1.1), so the bound
+    is raised for it. Anything larger is refused by the broker, never copied here.
+    """
+    limit = config.commands.max_payload_bytes
+    if config.access.source == "platform":
+        limit = max(limit, ACCESS_MAX_MESSAGE_BYTES + ACCESS_OVERSIZE_MARGIN_BYTES)
+    return limit + MQTT_FRAMING_BYTES
 
 
 def _mark_failed(driver: Driver) -> Callable[[BaseException], None]:

@@ -42,12 +42,14 @@ async def test_locked_mode_survives_sigkill_and_is_in_status(
             )
         )
         await r.sub.wait_for(
-            lambda: sum(
-                1
-                for x in r.sub.readings()
-                if x["type"] == "device.status" and x["data"]["state"] == "online"
+            lambda: (
+                sum(
+                    1
+                    for x in r.sub.readings()
+                    if x["type"] == "device.status" and x["data"]["state"] == "online"
+                )
+                >= 2
             )
-            >= 2
         )
         r.sim.present_card(KNOWN)
         await r.sub.wait_for(lambda: bool(r.door_events("denied")))

@@ -14,6 +14,7 @@ import pytest
 
 from drivers.access_file import FileAccessList
 from drivers.access_rules import DoorAccess, WallTime
+from drivers.actions import DoorOpen, SetDoorMode
 from drivers.base import DeviceError, DeviceState, Priority, Reading, ReadingType, SystemClock
 from drivers.codecs.door_node_map import NEW_CARD_COIL
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver, build_driver
@@ -218,7 +219,7 @@ async def test_exit_button_pulses_lock(tmp_path: Path) -> None:
 async def test_locked_mode_denies_cards_but_exit_opens(tmp_path: Path) -> None:
     async with make_rig(tmp_path) as rig:
         await rig.online()
-        await rig.driver.execute("door.set_mode", {"mode": "locked"})
+        await rig.driver.execute(SetDoorMode("locked"))
         rig.sim.present_card(KNOWN)
         denied = await rig.sink.door_event("denied")
         assert (denied.data["card"], denied.data["reason"]) == (KNOWN, "door_locked")
@@ -243,14 +244,14 @@ async def test_locked_mode_from_config(tmp_path: Path) -> None:
 async def test_open_mode_holds_relay_and_back(tmp_path: Path) -> None:
     async with make_rig(tmp_path) as rig:
         await rig.online()
-        await rig.driver.execute("door.set_mode", {"mode": "open"})
+        await rig.driver.execute(SetDoorMode("open"))
         assert rig.sim.node.relay_on(1)
         relay_writes = [w for w in rig.sim.node.writes if w.kind is WriteKind.RELAY]
         # The first is the driver's start-up write (normal mode: relay off).
         assert [(w.address, w.value) for w in relay_writes] == [(0, 0x0000), (0, 0xFF00)]
         rig.sim.open_door()
         await rig.sink.door_event("opened")
-        await rig.driver.execute("door.set_mode", {"mode": "normal"})
+        await rig.driver.execute(SetDoorMode("normal"))
         assert not rig.sim.node.relay_on(1)
         assert not rig.sink.door_events("forced")
         assert not rig.sim.node.pulses
@@ -260,7 +261,7 @@ async def test_remote_open_pulses_hold_seconds(tmp_path: Path) -> None:
     async with make_rig(tmp_path) as rig:
         await rig.online()
         pulse_wait = asyncio.ensure_future(rig.sim.next_pulse())
-        await rig.driver.execute("door.open", {"hold_seconds": 7})
+        await rig.driver.execute(DoorOpen(hold_seconds=7))
         async with asyncio.timeout(WAIT_S):
             pulse = await pulse_wait
         assert (pulse.relay, pulse.tenths) == (1, 70)
@@ -330,7 +331,7 @@ async def test_command_jumps_a_bus_busy_with_polls(tmp_path: Path) -> None:
         for _ in range(3):
             before = server.received
             pulse_wait = asyncio.ensure_future(rig.sim.next_pulse())
-            await rig.driver.execute("door.open", {"hold_seconds": 2})
+            await rig.driver.execute(DoorOpen(hold_seconds=2))
             async with asyncio.timeout(WAIT_S):
                 await pulse_wait
             seen = list(server.requests)[before - server.received :]
@@ -350,6 +351,6 @@ async def test_a_refused_pulse_is_a_device_error_not_an_offline_bus(tmp_path: Pa
         await rig.online()
         rig.sim.server.slaves[1].write_hook = lambda request: 0x04
         with pytest.raises(DeviceError, match="device_failure") as caught:
-            await rig.driver.execute("door.open", {"hold_seconds": 2})
+            await rig.driver.execute(DoorOpen(hold_seconds=2))
         assert not isinstance(caught.value, TransportError)
         assert "offline" not in rig.sink.states()

@@ -38,8 +38,9 @@ async def test_swipe_and_pass_during_noise_bursts_are_both_read(tmp_path: Path) 
             async with asyncio.timeout(WAIT_S):
                 await g.door_sim.wait_until(lambda: len(g.door_sim.node.pulses) > pulses)  # noqa: B023
             await g.sink.wait_for(
-                lambda r, n=granted: len([x for x in g.sink.readings if door_event("granted")(x)])
-                > n
+                lambda r, n=granted: (
+                    len([x for x in g.sink.readings if door_event("granted")(x)]) > n
+                )
             )
         assert g.door.health.counters.get("cards_discarded_stale", 0) == 0
         assert g.door_sim.server.noise.corrupted >= 3

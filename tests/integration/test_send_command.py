@@ -30,6 +30,7 @@ from gateway.cli.operator_tools import (
     keygen,
     send_command,
 )
+from gateway.commands.inbound import InboundCommand
 from gateway.commands.model import CommandsConfig
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
@@ -162,7 +163,12 @@ class PublishingResults:
     )
 
     def put_result(
-        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
         self.queue.put_nowait((result_json, response_topic, correlation_data))
 
@@ -189,17 +195,20 @@ async def gateway(
         readings=RecordingSink(),
         results=results,
         clock=SystemClock(),
+        response_prefix=f"{share.root}/commands/results/",
     )
 
     async def serve(client: aiomqtt.Client) -> None:
         async for message in client.messages:
             props = message.properties
             assert isinstance(message.payload, bytes)
-            await processor.handle(
-                message.payload,
-                response_topic=getattr(props, "ResponseTopic", None),
-                correlation_data=getattr(props, "CorrelationData", None),
-                received_mono=time.monotonic(),
+            await processor.process(
+                InboundCommand(
+                    payload=message.payload,
+                    response_topic=getattr(props, "ResponseTopic", None),
+                    correlation_data=getattr(props, "CorrelationData", None),
+                    received_mono=time.monotonic(),
+                )
             )
             body, response_topic, correlation = results.queue.get_nowait()
             await client.publish(f"{share.root}/commands/results", body, qos=1)

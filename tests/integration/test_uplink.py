@@ -15,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, Priority, ReadingType, SystemClock, make_reading
+from gateway.commands.inbound import InboundCommand
 from gateway.config import MqttConfig
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime.clock import ClockSync, TrustedClockSync
@@ -34,15 +35,8 @@ class RecordingCommands:
     got: list[tuple[bytes, str | None, bytes | None]] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        received_mono: float,
-    ) -> None:
-        self.got.append((payload, response_topic, correlation_data))
+    def submit(self, inbound: InboundCommand) -> None:
+        self.got.append((inbound.payload, inbound.response_topic, inbound.correlation_data))
         self.event.set()
 
 
@@ -204,8 +198,8 @@ async def test_commands_reach_the_handler_with_response_topic(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     async with gateway(tmp_path, [broker.url]) as (_, uplink, commands):
-        await wait_connected(uplink)
-        await asyncio.sleep(0.2)  # the subscription is sent right after CONNACK
+        async with asyncio.timeout(10):
+            await uplink.subscribed.wait()
         async with aiomqtt.Client(
             "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
         ) as platform:
@@ -337,10 +331,8 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
         )
         await outbox.commit()  # the commit that sees the sync corrects the earlier rows
         broker.start()
-        before = sub.messages
-        sub = Subscriber(broker.port, ROOT)
-        sub.messages = before
-        await sub.start()
+        # The subscriber reconnects by itself (a second one with the same client
+        # id would take its session over, and the two would keep kicking each other).
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 3, timeout=30)
     await sub.stop()
     by_seq: dict[int, dict[str, Any]] = {}
@@ -357,7 +349,8 @@ async def test_mqtt_3_1_1_by_option(tmp_path: Path, broker: Mosquitto) -> None:
     sub = Subscriber(broker.port, ROOT)
     await sub.start()
     async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (outbox, uplink, commands):
-        await wait_connected(uplink)
+        async with asyncio.timeout(10):
+            await uplink.subscribed.wait()
         put_routine(outbox, 20)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 20)
         async with aiomqtt.Client("127.0.0.1", broker.port) as platform:

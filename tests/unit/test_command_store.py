@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.commands import store as store_module
 from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
 from gateway.commands.store import (
     DB_FILENAME,
@@ -138,7 +140,7 @@ def test_unfinished_is_reported_after_reopen(tmp_path: Path, clock: FakeClock) -
         second.close()
 
 
-def test_audit_is_append_only(tmp_path: Path, store: CommandStore) -> None:
+def test_audit_rows_are_never_updated(tmp_path: Path, store: CommandStore) -> None:
     store.record(make_record(None, CommandStatus.REJECTED, RejectReason.BAD_JSON))
     accept(store, make_command())
     store.finish(make_record())
@@ -152,10 +154,37 @@ def test_audit_is_append_only(tmp_path: Path, store: CommandStore) -> None:
     try:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("UPDATE audit SET status = 'done'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute("DELETE FROM audit")
     finally:
         conn.close()
+
+
+def test_audit_retention_by_age_and_size(tmp_path: Path) -> None:
+    clock = FakeClock(wall=T0, mono=0.0)
+    store = CommandStore.open(tmp_path, clock=clock, audit_retention_s=86_400, audit_max_rows=5)
+    try:
+        old = make_record(None, CommandStatus.REJECTED, RejectReason.REPLAYED)
+        store.record(old)
+        clock.step_wall(2 * 86_400)  # the first row is now past retention
+        for n in range(7):
+            store.record(dataclasses.replace(make_record(f"cmd-{n}"), at=clock.wall()))
+        store.prune()
+        assert [r.id for r in store.audit_log()] == [f"cmd-{n}" for n in range(2, 7)]
+    finally:
+        store.close()
+
+
+def test_version_1_store_is_migrated_to_allow_pruning(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILENAME, isolation_level=None)
+    store_module.SCHEMA.migrations[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO audit (status, received_at, at) VALUES ('rejected', ?, ?)", (T0, T0))
+    conn.close()
+    clock = FakeClock(wall=T0 + 100 * 86_400, mono=0.0)
+    store = CommandStore.open(tmp_path, clock=clock)  # prunes the 100-day-old row at once
+    try:
+        assert store.audit_log() == []
+    finally:
+        store.close()
 
 
 def test_record_can_spend_an_id(store: CommandStore) -> None:

@@ -1,4 +1,8 @@
-"""CommandProcessor: outcomes, audit, results, ping, latency, recovery, cancellation."""
+"""CommandProcessor: outcomes, audit, results, ping, latency, recovery, cancellation.
+
+Longer than 400 lines because it is one fake door and one rig driving every
+outcome of the processor, including unverified messages and reply topics.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,33 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from drivers.actions import DeviceAction, DoorOpen
 from drivers.base import (
     ActionNotSupportedError,
     DeviceError,
     DeviceHealth,
+    DeviceOffline,
+    DeviceRefused,
+    DeviceTimeout,
     Driver,
     Priority,
     ReadingType,
 )
-from drivers.transports.errors import TransportError, TransportTimeoutError
 from gateway.cli.operator_tools import (
     build_command,
     encode_command,
     public_key_b64,
     sign_command,
 )
+from gateway.commands.inbound import InboundCommand
 from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
+from gateway.commands.unverified import RESULT_BURST, RESULTS_PER_S
 from tests.fakes import FakeClock, RecordingSink
 
 GATEWAY = "north-gate-1"
+PREFIX = "reply/"  # where response topics are honoured in these tests
 T0 = 1_795_939_200.0
 KEY = Ed25519PrivateKey.generate()
 RECEIVED_MONO = 500.0
@@ -43,10 +53,18 @@ EXECUTE_MS = 14.2
 class ListResults:
     results: list[tuple[dict[str, Any], str | None, bytes | None]] = field(default_factory=list)
 
+    urgent: list[bool] = field(default_factory=list)
+
     def put_result(
-        self, result_json: bytes, *, response_topic: str | None, correlation_data: bytes | None
+        self,
+        result_json: bytes,
+        *,
+        response_topic: str | None,
+        correlation_data: bytes | None,
+        urgent: bool = True,
     ) -> None:
         self.results.append((json.loads(result_json), response_topic, correlation_data))
+        self.urgent.append(urgent)
 
 
 class FakeDoor:
@@ -56,7 +74,7 @@ class FakeDoor:
         self.device_id = device_id
         self.health = DeviceHealth(device_id, RecordingSink(), clock)
         self.clock = clock
-        self.calls: list[tuple[str, Mapping[str, Any]]] = []
+        self.calls: list[DeviceAction] = []
         self.raises: BaseException | None = None
         self.block = False
         self.started = asyncio.Event()
@@ -67,8 +85,8 @@ class FakeDoor:
     def actions(self) -> frozenset[str]:
         return frozenset({"door.open", "door.set_mode"})
 
-    async def execute(self, action: str, params: Mapping[str, Any]) -> None:
-        self.calls.append((action, params))
+    async def execute(self, action: DeviceAction) -> None:
+        self.calls.append(action)
         self.started.set()
         self.clock.advance(EXECUTE_MS / 1000)
         if self.block:
@@ -117,6 +135,7 @@ def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -
         readings=readings,
         results=results,
         clock=clock,
+        response_prefix=PREFIX,
     )
     return Rig(processor, door, store, readings, results, clock)
 
@@ -148,15 +167,22 @@ def payload(
     return encode_command(sign_command(command, KEY))
 
 
-async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
-    result = await rig.processor.handle(
-        data,
+def inbound(data: bytes, **kwargs: Any) -> InboundCommand:
+    return InboundCommand(
+        payload=data,
         response_topic=kwargs.get("response_topic"),
         correlation_data=kwargs.get("correlation_data"),
         received_mono=RECEIVED_MONO,
     )
-    body: dict[str, Any] = json.loads(result.to_json())
-    assert rig.results.results[-1][0] == body  # what was returned is what was sent
+
+
+async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    sent = len(rig.results.results)
+    result = await rig.processor.process(inbound(data, **kwargs))
+    body: dict[str, Any] = rig.results.results[-1][0]
+    assert len(rig.results.results) > sent
+    if result is not None:
+        assert json.loads(result.to_json()) == body  # what was returned is what was sent
     return body
 
 
@@ -171,7 +197,7 @@ async def test_door_open_done(rig: Rig) -> None:
         "at": "2026-11-29T08:00:01.014Z",
         "latency_ms": pytest.approx(1.0 + EXECUTE_MS),
     }
-    assert rig.door.calls == [("door.open", {"hold_seconds": 5})]  # default filled in
+    assert rig.door.calls == [DoorOpen(hold_seconds=5)]  # typed, default filled in
     assert rig.results.results[-1][1:] == ("reply/to", b"c1")
 
     [reading] = rig.readings.readings
@@ -200,9 +226,10 @@ async def test_door_open_done(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("error", "status", "reason"),
     [
-        (TransportError("/dev/ttyUSB0", "gone"), "failed", "device_offline"),
-        (TransportTimeoutError("/dev/ttyUSB0", "no reply"), "failed", "timeout"),
-        (DeviceError("door-east-1", "exception 04"), "failed", "device_error"),
+        (DeviceOffline("door-east-1", "gone"), "failed", "device_offline"),
+        (DeviceTimeout("door-east-1", "no reply"), "failed", "timeout"),
+        (DeviceRefused("door-east-1", "exception 04"), "failed", "device_error"),
+        (DeviceError("door-east-1", "fault"), "failed", "device_error"),
         (TimeoutError(), "failed", "timeout"),
         (RuntimeError("driver bug"), "failed", "device_error"),
         (ActionNotSupportedError("door-east-1", "no"), "rejected", "not_permitted"),
@@ -238,17 +265,76 @@ async def test_ping_is_answered_by_the_gateway(rig: Rig) -> None:
     assert rig.store.is_seen("cmd-1")
 
 
-async def test_bad_json_is_audited_with_null_id(rig: Rig) -> None:
+async def test_unverified_message_is_counted_not_stored(rig: Rig) -> None:
+    syncs: list[int] = []
+    rig.store.sync = lambda: syncs.append(1)  # type: ignore[method-assign]
     body = await handle(rig, b"\x00\xff garbage", response_topic="reply/to")
     assert body["id"] is None
     assert (body["status"], body["reason"], body["device"]) == ("rejected", "bad_json", None)
     assert body["latency_ms"] == pytest.approx(1.0)
+    # Results topic only (the response topic needs a verified signature), no
+    # sync of its own, no audit row, no reading of its own.
+    assert rig.results.results[0][1:] == (None, None)
+    assert rig.results.urgent == [False]
+    assert syncs == []
+    assert rig.store.audit_log() == []
+    assert rig.readings.readings == []
+
+
+async def test_unverified_messages_are_reported_in_aggregate(rig: Rig) -> None:
+    for data in (b"not json", b"[1,2,3]", b"{}", b"{}"):
+        assert await rig.processor.process(inbound(data)) is None
+    forged = json.loads(payload())
+    forged["params"] = {"hold_seconds": 30}  # the signature no longer covers it
+    await rig.processor.process(inbound(json.dumps(forged).encode()))
+    rig.clock.step_wall(60)
+    rig.processor.report_unverified()
     [reading] = rig.readings.readings
-    assert reading.device == GATEWAY  # no device to name: the gateway's own id
-    assert reading.data["id"] is None
-    [row] = rig.store.audit_log()
-    assert (row.id, row.reason) == (None, RejectReason.BAD_JSON)
-    assert rig.results.results[0][1] == "reply/to"
+    assert reading.type is ReadingType.AUDIT_COMMAND
+    assert reading.device == GATEWAY
+    assert reading.data["unverified"] == {"bad_json": 1, "bad_schema": 3, "bad_signature": 1}
+    assert reading.data["count"] == 5
+    assert (reading.data["status"], reading.data["reason"]) == ("rejected", "bad_schema")
+    rig.processor.report_unverified()  # nothing new: no second reading
+    assert len(rig.readings.readings) == 1
+
+
+async def test_results_for_unverified_messages_are_rate_limited(rig: Rig) -> None:
+    for _ in range(RESULT_BURST * 5):
+        await rig.processor.process(inbound(b"not json"))
+    assert len(rig.results.results) == RESULT_BURST
+    rig.clock.advance(1.0)
+    for _ in range(RESULT_BURST):
+        await rig.processor.process(inbound(b"not json"))
+    assert len(rig.results.results) == RESULT_BURST + int(RESULTS_PER_S)
+    rig.processor.report_unverified()
+    assert rig.readings.readings[0].data["results_suppressed"] == RESULT_BURST * 6 - (
+        RESULT_BURST + int(RESULTS_PER_S)
+    )
+    # A real command is not held back by the budget the garbage spent.
+    assert (await handle(rig, payload()))["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("topic", "correlation", "honoured"),
+    [
+        ("reply/to", b"c1", True),
+        ("reply/to", None, True),
+        ("a/#", b"c1", False),  # a wildcard: paho would refuse to publish it
+        ("reply/+/x", b"c1", False),
+        ("elsewhere/topic", b"c1", False),  # outside the prefix
+        ("reply/", b"c1", False),  # the prefix alone
+        ("reply/" + "x" * 251, b"c1", False),  # over 256 bytes
+        ("reply/to", b"c" * 257, False),  # correlation data over 256 bytes
+        ("reply/to", b"c" * 256, True),
+    ],
+)
+async def test_response_topic_honoured_only_under_the_prefix(
+    rig: Rig, topic: str, correlation: bytes | None, honoured: bool
+) -> None:
+    await handle(rig, payload(), response_topic=topic, correlation_data=correlation)
+    expected = (topic, correlation) if honoured else (None, None)
+    assert rig.results.results[-1][1:] == expected
 
 
 async def test_replay_is_rejected_and_runs_once(rig: Rig) -> None:
@@ -289,9 +375,7 @@ async def test_concurrent_duplicate_runs_once(rig: Rig) -> None:
 async def test_cancelled_mid_command_is_reported_then_reraised(rig: Rig) -> None:
     rig.door.block = True
     task = asyncio.create_task(
-        rig.processor.handle(
-            payload(), response_topic="r", correlation_data=b"c", received_mono=RECEIVED_MONO
-        ),
+        rig.processor.process(inbound(payload(), response_topic="reply/r", correlation_data=b"c")),
         name="cancelled",
     )
     await rig.door.started.wait()
@@ -299,7 +383,7 @@ async def test_cancelled_mid_command_is_reported_then_reraised(rig: Rig) -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     [(body, topic, corr)] = rig.results.results
-    assert (body["status"], body["reason"], topic, corr) == ("failed", "timeout", "r", b"c")
+    assert (body["status"], body["reason"], topic, corr) == ("failed", "timeout", "reply/r", b"c")
     assert rig.store.unfinished() == []
 
 
@@ -308,7 +392,9 @@ async def test_unfinished_commands_are_reported_after_restart(tmp_path: Path) ->
     # Accepted, then the gateway died before finishing: the store alone shows it.
     store = CommandStore.open(tmp_path, clock=clock)
     store.accept(
-        VerifiedCommand("cmd-7", "door.open", "door-east-1", {}, "platform-2026", T0, T0 + 30),
+        VerifiedCommand(
+            "cmd-7", "door.open", "door-east-1", DoorOpen(), "platform-2026", T0, T0 + 30
+        ),
         received_at=T0,
         response_topic="reply/to",
         correlation_data=b"c7",

@@ -20,7 +20,7 @@ from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.runtime.metrics import GatewayCollector, MetricsSources
 from gateway.runtime.metrics_server import MetricsServer
-from gateway.uplink.session import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
+from gateway.uplink.stats import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
 from tests.fakes import FakeClock, FakeClockSync, RecordingSink
 
 

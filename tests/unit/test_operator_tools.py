@@ -13,23 +13,22 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivers.actions import OtherAction
 from gateway.cli.operator_tools import (
     EXIT_USAGE,
-    BrokerAddress,
     add_operator_subcommands,
     build_command,
     encode_command,
     keygen,
     load_private_key,
-    parse_broker_url,
     parse_param,
     parse_params,
     send_command,
     sign_command,
-    topic_root,
 )
 from gateway.commands.model import CommandRejected, CommandsConfig, RejectReason
 from gateway.commands.verify import CommandVerifier
+from gateway.uplink.broker import BrokerUrl, parse_broker_url, topic_root
 from tests.fakes import FakeClock
 
 T0 = 1_795_939_200.0
@@ -100,7 +99,9 @@ def test_sign_then_verify_round_trip(tmp_path: Path) -> None:
         load_private_key(tmp_path / f"{key_id}.pem"),
     )
     verified = verifier.verify(encode_command(command))
-    assert verified.params == {"text": "北门 ✓", "count": 3, "ratio": 0.5, "on": True}
+    assert verified.params == OtherAction(
+        "display.show", {"text": "北门 ✓", "count": 3, "ratio": 0.5, "on": True}
+    )
 
     command["params"]["count"] = 4
     with pytest.raises(CommandRejected) as info:
@@ -155,12 +156,12 @@ def test_parse_params_errors(bad: list[str]) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("mqtt://broker.example", BrokerAddress("broker.example", 1883, tls=False)),
-        ("mqtt://127.0.0.1:1884", BrokerAddress("127.0.0.1", 1884, tls=False)),
-        ("mqtts://broker.example", BrokerAddress("broker.example", 8883, tls=True)),
+        ("mqtt://broker.example", BrokerUrl("broker.example", 1883, tls=False)),
+        ("mqtt://127.0.0.1:1884", BrokerUrl("127.0.0.1", 1884, tls=False)),
+        ("mqtts://broker.example", BrokerUrl("broker.example", 8883, tls=True)),
     ],
 )
-def test_parse_broker_url(url: str, expected: BrokerAddress) -> None:
+def test_parse_broker_url(url: str, expected: BrokerUrl) -> None:
     assert parse_broker_url(url) == expected
 
 

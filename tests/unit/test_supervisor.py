@@ -48,3 +48,26 @@ async def test_cancellation_is_never_swallowed() -> None:
 
 def test_shutdown_budget_fits_the_five_seconds_of_the_issue() -> None:
     assert supervisor.SHUTDOWN_BUDGET_S < 5.0
+
+
+async def test_a_task_that_was_asked_to_stop_is_not_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor, "RESTART_INITIAL_S", 0.001)
+    stopping = False
+    runs = 0
+    failures: list[BaseException] = []
+
+    async def uplink_like() -> None:
+        nonlocal runs, stopping
+        runs += 1
+        if runs == 1:
+            raise ValueError("Publish topic cannot contain wildcards.")  # a bug: restarted
+        stopping = True  # the second run ends because shutdown was asked for
+
+    async with asyncio.timeout(5):
+        await supervisor.supervise(
+            "uplink", uplink_like, on_failure=failures.append, finished=lambda: stopping
+        )
+    assert runs == 2
+    assert [type(f) for f in failures] == [ValueError]

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from drivers.actions import DoorOpen
 from drivers.base import DeviceError, Priority, ReadingType
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
 from drivers.transports.errors import TransportError, TransportTimeoutError
@@ -307,7 +308,7 @@ async def test_no_actions() -> None:
     driver, _, _ = make()
     assert driver.actions() == frozenset()
     with pytest.raises(DeviceError):
-        await driver.execute("door.open", {})
+        await driver.execute(DoorOpen())
 
 
 def test_build_driver_shares_the_bus_of_its_port() -> None:
