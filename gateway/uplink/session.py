@@ -16,6 +16,10 @@ Sending the lanes, including what happens to a message the broker refuses,
 is ``gateway.uplink.drain``. Inbound payloads over ``max_inbound_bytes`` are refused
 by the broker (MQTT 5 Maximum Packet Size in CONNECT) and, should one arrive
 anyway (MQTT 3.1.1), dropped before they are queued.
+
+Longer than 400 lines because the connect, failover and failback loop, the
+status and access-state publishing and the inbound dispatch share one client
+and one session's lifetime; draining and the statistics are already apart.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.access_rules import DoorAccess
+from drivers.actions import SetDoorMode
 from drivers.base import Reading
 from gateway.access.build import card, snapshot_messages
 from gateway.access.message import AccessSnapshotPart, parse_message
@@ -98,7 +99,7 @@ async def decide_at_the_door(
     async with make_rig(tmp_path, access=access) as rig:
         await rig.online()
         if locked:
-            await rig.driver.execute("door.set_mode", {"mode": "locked"})
+            await rig.driver.execute(SetDoorMode("locked"))
         rig.sim.present_card(card_id)
         event = await rig.sink.wait_for(lambda r: r.data.get("event") in {"granted", "denied"})
         pulses = len(rig.sim.node.pulses)
