@@ -181,6 +181,15 @@ class _Band:
     last_vitals: float | None = None
 
 
+def _held_off(last: float | None, now: float, holdoff_s: float) -> bool:
+    """Whether an alarm at ``now`` repeats the one at ``last`` (within the hold-off)."""
+    return last is not None and now - last < holdoff_s
+
+
+def _alarm(type_: ReadingType, band: _Band, data: Mapping[str, Any]) -> WearableEvent:
+    return WearableEvent(type_, Priority.ALARM, {"wearer": band.wearer, **data})
+
+
 class WearableTracker:
     """Dedupe, rate limits and presence for the configured bands. Time is passed in."""
 
@@ -262,24 +271,13 @@ class WearableTracker:
         out: list[WearableEvent],
     ) -> None:
         battery = {"battery": None, "battery_v": p.battery_v}
-        if p.button and (band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s):
+        if p.button and not _held_off(band.last_sos, now, self._sos_holdoff_s):
             band.last_sos = now
-            out.append(
-                WearableEvent(
-                    ReadingType.WEARABLE_SOS,
-                    Priority.ALARM,
-                    {"wearer": band.wearer, **battery, "rssi": rssi, "source": p.model},
-                )
-            )
-        if p.fall and (band.last_fall is None or now - band.last_fall >= self._fall_holdoff_s):
+            sos = {**battery, "rssi": rssi, "source": p.model}
+            out.append(_alarm(ReadingType.WEARABLE_SOS, band, sos))
+        if p.fall and not _held_off(band.last_fall, now, self._fall_holdoff_s):
             band.last_fall = now
-            out.append(
-                WearableEvent(
-                    ReadingType.WEARABLE_FALL,
-                    Priority.ALARM,
-                    {"wearer": band.wearer, "rssi": rssi, "source": p.model},
-                )
-            )
+            out.append(_alarm(ReadingType.WEARABLE_FALL, band, {"rssi": rssi, "source": p.model}))
         self._vitals(band, battery, now, rssi, out)
 
     def _bthome(
@@ -295,7 +293,7 @@ class WearableTracker:
             battery["battery_v"] = p.voltage_v
         if p.button:  # 0 / None: no button event in this advertisement
             if p.packet_id is None:
-                new = band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s
+                new = not _held_off(band.last_sos, now, self._sos_holdoff_s)
             else:
                 # A band repeats one advertisement (same packet id) many times;
                 # a new press has a new id. The id is forgotten once it has not
@@ -314,19 +312,8 @@ class WearableTracker:
                     event = BtHomeButton(p.button).name.lower()
                 except ValueError:
                     event = f"0x{p.button:02x}"
-                out.append(
-                    WearableEvent(
-                        ReadingType.WEARABLE_SOS,
-                        Priority.ALARM,
-                        {
-                            "wearer": band.wearer,
-                            **battery,
-                            "rssi": rssi,
-                            "source": "bthome",
-                            "event": event,
-                        },
-                    )
-                )
+                sos = {**battery, "rssi": rssi, "source": "bthome", "event": event}
+                out.append(_alarm(ReadingType.WEARABLE_SOS, band, sos))
         if p.battery_pct is not None or p.voltage_v is not None:
             self._vitals(band, battery, now, rssi, out)
 
