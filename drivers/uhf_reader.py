@@ -223,29 +223,6 @@ class TagPass:
         }
 
 
-@dataclass(slots=True)
-class _OpenPass:
-    first_wall: float
-    first_mono: float
-    last_wall: float
-    last_mono: float
-    count: int
-    rssi: int | None
-    antenna: int | None
-
-    def close(self, epc: str) -> TagPass:
-        return TagPass(
-            epc,
-            self.first_wall,
-            self.first_mono,
-            self.last_wall,
-            self.last_mono,
-            self.count,
-            self.rssi,
-            self.antenna,
-        )
-
-
 class PassCollapser:
     """Collapses repeated reads of one EPC into passes. Time is passed in.
 
@@ -259,7 +236,8 @@ class PassCollapser:
         self._window_s = window_s
         self._max_pass_s = max_pass_s
         self._max_open = max_open
-        self._open: dict[str, _OpenPass] = {}
+        self._open: dict[str, TagPass] = {}
+        """The pass of each EPC still open, as it stands (replaced on every read)."""
 
     @property
     def open_count(self) -> int:
@@ -281,22 +259,30 @@ class PassCollapser:
             mono - current.last_mono >= self._window_s
             or mono - current.first_mono >= self._max_pass_s
         ):
-            closed.append(current.close(epc))
+            closed.append(current)
             del self._open[epc]
             current = None
         if current is None:
             if len(self._open) >= self._max_open:
                 oldest = next(iter(self._open))
-                closed.append(self._open.pop(oldest).close(oldest))
-            self._open[epc] = _OpenPass(wall, mono, wall, mono, 1, rssi, antenna)
+                closed.append(self._open.pop(oldest))
+            self._open[epc] = TagPass(epc, wall, mono, wall, mono, 1, rssi, antenna)
             return closed
-        current.last_wall = wall
-        current.last_mono = max(mono, current.last_mono)
-        current.count += 1
-        if rssi is not None and (current.rssi is None or rssi > current.rssi):
-            current.rssi = rssi
-        if current.antenna is None:
-            current.antenna = antenna
+        best_rssi = current.rssi
+        if rssi is not None and (best_rssi is None or rssi > best_rssi):
+            best_rssi = rssi
+        # A new frozen pass per read (about a microsecond): the open pass is
+        # already the one reported when it closes.
+        self._open[epc] = TagPass(
+            epc,
+            current.first_wall,
+            current.first_mono,
+            wall,
+            max(mono, current.last_mono),
+            current.count + 1,
+            best_rssi,
+            current.antenna if current.antenna is not None else antenna,
+        )
         return closed
 
     def expire(self, mono: float) -> list[TagPass]:
@@ -306,7 +292,7 @@ class PassCollapser:
             for epc, p in self._open.items()
             if mono - p.last_mono >= self._window_s or mono - p.first_mono >= self._max_pass_s
         ]
-        return [self._open.pop(epc).close(epc) for epc in done]
+        return [self._open.pop(epc) for epc in done]
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next expiry, if any pass is open."""
@@ -319,7 +305,7 @@ class PassCollapser:
 
     def flush(self) -> list[TagPass]:
         """Close every open pass (shutdown)."""
-        out = [p.close(epc) for epc, p in self._open.items()]
+        out = list(self._open.values())
         self._open.clear()
         return out
 
