@@ -12,6 +12,7 @@ from typing import Any
 from drivers.base import Clock, ReadingType, SystemClock, make_reading
 from gateway.outbox.store import Outbox
 from gateway.runtime.clock import TrustedClockSync
+from tests.outboxes import site_outbox
 
 
 def proc_status_kb(pid: int, field: str) -> int:
@@ -42,15 +43,7 @@ def bench_outbox(data_dir: Path, clock: Clock, *, max_bytes: int | None = 1 << 3
     ``max_bytes=None`` keeps the outbox's own default cap.
     """
     cap = {} if max_bytes is None else {"max_bytes": max_bytes}
-    return Outbox(
-        data_dir,
-        site="changqing",
-        gateway_id="north-gate-1",
-        clock=clock,
-        clock_sync=TrustedClockSync(),
-        boot_id="bench",
-        **cap,
-    )
+    return site_outbox(data_dir, clock, clock_sync=TrustedClockSync(), boot_id="bench", **cap)
 
 
 def backlog(database: Path) -> int:

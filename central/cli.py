@@ -23,13 +23,13 @@ import psycopg
 
 from central.amqp import INGEST_QUEUE
 from central.cards import import_list, read_import, revoke
-from central.commands import send_and_wait
+from central.commands import OPEN_TTL_S, send_and_wait
 from central.ingest import IngestConfig, IngestWorker
 from central.reconcile import Reconciler
 from central.report import build_report, format_report
 from central.schema import migrate
 from central.store import WriteMode
-from gateway.cli.operator_tools import load_private_key
+from gateway.cli.operator_tools import CommandOrder, load_private_key
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -181,16 +181,10 @@ async def _run_open(args: argparse.Namespace) -> int:
         print("error: no broker: give --amqp or set ESTATE_AMQP", file=sys.stderr)
         return EXIT_USAGE
     try:
+        params = {"hold_seconds": args.hold_seconds}
+        order = CommandOrder(args.gateway, "door.open", args.door, params, args.key_id, OPEN_TTL_S)
         outcome = await send_and_wait(
-            args.amqp,
-            key_file=args.key,
-            key_id=args.key_id,
-            site=args.site,
-            gateway=args.gateway,
-            action="door.open",
-            device=args.door,
-            params={"hold_seconds": args.hold_seconds},
-            timeout_s=args.timeout,
+            args.amqp, order, key_file=args.key, site=args.site, timeout_s=args.timeout
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

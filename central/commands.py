@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,11 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 from central import amqp
-from gateway.cli.operator_tools import (
-    build_command,
-    encode_command,
-    load_private_key,
-    sign_command,
-)
+from gateway.cli.operator_tools import CommandOrder, encode_command, load_private_key
 from gateway.uplink.broker import topic_root
+
+OPEN_TTL_S = 30.0
+"""Lifetime of an ``open`` command: the gateway refuses it after that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +41,10 @@ class CommandOutcome:
 
 async def send_and_wait(
     amqp_urls: Sequence[str],
+    order: CommandOrder,
     *,
     key_file: Path | str,
-    key_id: str,
     site: str,
-    gateway: str,
-    action: str,
-    device: str,
-    params: Mapping[str, Any],
-    ttl_s: float = 30.0,
     timeout_s: float = 10.0,
 ) -> CommandOutcome:
     """Sign and publish one command, then wait for the result with its id.
@@ -62,20 +55,8 @@ async def send_and_wait(
     """
     private_key = load_private_key(key_file)
     command_id = str(uuid.uuid4())
-    root = topic_root(site, gateway)
-    command = sign_command(
-        build_command(
-            command_id=command_id,
-            gateway=gateway,
-            action=action,
-            device=device,
-            params=params,
-            key_id=key_id,
-            issued_at=time.time(),
-            ttl_s=ttl_s,
-        ),
-        private_key,
-    )
+    root = topic_root(site, order.gateway)
+    command = order.signed(private_key, command_id=command_id, issued_at=time.time())
     conn, _ = await amqp.connect(amqp_urls)
     async with conn:
         channel = await conn.channel()

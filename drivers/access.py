@@ -1,8 +1,9 @@
-"""The local access list: which cards open which doors, and when.
+"""The local card file: which cards open which doors, and when.
 
 The gateway and the door node together are the access controller
-(PROTOCOLS.md, "Door node"): each card is decided here, from a local file, so
-residents still get in when the network is down.
+(PROTOCOLS.md, "Door node"): with this file, residents still get in when the
+network is down. This module owns the file's format and its reload; cards are
+decided by ``drivers.access_rules.decide``, through ``drivers.access_file``.
 
 File format (``access.cards``), UTF-8 text, one card per line::
 
@@ -50,13 +51,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
 
 from drivers.masking import mask
 
@@ -71,24 +69,6 @@ _FIELD_SEPARATOR = re.compile(r"[ \t]+")
 """ASCII space and tab only: ``str.split()`` would also split on U+001C, U+0085..."""
 _BLANKS = " \t"
 _BOM = b"\xef\xbb\xbf"
-
-
-class AccessReason(StrEnum):
-    """Why a card was granted or denied (logged and kept in the driver's counters)."""
-
-    GRANTED = "granted"
-    UNKNOWN_CARD = "unknown_card"
-    WRONG_DOOR = "wrong_door"
-    NOT_YET_VALID = "not_yet_valid"
-    EXPIRED = "expired"
-    NO_ACCESS_LIST = "no_access_list"
-
-
-class Decision(NamedTuple):
-    """The outcome of ``AccessList.decide``; unpacks as ``(granted, reason)``."""
-
-    granted: bool
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +211,6 @@ def parse_bytes(
     return entries, problems
 
 
-def _check(entry: CardEntry, door: str, now_wall: float) -> AccessReason:
-    if entry.doors is not None and door not in entry.doors:
-        return AccessReason.WRONG_DOOR
-    if entry.valid_from is not None and now_wall < entry.valid_from:
-        return AccessReason.NOT_YET_VALID
-    if entry.valid_until is not None and now_wall >= entry.valid_until:
-        return AccessReason.EXPIRED
-    return AccessReason.GRANTED
-
-
 class AccessList:
     """The cards allowed in, loaded from a file and reloaded when it changes.
 
@@ -249,14 +219,9 @@ class AccessList:
     be called from a driver's poll loop.
     """
 
-    def __init__(
-        self, path: Path, *, tz: tzinfo | None = None, now: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, path: Path, *, tz: tzinfo | None = None) -> None:
         self.path = path
         self._tz = tz
-        # "Now" for card windows: the gateway passes its trusted time
-        # (CONTRACT 1.1), so a stale boot clock cannot revive an expired card.
-        self._now = now
         self._entries: dict[str, list[CardEntry]] = {}
         self._signature: tuple[int, int, int] | None = None
         self._missing_warned = False
@@ -337,44 +302,3 @@ class AccessList:
         if not self._missing_warned:
             self._missing_warned = True
             _LOGGER.warning("access list missing, every card is denied: path=%s", self.path)
-
-    def decide(self, card: str, door: str, now_wall: float | None = None) -> Decision:
-        """Whether ``card`` may open ``door`` at ``now_wall`` (epoch seconds), and why.
-
-        ``now_wall`` defaults to the ``now`` the list was made with.
-
-        The reason is an ``AccessReason`` value: ``granted``, or for a denial
-        the most specific one among the card's lines (a line for this door
-        that is out of its period beats a line for another door).
-        """
-        if now_wall is None:
-            now_wall = self._now()
-        if not self._loaded:
-            decision = Decision(False, AccessReason.NO_ACCESS_LIST.value)
-        else:
-            entries = self._entries.get(card.upper())
-            if not entries:
-                decision = Decision(False, AccessReason.UNKNOWN_CARD.value)
-            else:
-                reasons = [_check(entry, door, now_wall) for entry in entries]
-                if AccessReason.GRANTED in reasons:
-                    decision = Decision(True, AccessReason.GRANTED.value)
-                else:
-                    # Report the most specific failure: a line for this door that is
-                    # out of its period says more than a line for another door.
-                    order = (
-                        AccessReason.NOT_YET_VALID,
-                        AccessReason.EXPIRED,
-                        AccessReason.WRONG_DOOR,
-                    )
-                    reason = next(r for r in order if r in reasons)
-                    decision = Decision(False, reason.value)
-        if _LOGGER.isEnabledFor(logging.DEBUG):
-            _LOGGER.debug(
-                "access decision: card=%s door=%s granted=%s reason=%s",
-                mask_card(card),
-                door,
-                decision.granted,
-                decision.reason,
-            )
-        return decision

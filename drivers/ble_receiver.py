@@ -35,14 +35,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from drivers.actions import DeviceAction
 from drivers.base import (
-    ActionNotSupportedError,
     Clock,
-    DeviceConfigBase,
-    DeviceHealth,
     DeviceState,
     Driver,
     Priority,
@@ -62,7 +58,8 @@ from drivers.codecs.ble_gprp import (
     decode_payload,
 )
 from drivers.masking import mask as mask_identifier
-from drivers.transports.config import SerialTransportConfig, serial_defaults
+from drivers.serial_device import SerialDeviceConfig, SerialDeviceDriver, serial_transport_field
+from drivers.transports.config import SerialTransportConfig
 from drivers.transports.serial import SerialTransport, run_serial
 
 __all__ = [
@@ -102,13 +99,13 @@ def normalise_mac(value: str) -> str:
     return mac
 
 
-class BleReceiverConfig(DeviceConfigBase):
+class BleReceiverConfig(SerialDeviceConfig):
     """A BLE receiver (``ble-gprp-v1``) and the wearables it watches."""
 
+    DEFAULT_BAUDRATE = DEFAULT_BAUDRATE
     kind: Literal["ble_receiver"]
-    transport: SerialTransportConfig = Field(
-        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=DEFAULT_BAUDRATE),
-        description="Serial line; baudrate defaults to 115200 for this kind.",
+    transport: SerialTransportConfig = serial_transport_field(
+        DEFAULT_BAUDRATE, "Serial line; baudrate defaults to 115200 for this kind."
     )
     wearers: dict[str, str] = Field(
         default_factory=dict,
@@ -144,11 +141,6 @@ class BleReceiverConfig(DeviceConfigBase):
         description="The receiver is offline when it has printed nothing for this long.",
     )
 
-    @field_validator("transport", mode="before")
-    @classmethod
-    def _transport_defaults(cls, value: Any) -> Any:
-        return serial_defaults(value, baudrate=DEFAULT_BAUDRATE)
-
     @field_validator("wearers", mode="after")
     @classmethod
     def _normalise_wearers(cls, value: dict[str, str]) -> dict[str, str]:
@@ -163,12 +155,6 @@ class BleReceiverConfig(DeviceConfigBase):
         if len(set(out.values())) != len(out):
             raise ValueError("each wearer id names one band: ids must be unique")
         return out
-
-    @model_validator(mode="after")
-    def _check(self) -> BleReceiverConfig:
-        if self.transport.port is None and not self.simulate:
-            raise ValueError("transport.port is required unless simulate is true")
-        return self
 
 
 # --- policy (pure) -----------------------------------------------------------------
@@ -193,6 +179,15 @@ class _Band:
     button_packet: int | None = None
     button_packet_seen: float | None = None
     last_vitals: float | None = None
+
+
+def _held_off(last: float | None, now: float, holdoff_s: float) -> bool:
+    """Whether an alarm at ``now`` repeats the one at ``last`` (within the hold-off)."""
+    return last is not None and now - last < holdoff_s
+
+
+def _alarm(type_: ReadingType, band: _Band, data: Mapping[str, Any]) -> WearableEvent:
+    return WearableEvent(type_, Priority.ALARM, {"wearer": band.wearer, **data})
 
 
 class WearableTracker:
@@ -276,24 +271,13 @@ class WearableTracker:
         out: list[WearableEvent],
     ) -> None:
         battery = {"battery": None, "battery_v": p.battery_v}
-        if p.button and (band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s):
+        if p.button and not _held_off(band.last_sos, now, self._sos_holdoff_s):
             band.last_sos = now
-            out.append(
-                WearableEvent(
-                    ReadingType.WEARABLE_SOS,
-                    Priority.ALARM,
-                    {"wearer": band.wearer, **battery, "rssi": rssi, "source": p.model},
-                )
-            )
-        if p.fall and (band.last_fall is None or now - band.last_fall >= self._fall_holdoff_s):
+            sos = {**battery, "rssi": rssi, "source": p.model}
+            out.append(_alarm(ReadingType.WEARABLE_SOS, band, sos))
+        if p.fall and not _held_off(band.last_fall, now, self._fall_holdoff_s):
             band.last_fall = now
-            out.append(
-                WearableEvent(
-                    ReadingType.WEARABLE_FALL,
-                    Priority.ALARM,
-                    {"wearer": band.wearer, "rssi": rssi, "source": p.model},
-                )
-            )
+            out.append(_alarm(ReadingType.WEARABLE_FALL, band, {"rssi": rssi, "source": p.model}))
         self._vitals(band, battery, now, rssi, out)
 
     def _bthome(
@@ -309,7 +293,7 @@ class WearableTracker:
             battery["battery_v"] = p.voltage_v
         if p.button:  # 0 / None: no button event in this advertisement
             if p.packet_id is None:
-                new = band.last_sos is None or now - band.last_sos >= self._sos_holdoff_s
+                new = not _held_off(band.last_sos, now, self._sos_holdoff_s)
             else:
                 # A band repeats one advertisement (same packet id) many times;
                 # a new press has a new id. The id is forgotten once it has not
@@ -328,19 +312,8 @@ class WearableTracker:
                     event = BtHomeButton(p.button).name.lower()
                 except ValueError:
                     event = f"0x{p.button:02x}"
-                out.append(
-                    WearableEvent(
-                        ReadingType.WEARABLE_SOS,
-                        Priority.ALARM,
-                        {
-                            "wearer": band.wearer,
-                            **battery,
-                            "rssi": rssi,
-                            "source": "bthome",
-                            "event": event,
-                        },
-                    )
-                )
+                sos = {**battery, "rssi": rssi, "source": "bthome", "event": event}
+                out.append(_alarm(ReadingType.WEARABLE_SOS, band, sos))
         if p.battery_pct is not None or p.voltage_v is not None:
             self._vitals(band, battery, now, rssi, out)
 
@@ -367,15 +340,14 @@ class WearableTracker:
 # --- driver ---------------------------------------------------------------------------
 
 
-class BleReceiverDriver:
+class BleReceiverDriver(SerialDeviceDriver):
     """Driver for one BLE receiver; implements ``drivers.base.Driver``."""
 
+    DEVICE_NOUN = "a BLE receiver"
+
     def __init__(self, config: BleReceiverConfig, *, sink: ReadingSink, clock: Clock) -> None:
+        super().__init__(config, sink=sink, clock=clock)
         self.config = config
-        self.device_id = config.id
-        self._sink = sink
-        self._clock = clock
-        self.health = DeviceHealth(device=config.id, sink=sink, clock=clock)
         self.tracker = WearableTracker(
             config.wearers,
             now=clock.monotonic(),
@@ -386,27 +358,11 @@ class BleReceiverDriver:
         )
         self._last_bytes = clock.monotonic()
 
-    def actions(self) -> frozenset[str]:
-        return frozenset()
-
-    async def execute(self, action: DeviceAction) -> None:
-        raise ActionNotSupportedError(
-            self.device_id, f"no action {action.name!r} on a BLE receiver"
-        )
-
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""
         await run_serial(
             self.config.transport, self._session, on_up=self._on_up, on_down=self._on_down
         )
-
-    def _on_up(self, transport: SerialTransport) -> None:
-        _LOGGER.debug("port open device=%s port=%s", self.device_id, transport.port)
-
-    def _on_down(self, reason: str) -> None:
-        self.health.count("port_down")
-        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
-            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
 
     async def _session(self, transport: SerialTransport) -> None:
         decoder = GprpDecoder()  # per connection: no half line survives a reopen
@@ -419,9 +375,7 @@ class BleReceiverDriver:
             except TimeoutError:
                 continue
             self._last_bytes = self._clock.monotonic()
-            self.health.seen()
-            if self.health.set_state(DeviceState.ONLINE, "receiving"):
-                _LOGGER.info("device online device=%s", self.device_id)
+            if self._online("receiving"):
                 self.tracker.resume(self._last_bytes)
             for event in decoder.feed(data):
                 self._handle(event)
@@ -431,10 +385,12 @@ class BleReceiverDriver:
         if self.health.state is DeviceState.ONLINE:
             # Absence is only known while the receiver is listening.
             self._emit(self.tracker.tick(now))
-        silent = now - self._last_bytes
-        if silent >= self.config.silent_offline_s and self.health.state is not DeviceState.OFFLINE:
-            self.health.set_state(DeviceState.OFFLINE, f"receiver silent for {silent:.0f} s")
-            _LOGGER.warning("device offline device=%s reason=silent", self.device_id)
+        self._offline_when_silent(
+            now - self._last_bytes,
+            self.config.silent_offline_s,
+            detail="receiver silent",
+            reason="silent",
+        )
 
     def _handle(self, event: GprpReport | Ignored | Discarded) -> None:
         if isinstance(event, Discarded):

@@ -74,7 +74,6 @@ from drivers.actions import DeviceAction, DoorOpen, SetDoorMode
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
-    DeviceConfigBase,
     DeviceError,
     DeviceHealth,
     DeviceState,
@@ -92,7 +91,7 @@ from drivers.codecs.door_node_map import (
     decode_card_id,
     pulse_tenths,
 )
-from drivers.liveness import OFFLINE_AFTER_S, Liveness
+from drivers.liveness import PolledDeviceConfig
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPriority, ModbusExceptionError
@@ -333,7 +332,7 @@ class DoorLogic:
         return now <= self._legit_until or now <= self._unlocked_until
 
 
-class DoorNodeConfig(DeviceConfigBase):
+class DoorNodeConfig(PolledDeviceConfig):
     """A door node: relay/input board and card reader on one Modbus bus."""
 
     kind: Literal["door_node"]
@@ -368,20 +367,6 @@ class DoorNodeConfig(DeviceConfigBase):
         default=DoorMode.NORMAL,
         description="Mode at start: normal, locked, open. A mode set by a remote "
         "door.set_mode is kept across restarts and wins over this one.",
-    )
-    offline_after_failures: int = Field(
-        default=3,
-        ge=1,
-        le=100,
-        description="Consecutive failed polls before the door is offline "
-        "(and offline_after_s of silence too).",
-    )
-    offline_after_s: float = Field(
-        default=OFFLINE_AFTER_S,
-        gt=0,
-        le=3600,
-        description="Silence before the door is offline: a noise burst that costs a few "
-        "transactions is not an outage.",
     )
     stale_card_ms: int = Field(
         default=2000,
@@ -431,7 +416,7 @@ class DoorNodeDriver:
             stale_card_s=config.stale_card_ms / 1000,
             mode=config.mode,
         )
-        self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
+        self._liveness = config.liveness()
         self._state = state
         self._mode_restored = state is None
         self.health.attributes["mode"] = self.logic.mode.value

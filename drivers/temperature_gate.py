@@ -41,7 +41,6 @@ from drivers.actions import DeviceAction
 from drivers.base import (
     ActionNotSupportedError,
     Clock,
-    DeviceConfigBase,
     DeviceHealth,
     DeviceState,
     Driver,
@@ -59,7 +58,7 @@ from drivers.codecs.temperature_gate_map import (
     TemperatureGateMapError,
     counter_delta,
 )
-from drivers.liveness import OFFLINE_AFTER_S, Liveness
+from drivers.liveness import PolledDeviceConfig
 from drivers.transports.config import ModbusTransportConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
@@ -101,7 +100,7 @@ class TemperatureGateRegisters(BaseModel):
         )
 
 
-class TemperatureGateConfig(DeviceConfigBase):
+class TemperatureGateConfig(PolledDeviceConfig):
     """An IR body-temperature gate (``ir-body-temp-v1``) on Modbus RTU or TCP."""
 
     kind: Literal["temperature_gate"]
@@ -132,19 +131,6 @@ class TemperatureGateConfig(DeviceConfigBase):
         le=100.0,
         description="A reading above this is implausible for a body: device error, never a fever.",
     )
-    offline_after_failures: int = Field(
-        default=3,
-        ge=1,
-        le=100,
-        description="Consecutive failed polls before the gate is offline "
-        "(and offline_after_s of silence too).",
-    )
-    offline_after_s: float = Field(
-        default=OFFLINE_AFTER_S,
-        gt=0,
-        le=3600,
-        description="Silence before the gate is offline: a noise burst is not an outage.",
-    )
 
     @model_validator(mode="after")
     def _plausible_range(self) -> TemperatureGateConfig:
@@ -174,7 +160,7 @@ class TemperatureGateDriver:
         self._clock = clock
         self._bus = bus
         self._map = config.registers.register_map()
-        self._liveness = Liveness(config.offline_after_failures, config.offline_after_s)
+        self._liveness = config.liveness()
         self._implausible: str | None = None
         """Why the last new reading was not a temperature (an error state until a good one)."""
         self._last_counter: int | None = None

@@ -36,15 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from drivers.actions import DeviceAction
 from drivers.base import (
-    ActionNotSupportedError,
     Clock,
-    DeviceConfigBase,
-    DeviceHealth,
-    DeviceState,
     Driver,
     Priority,
     Reading,
@@ -71,7 +66,8 @@ from drivers.codecs.chafon_uhf import (
     WorkModeReply,
 )
 from drivers.masking import mask
-from drivers.transports.config import SerialTransportConfig, serial_defaults
+from drivers.serial_device import SerialDeviceConfig, SerialDeviceDriver, serial_transport_field
+from drivers.transports.config import SerialTransportConfig
 from drivers.transports.errors import TransportTimeoutError
 from drivers.transports.serial import SerialTransport, run_serial
 
@@ -112,13 +108,14 @@ def _mask(text: str) -> str:
     return mask(text, head=4, tail=4)
 
 
-class UhfReaderConfig(DeviceConfigBase):
+class UhfReaderConfig(SerialDeviceConfig):
     """A Chafon UHF reader (``chafon-uhf-v1``) on a serial line."""
 
+    DEFAULT_BAUDRATE = DEFAULT_BAUDRATE
     kind: Literal["uhf_reader"]
-    transport: SerialTransportConfig = Field(
-        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=DEFAULT_BAUDRATE),
-        description="Serial line; baudrate defaults to 57600 for this kind (the reader's "
+    transport: SerialTransportConfig = serial_transport_field(
+        DEFAULT_BAUDRATE,
+        "Serial line; baudrate defaults to 57600 for this kind (the reader's "
         "factory setting), 8N1.",
     )
     address: int = Field(
@@ -181,11 +178,6 @@ class UhfReaderConfig(DeviceConfigBase):
         description="Scan mode: probe a quiet reader (get work mode) this often.",
     )
 
-    @field_validator("transport", mode="before")
-    @classmethod
-    def _transport_defaults(cls, value: Any) -> Any:
-        return serial_defaults(value, baudrate=DEFAULT_BAUDRATE)
-
     @model_validator(mode="after")
     def _check(self) -> UhfReaderConfig:
         t = self.transport
@@ -196,8 +188,6 @@ class UhfReaderConfig(DeviceConfigBase):
             )
         if t.parity != "N" or t.stopbits != 1:
             raise ValueError("Chafon readers speak 8N1: set parity N and stopbits 1")
-        if t.port is None and not self.simulate:
-            raise ValueError("transport.port is required unless simulate is true")
         if self.offline_after_s * 1000 <= self.reply_timeout_ms:
             raise ValueError("offline_after_s must be longer than reply_timeout_ms")
         if self.mode == "scan" and self.probe_interval_s >= self.offline_after_s:
@@ -233,29 +223,6 @@ class TagPass:
         }
 
 
-@dataclass(slots=True)
-class _OpenPass:
-    first_wall: float
-    first_mono: float
-    last_wall: float
-    last_mono: float
-    count: int
-    rssi: int | None
-    antenna: int | None
-
-    def close(self, epc: str) -> TagPass:
-        return TagPass(
-            epc,
-            self.first_wall,
-            self.first_mono,
-            self.last_wall,
-            self.last_mono,
-            self.count,
-            self.rssi,
-            self.antenna,
-        )
-
-
 class PassCollapser:
     """Collapses repeated reads of one EPC into passes. Time is passed in.
 
@@ -269,7 +236,8 @@ class PassCollapser:
         self._window_s = window_s
         self._max_pass_s = max_pass_s
         self._max_open = max_open
-        self._open: dict[str, _OpenPass] = {}
+        self._open: dict[str, TagPass] = {}
+        """The pass of each EPC still open, as it stands (replaced on every read)."""
 
     @property
     def open_count(self) -> int:
@@ -291,22 +259,30 @@ class PassCollapser:
             mono - current.last_mono >= self._window_s
             or mono - current.first_mono >= self._max_pass_s
         ):
-            closed.append(current.close(epc))
+            closed.append(current)
             del self._open[epc]
             current = None
         if current is None:
             if len(self._open) >= self._max_open:
                 oldest = next(iter(self._open))
-                closed.append(self._open.pop(oldest).close(oldest))
-            self._open[epc] = _OpenPass(wall, mono, wall, mono, 1, rssi, antenna)
+                closed.append(self._open.pop(oldest))
+            self._open[epc] = TagPass(epc, wall, mono, wall, mono, 1, rssi, antenna)
             return closed
-        current.last_wall = wall
-        current.last_mono = max(mono, current.last_mono)
-        current.count += 1
-        if rssi is not None and (current.rssi is None or rssi > current.rssi):
-            current.rssi = rssi
-        if current.antenna is None:
-            current.antenna = antenna
+        best_rssi = current.rssi
+        if rssi is not None and (best_rssi is None or rssi > best_rssi):
+            best_rssi = rssi
+        # A new frozen pass per read (about a microsecond): the open pass is
+        # already the one reported when it closes.
+        self._open[epc] = TagPass(
+            epc,
+            current.first_wall,
+            current.first_mono,
+            wall,
+            max(mono, current.last_mono),
+            current.count + 1,
+            best_rssi,
+            current.antenna if current.antenna is not None else antenna,
+        )
         return closed
 
     def expire(self, mono: float) -> list[TagPass]:
@@ -316,7 +292,7 @@ class PassCollapser:
             for epc, p in self._open.items()
             if mono - p.last_mono >= self._window_s or mono - p.first_mono >= self._max_pass_s
         ]
-        return [self._open.pop(epc).close(epc) for epc in done]
+        return [self._open.pop(epc) for epc in done]
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the next expiry, if any pass is open."""
@@ -329,7 +305,7 @@ class PassCollapser:
 
     def flush(self) -> list[TagPass]:
         """Close every open pass (shutdown)."""
-        out = [p.close(epc) for epc, p in self._open.items()]
+        out = list(self._open.values())
         self._open.clear()
         return out
 
@@ -337,15 +313,14 @@ class PassCollapser:
 # --- driver --------------------------------------------------------------------
 
 
-class UhfReaderDriver:
+class UhfReaderDriver(SerialDeviceDriver):
     """Driver for one Chafon UHF reader; implements ``drivers.base.Driver``."""
 
+    DEVICE_NOUN = "a UHF reader"
+
     def __init__(self, config: UhfReaderConfig, *, sink: ReadingSink, clock: Clock) -> None:
+        super().__init__(config, sink=sink, clock=clock)
         self.config = config
-        self.device_id = config.id
-        self._sink = sink
-        self._clock = clock
-        self.health = DeviceHealth(device=config.id, sink=sink, clock=clock)
         self.collapser = PassCollapser(
             window_s=config.collapse_window_s, max_pass_s=config.max_pass_s
         )
@@ -358,13 +333,7 @@ class UhfReaderDriver:
         self._garbled = False
         """Bytes were discarded since the last request went out."""
 
-    # Driver protocol
-
-    def actions(self) -> frozenset[str]:
-        return frozenset()
-
-    async def execute(self, action: DeviceAction) -> None:
-        raise ActionNotSupportedError(self.device_id, f"no action {action.name!r} on a UHF reader")
+    # Driver protocol (actions and execute: SerialDeviceDriver, none)
 
     async def run(self) -> None:
         """Run until cancelled; reopens the port with backoff when it vanishes."""
@@ -380,15 +349,7 @@ class UhfReaderDriver:
             # (put never blocks), rather than lose them.
             self._emit_passes(self.collapser.flush())
 
-    # port life cycle
-
-    def _on_up(self, transport: SerialTransport) -> None:
-        _LOGGER.debug("port open device=%s port=%s", self.device_id, transport.port)
-
-    def _on_down(self, reason: str) -> None:
-        self.health.count("port_down")
-        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
-            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
+    # port life cycle (on up and on down: SerialDeviceDriver)
 
     async def _session(self, transport: SerialTransport) -> None:
         # A new decoder per connection: no stale partial frame survives a reopen.
@@ -408,9 +369,7 @@ class UhfReaderDriver:
 
     def _heard(self) -> None:
         self._last_heard = self._clock.monotonic()
-        self.health.seen()
-        if self.health.set_state(DeviceState.ONLINE, "answering"):
-            _LOGGER.info("device online device=%s", self.device_id)
+        self._online("answering")
 
     def _tick(self) -> None:
         now = self._clock.monotonic()
@@ -420,10 +379,12 @@ class UhfReaderDriver:
         # per read: throttle it.
         self._next_tick = now + HOUSEKEEPING_S
         self._emit_passes(self.collapser.expire(now))
-        silent = now - self._last_heard
-        if silent >= self.config.offline_after_s and self.health.state is not DeviceState.OFFLINE:
-            self.health.set_state(DeviceState.OFFLINE, f"no reply for {silent:.0f} s")
-            _LOGGER.warning("device offline device=%s reason=no_reply", self.device_id)
+        self._offline_when_silent(
+            now - self._last_heard,
+            self.config.offline_after_s,
+            detail="no reply",
+            reason="no_reply",
+        )
 
     # readings
 

@@ -115,9 +115,9 @@ class Rig:
             self.task = None
 
 
-def config(sim_address: str, **overrides: Any) -> UhppoteConfig:
-    address = sim_address
-    values: dict[str, Any] = {
+def controller_entry(address: str, /, **overrides: Any) -> dict[str, Any]:
+    """The test controller's ``devices[]`` entry at ``address``, with short timings."""
+    return {
         "id": "gate-ctl-1",
         "kind": "uhppote",
         "serial": SERIAL,
@@ -127,9 +127,12 @@ def config(sim_address: str, **overrides: Any) -> UhppoteConfig:
         "timeout_ms": 200,
         "retry_s": 0.2,
         "catch_up_interval_s": 30,
+        **overrides,
     }
-    values.update(overrides)
-    return UhppoteConfig.model_validate(values)
+
+
+def config(sim_address: str, **overrides: Any) -> UhppoteConfig:
+    return UhppoteConfig.model_validate(controller_entry(sim_address, **overrides))
 
 
 async def make_rig(

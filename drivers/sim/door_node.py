@@ -34,13 +34,12 @@ to-lock benchmark measure against, and the ambient residents.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Unpack
 
 from pymodbus.constants import ExcCodes
 
@@ -58,17 +57,15 @@ from drivers.codecs.door_node_map import (
     RELAY_COUNT,
     encode_card_id,
 )
-from drivers.sim.base import SimEndpoint
 from drivers.sim.config import DoorNodeSimConfig
+from drivers.sim.modbus_line import LineOptions, ModbusLineSimulator
 from drivers.sim.modbus_server import (
-    LineTiming,
     ModbusSimServer,
     ReadRequest,
     Table,
     WriteOutcome,
     WriteRequest,
 )
-from drivers.transports.config import ModbusRtuTransportConfig
 from drivers.transports.modbus import COIL_OFF, COIL_ON
 
 BOARD_INPUT_COUNT = 8
@@ -301,60 +298,20 @@ class DoorNodeDevice:
         ]
 
 
-class DoorNodeSimulator:
+class DoorNodeSimulator(ModbusLineSimulator):
     """A simulated door node on its own line, for a ``simulate: true`` device."""
 
     def __init__(
-        self,
-        config: DoorNodeSimConfig,
-        workdir: Path,
-        *,
-        ambient: bool = True,
-        wire_timing: bool = False,
-        reply_delay_s: float = 0.0,
-        rng: random.Random | None = None,
+        self, config: DoorNodeSimConfig, workdir: Path, **options: Unpack[LineOptions]
     ) -> None:
-        transport = config.transport
-        line = (
-            LineTiming(transport.baudrate, transport.parity, transport.stopbits)
-            if isinstance(transport, ModbusRtuTransportConfig)
-            else None
-        )
+        super().__init__(config, workdir, **options)
         self.config = config
-        self.server = ModbusSimServer(
-            name=f"sim {config.id}",
-            line=line,
-            wire_timing=wire_timing,
-            reply_delay_s=reply_delay_s,
-        )
         self.node = DoorNodeDevice(
             self.server, relay_slave=config.relay_slave, reader_slave=config.reader_slave
         )
-        self._workdir = workdir
-        self._ambient = ambient
-        self._rng = rng or random.Random()
-        self._ambient_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> SimEndpoint:
-        """Open the pty (RTU) or the loopback port (TCP); return where to attach."""
-        endpoint = await self.server.start_line(
-            self.config.transport, self._workdir, self.config.id
-        )
-        if self._ambient:
-            self._ambient_task = asyncio.get_running_loop().create_task(
-                self._residents(), name=f"sim {self.config.id} ambient"
-            )
-        return endpoint
-
-    async def stop(self) -> None:
-        """Stop the residents and close the line."""
-        if self._ambient_task is not None:
-            self._ambient_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ambient_task
-            self._ambient_task = None
+    def _stopping(self) -> None:
         self.node.cancel_timers()
-        await self.server.stop()
 
     # Script shortcuts, so tests and the benchmark need not reach into ``node``.
 
@@ -379,22 +336,17 @@ class DoorNodeSimulator:
     def resume_answering(self) -> None:
         self.node.resume_answering()
 
-    def unplug(self) -> None:
-        self.server.unplug()
-
-    def replug(self) -> None:
-        self.server.replug()
-
     async def next_pulse(self) -> Pulse:
         return await self.node.next_pulse()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         await self.node.wait_until(predicate)
 
-    async def _residents(self) -> None:
+    async def _ambient(self) -> None:
+        """Residents: a card now and then, the door opened when let in; some leave."""
         lock = self.config.lock_relay
         while True:
-            await asyncio.sleep(AMBIENT_PERIOD_S * self._rng.uniform(0.6, 1.4))
+            await self.ambient.pause(AMBIENT_PERIOD_S)
             if self._rng.random() < AMBIENT_UNKNOWN_SHARE:
                 self.node.present_card(AMBIENT_UNKNOWN_CARD)
                 continue

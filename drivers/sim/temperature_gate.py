@@ -16,11 +16,9 @@ something to report.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import random
 from pathlib import Path
+from typing import Unpack
 
 from drivers.codecs.temperature_gate_map import (
     BLOCK_LENGTH,
@@ -34,10 +32,9 @@ from drivers.codecs.temperature_gate_map import (
     ReadFunction,
     RegisterMap,
 )
-from drivers.sim.base import SimEndpoint
 from drivers.sim.config import TemperatureGateSimConfig
-from drivers.sim.modbus_server import LineTiming, ModbusSimServer, ReadRequest, Table
-from drivers.transports.config import ModbusRtuTransportConfig
+from drivers.sim.modbus_line import LineOptions, ModbusLineSimulator
+from drivers.sim.modbus_server import ModbusSimServer, ReadRequest, Table
 
 AMBIENT_PERIOD_S = 0.5
 """A passer-by about every 0.5 s in ambient mode (jittered +-40 %)."""
@@ -187,59 +184,17 @@ class TemperatureGateDevice:
             self._publish()
 
 
-class TemperatureGateSimulator:
+class TemperatureGateSimulator(ModbusLineSimulator):
     """A simulated gate on its own line, for a ``simulate: true`` device."""
 
     def __init__(
-        self,
-        config: TemperatureGateSimConfig,
-        workdir: Path,
-        *,
-        ambient: bool = True,
-        wire_timing: bool = False,
-        reply_delay_s: float = 0.0,
-        rng: random.Random | None = None,
+        self, config: TemperatureGateSimConfig, workdir: Path, **options: Unpack[LineOptions]
     ) -> None:
-        transport = config.transport
-        line = (
-            LineTiming(transport.baudrate, transport.parity, transport.stopbits)
-            if isinstance(transport, ModbusRtuTransportConfig)
-            else None
-        )
+        super().__init__(config, workdir, **options)
         self.config = config
-        self.server = ModbusSimServer(
-            name=f"sim {config.id}",
-            line=line,
-            wire_timing=wire_timing,
-            reply_delay_s=reply_delay_s,
-        )
         self.gate = TemperatureGateDevice(
             self.server, slave=config.slave, register_map=config.registers.register_map()
         )
-        self._workdir = workdir
-        self._ambient = ambient
-        self._rng = rng or random.Random()
-        self._ambient_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> SimEndpoint:
-        """Open the pty (RTU) or the loopback port (TCP); return where to attach."""
-        endpoint = await self.server.start_line(
-            self.config.transport, self._workdir, self.config.id
-        )
-        if self._ambient:
-            self._ambient_task = asyncio.get_running_loop().create_task(
-                self._passers_by(), name=f"sim {self.config.id} ambient"
-            )
-        return endpoint
-
-    async def stop(self) -> None:
-        """Stop the passers-by and close the line."""
-        if self._ambient_task is not None:
-            self._ambient_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ambient_task
-            self._ambient_task = None
-        await self.server.stop()
 
     def inject_reading(
         self,
@@ -261,16 +216,11 @@ class TemperatureGateSimulator:
     def resume_answering(self) -> None:
         self.gate.resume_answering()
 
-    def unplug(self) -> None:
-        self.server.unplug()
-
-    def replug(self) -> None:
-        self.server.replug()
-
-    async def _passers_by(self) -> None:
+    async def _ambient(self) -> None:
+        """Passers-by with normal temperatures."""
         low, high = AMBIENT_BODY_C
         while True:
-            await asyncio.sleep(AMBIENT_PERIOD_S * self._rng.uniform(0.6, 1.4))
+            await self.ambient.pause(AMBIENT_PERIOD_S)
             self.gate.inject_reading(round(self._rng.uniform(low, high), 1))
 
 

@@ -30,7 +30,6 @@ share, and the UDP endpoint with its script verbs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -42,6 +41,7 @@ from pathlib import Path
 
 from uhppoted import decode, encode
 
+from drivers.sim.ambient import Ambient
 from drivers.sim.base import SimEndpoint
 from drivers.sim.config import UhppoteSimConfig
 
@@ -555,11 +555,12 @@ class UhppoteSimulator:
         self.pushes_sent = 0
         self.pushes_dropped = 0
         self.frames_received = 0
-        self._ambient = ambient
         self._doors = doors
         self._ambient_cards = ambient_cards
         self._rng = rng or random.Random()
-        self._ambient_task: asyncio.Task[None] | None = None
+        self.ambient = Ambient(
+            f"sim uhppote {serial} ambient", self._residents, enabled=ambient, rng=self._rng
+        )
         self._changed = asyncio.Event()
 
     @property
@@ -577,10 +578,7 @@ class UhppoteSimulator:
         )
         self._push = push
         self._port = transport.get_extra_info("sockname")[1]
-        if self._ambient:
-            self._ambient_task = loop.create_task(
-                self._residents(), name=f"sim uhppote {self.serial} ambient"
-            )
+        self.ambient.start()
         return SimEndpoint(host=self._host, tcp_port=self._port)
 
     @property
@@ -588,11 +586,7 @@ class UhppoteSimulator:
         return f"{self._host}:{self._port}"
 
     async def stop(self) -> None:
-        if self._ambient_task is not None:
-            self._ambient_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ambient_task
-            self._ambient_task = None
+        await self.ambient.stop()
         for transport in (self._transport, self._push):
             if transport is not None:
                 transport.close()
@@ -681,7 +675,7 @@ class UhppoteSimulator:
 
     async def _residents(self) -> None:
         while True:
-            await asyncio.sleep(AMBIENT_PERIOD_S * self._rng.uniform(0.6, 1.4))
+            await self.ambient.pause(AMBIENT_PERIOD_S)
             door = self._rng.choice(self._doors)
             # Residents hold cards the gateway wrote; now and then a stranger tries.
             cards = self._ambient_cards or tuple(self.state.cards) or (AMBIENT_STRANGER,)

@@ -199,12 +199,8 @@ class SerialTransport:
         """
         loop = self._loop
         while True:
-            if self._rx:
-                data = bytes(self._rx)
-                self._rx.clear()
+            if data := self.read_nowait():
                 return data
-            if self._error is not None:
-                raise TransportError(self.port, self._error)
             if self._serial is None or loop is None:
                 raise TransportError(self.port, "not open")
             waiter = loop.create_future()

@@ -53,6 +53,7 @@ from gateway.cli.operator_tools import (
     EXIT_USAGE,
     _load_inputs,
 )
+from gateway.cli.publisher import add_publisher_arguments, publisher_args
 from gateway.config import ConfigError, load_config
 from gateway.runtime.clock import make_clock_sync
 from gateway.timefmt import rfc3339
@@ -375,21 +376,12 @@ def add_access_subcommands(
     push = subparsers.add_parser(
         "access-push", help="sign and publish an access list (snapshot or delta), wait for it"
     )
-    push.add_argument("--broker", required=True, help="mqtt://host[:port] or mqtts://host[:port]")
-    push.add_argument("--key", required=True, type=Path, help="private key (PEM, from keygen)")
-    push.add_argument("--key-id", required=True, help="its name in the gateway's config")
-    push.add_argument("--site", required=True)
-    push.add_argument("--gateway", required=True)
+    add_publisher_arguments(push, ca_flag="--ca-file", timeout_s=DEFAULT_TIMEOUT_S)
     what = push.add_mutually_exclusive_group(required=True)
     what.add_argument("--snapshot", type=Path, help="the whole list (CSV or JSON)")
     what.add_argument("--delta", type=Path, help="changes against --base (CSV or JSON)")
     push.add_argument("--base", type=int, help="the version a delta applies to")
     push.add_argument("--version", type=int, required=True, help="the version this makes")
-    push.add_argument("--topic-root", default=None, help="template; default estates/{site}/...")
-    push.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
-    push.add_argument("--ca-file", type=Path, default=None)
-    push.add_argument("--username", default=None)
-    push.add_argument("--password-file", type=Path, default=None)
     push.set_defaults(run_async=run_access_push)
 
     show = subparsers.add_parser(
@@ -405,19 +397,10 @@ async def run_access_push(args: argparse.Namespace) -> int:
         print("access-push: --base goes with --delta (and only with it)", file=sys.stderr)
         return EXIT_USAGE
     return await access_push(
-        broker=args.broker,
-        key_file=args.key,
-        key_id=args.key_id,
-        site=args.site,
-        gateway=args.gateway,
+        **publisher_args(args),
         list_file=args.delta if args.delta is not None else args.snapshot,
         version=args.version,
         base=args.base,
-        topic_root_template=args.topic_root,
-        timeout_s=args.timeout,
-        ca_file=args.ca_file,
-        username=args.username,
-        password_file=args.password_file,
     )
 
 

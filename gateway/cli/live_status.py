@@ -277,11 +277,17 @@ def _devices(data: LiveData) -> RenderableType:
     return table
 
 
-def _broker(data: LiveData) -> RenderableType:
-    daemon = data.daemon
+def _facts_grid() -> Table:
+    """A two-column grid of facts: the name in bold, then the value."""
     grid = Table.grid(padding=(0, 2), expand=True)
     grid.add_column(style="bold")
     grid.add_column()
+    return grid
+
+
+def _broker(data: LiveData) -> RenderableType:
+    daemon = data.daemon
+    grid = _facts_grid()
     if daemon is None:
         grid.add_row("link", Text("unknown (daemon not reachable)", style="red"))
         return Panel(grid, title="broker", border_style="red")
@@ -305,9 +311,7 @@ def _broker(data: LiveData) -> RenderableType:
 
 def _backlog(data: LiveData) -> RenderableType:
     report = data.outbox
-    grid = Table.grid(padding=(0, 2), expand=True)
-    grid.add_column(style="bold")
-    grid.add_column()
+    grid = _facts_grid()
     if report is None:
         grid.add_row("outbox", Text(data.outbox_error or "unknown", style="red"))
         return Panel(grid, title="backlog", border_style="red")

@@ -43,6 +43,7 @@ import ssl
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -51,6 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, SystemClock
+from gateway.cli.publisher import add_publisher_arguments, publisher_args
 from gateway.commands.model import (
     KEY_ID_PATTERN,
     NAME_PATTERN,
@@ -58,7 +60,6 @@ from gateway.commands.model import (
 )
 from gateway.timefmt import rfc3339_ms
 from gateway.uplink.broker import (
-    DEFAULT_TOPIC_ROOT,
     BrokerUrl,
     make_tls_context,
     parse_broker_url,
@@ -187,6 +188,40 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True, slots=True)
+class CommandOrder:
+    """What an operator asks of one device: a command before its id, time and signature."""
+
+    gateway: str
+    action: str
+    device: str
+    params: Mapping[str, Any]
+    key_id: str
+    ttl_s: float
+
+    def unsigned(self, *, command_id: str, issued_at: float) -> dict[str, Any]:
+        """The command object issued at ``issued_at``, timestamps in whole milliseconds."""
+        issued_ms = math.floor(issued_at * 1000)
+        expires_ms = issued_ms + math.floor(self.ttl_s * 1000)
+        return {
+            "v": 1,
+            "id": command_id,
+            "gateway": self.gateway,
+            "action": self.action,
+            "device": self.device,
+            "params": dict(self.params),
+            "issued_at": rfc3339_ms(issued_ms),
+            "expires_at": rfc3339_ms(expires_ms),
+            "key_id": self.key_id,
+        }
+
+    def signed(
+        self, private_key: Ed25519PrivateKey, *, command_id: str, issued_at: float
+    ) -> dict[str, Any]:
+        """The command object issued at ``issued_at``, signed with ``private_key``."""
+        return sign_command(self.unsigned(command_id=command_id, issued_at=issued_at), private_key)
+
+
 def build_command(
     *,
     command_id: str,
@@ -199,19 +234,8 @@ def build_command(
     ttl_s: float,
 ) -> dict[str, Any]:
     """The unsigned command object (CONTRACT.md), timestamps in whole milliseconds."""
-    issued_ms = math.floor(issued_at * 1000)
-    expires_ms = issued_ms + math.floor(ttl_s * 1000)
-    return {
-        "v": 1,
-        "id": command_id,
-        "gateway": gateway,
-        "action": action,
-        "device": device,
-        "params": dict(params),
-        "issued_at": rfc3339_ms(issued_ms),
-        "expires_at": rfc3339_ms(expires_ms),
-        "key_id": key_id,
-    }
+    order = CommandOrder(gateway, action, device, params, key_id, ttl_s)
+    return order.unsigned(command_id=command_id, issued_at=issued_at)
 
 
 def sign_command(command: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -274,19 +298,8 @@ async def send_command(
     results_topic = f"{root}/commands/results"
     response_topic = f"{results_topic}/{uuid.uuid4().hex}"
     now = clock.wall()
-    command = sign_command(
-        build_command(
-            command_id=command_id,
-            gateway=gateway,
-            action=action,
-            device=device,
-            params=params,
-            key_id=key_id,
-            issued_at=now,
-            ttl_s=ttl_s,
-        ),
-        private_key,
-    )
+    order = CommandOrder(gateway, action, device, params, key_id, ttl_s)
+    command = order.signed(private_key, command_id=command_id, issued_at=now)
     expires_at = now + ttl_s
 
     try:
@@ -392,11 +405,7 @@ def add_operator_subcommands(
     keygen_parser.set_defaults(run=run_keygen)
 
     send = subparsers.add_parser("send-command", help="sign and publish one command")
-    send.add_argument("--broker", required=True, help="mqtt://host[:port] or mqtts://host[:port]")
-    send.add_argument("--key", required=True, type=Path, help="private key PEM from keygen")
-    send.add_argument("--key-id", required=True, help="the key's name in commands.public_keys")
-    send.add_argument("--site", required=True)
-    send.add_argument("--gateway", required=True, help="gateway id")
+    add_publisher_arguments(send, ca_flag="--ca", timeout_s=DEFAULT_TIMEOUT_S)
     send.add_argument("--action", required=True, help="door.open, door.set_mode, gateway.ping")
     send.add_argument("--device", required=True, help="device id (the gateway id for a ping)")
     send.add_argument(
@@ -404,13 +413,6 @@ def add_operator_subcommands(
     )
     send.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="lifetime, seconds")
     send.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    send.add_argument(
-        "--topic-root", default=None, help=f"topic root template (default {DEFAULT_TOPIC_ROOT})"
-    )
-    send.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
-    send.add_argument("--ca", type=Path, default=None, help="CA file for mqtts (default: system)")
-    send.add_argument("--username", default=None)
-    send.add_argument("--password-file", type=Path, default=None)
     send.set_defaults(run_async=run_send_command)
 
 
@@ -435,19 +437,10 @@ async def run_send_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return await send_command(
-        broker=args.broker,
-        key_file=args.key,
-        key_id=args.key_id,
-        site=args.site,
-        gateway=args.gateway,
+        **publisher_args(args),
         action=args.action,
         device=args.device,
         params=params,
         ttl_s=args.ttl,
         wait=args.wait,
-        topic_root_template=args.topic_root,
-        timeout_s=args.timeout,
-        ca_file=args.ca,
-        username=args.username,
-        password_file=args.password_file,
     )

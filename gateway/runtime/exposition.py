@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,8 +41,11 @@ class Metric:
     samples: list[Sample] = field(default_factory=list)
 
 
-class CounterMetricFamily(Metric):
-    """A counter: one ``{name}_total`` sample per label set."""
+class _LabelledFamily(Metric):
+    """A family of one sample per label set, named ``name`` + ``SUFFIX``."""
+
+    TYPE: ClassVar[str] = ""
+    SUFFIX: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -50,35 +54,27 @@ class CounterMetricFamily(Metric):
         value: float | None = None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, "counter")
+        super().__init__(name.removesuffix(self.SUFFIX), documentation, self.TYPE)
         self._labelnames = tuple(labels or ())
         if value is not None:
             self.add_metric([], value)
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
         pairs = tuple(zip(self._labelnames, labels, strict=True))
-        self.samples.append(Sample(self.name + "_total", pairs, value))
+        self.samples.append(Sample(self.name + self.SUFFIX, pairs, value))
 
 
-class GaugeMetricFamily(Metric):
+class CounterMetricFamily(_LabelledFamily):
+    """A counter: one ``{name}_total`` sample per label set."""
+
+    TYPE = "counter"
+    SUFFIX = "_total"
+
+
+class GaugeMetricFamily(_LabelledFamily):
     """A gauge: one sample per label set."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        value: float | None = None,
-        labels: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(name, documentation, "gauge")
-        self._labelnames = tuple(labels or ())
-        if value is not None:
-            self.add_metric([], value)
-
-    def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(
-            Sample(self.name, tuple(zip(self._labelnames, labels, strict=True)), value)
-        )
+    TYPE = "gauge"
 
 
 class HistogramMetricFamily(Metric):

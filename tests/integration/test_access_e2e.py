@@ -19,13 +19,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
 from gateway.access.build import card, delta_message, sign, snapshot_messages
 from gateway.access.digest import EMPTY_DIGEST, digest_of_list
-from gateway.cli.operator_tools import keygen, load_private_key
+from gateway.cli.operator_tools import load_private_key
 from tests.broker import Mosquitto
 from tests.daemon import REPO, Daemon, write_config
+from tests.door_daemon import operator_keys, running, start_door_sim
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -107,28 +107,15 @@ class Rig:
         return self.decisions()[before]
 
 
-def door_config(port: str | None = None) -> dict[str, Any]:
-    transport: dict[str, Any] = {"type": "modbus_rtu"}
-    if port:
-        transport["port"] = port
-    return {"id": DOOR, "kind": "door_node", "transport": transport, "poll_interval_ms": 100}
-
-
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
     keys = tmp_path / "keys"
-    public = dict(
-        line.split(": ")
-        for line in (keygen(keys, key_id=KEY_ID), keygen(keys, key_id=OTHER_KEY_ID))
-    )
-    sim = DoorNodeSimulator(
-        DoorNodeConfig.model_validate(door_config()), tmp_path / "sim", ambient=False
-    )
-    endpoint = await sim.start()
+    public = operator_keys(keys, KEY_ID, OTHER_KEY_ID)
+    sim, door = await start_door_sim(tmp_path / "sim", DOOR)
     config = write_config(
         tmp_path / "gw" / "config.yaml",
         brokers=[broker.url],
-        devices=[door_config(endpoint.port)],
+        devices=[door],
         gateway={
             "site": "changqing",
             "id": GW,
@@ -139,17 +126,11 @@ async def rig(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[Rig]:
         access={"source": "platform", "key_ids": [KEY_ID]},
     )
     sub = Subscriber(broker.port, ROOT)
-    await sub.start()
     daemon = Daemon(config)
-    daemon.start()
-    the_rig = Rig(daemon, sim, sub, broker, keys)
-    try:
+    async with running(daemon, sub, sim):
+        the_rig = Rig(daemon, sim, sub, broker, keys)
         await wait_ready(the_rig)
         yield the_rig
-    finally:
-        daemon.stop()
-        await sub.stop()
-        await sim.stop()
 
 
 async def wait_ready(r: Rig, since: int = 0) -> None:

@@ -28,11 +28,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.door_node import DoorNodeConfig
 from drivers.sim.door_node import DoorNodeSimulator
-from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
+from gateway.cli.operator_tools import build_command, load_private_key, sign_command
 from tests.broker import SharedBroker
 from tests.daemon import REPO, Daemon, send_command_argv
+from tests.door_daemon import operator_keys, running, start_door_sim
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -107,32 +107,14 @@ class Rig:
         ]
 
 
-def door_config(port: str | None = None) -> dict[str, Any]:
-    transport: dict[str, Any] = {"type": "modbus_rtu"}
-    if port:
-        transport["port"] = port
-    return {
-        "id": "door-east-1",
-        "kind": "door_node",
-        "transport": transport,
-        "poll_interval_ms": 100,
-    }
-
-
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
     keys = tmp_path / "keys"
-    public = dict(
-        line.split(": ")
-        for line in (keygen(keys, key_id=KEY_ID), keygen(keys, key_id=OTHER_KEY_ID))
-    )
-    sim = DoorNodeSimulator(
-        DoorNodeConfig.model_validate(door_config()), tmp_path / "sim", ambient=False
-    )
-    endpoint = await sim.start()
+    public = operator_keys(keys, KEY_ID, OTHER_KEY_ID)
+    sim, door = await start_door_sim(tmp_path / "sim", "door-east-1")
     config = broker.write_config(
         tmp_path / "gw" / "config.yaml",
-        devices=[door_config(endpoint.port)],
+        devices=[door],
         commands={
             "unverified_report_s": 1,
             "public_keys": public,
@@ -143,17 +125,11 @@ async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
         },
     )
     sub = broker.subscriber()
-    await sub.start()
     daemon = Daemon(config)
-    daemon.start()
-    the_rig = Rig(daemon, sim, sub, broker, keys)
-    try:
+    async with running(daemon, sub, sim):
+        the_rig = Rig(daemon, sim, sub, broker, keys)
         await wait_ready(the_rig)
         yield the_rig
-    finally:
-        daemon.stop()
-        await sub.stop()
-        await sim.stop()
 
 
 async def wait_ready(the_rig: Rig) -> None:

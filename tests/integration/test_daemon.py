@@ -22,13 +22,19 @@ pytestmark = pytest.mark.integration
 ROOT = "estates/changqing/gateways/north-gate-1"
 
 
+async def watched_daemon(tmp_path: Path, share: SharedBroker) -> tuple[Daemon, Subscriber]:
+    """A subscriber on the test's root, then the daemon of the default config started."""
+    sub = share.subscriber()
+    await sub.start()
+    daemon = Daemon(share.write_config(tmp_path / "gw" / "config.yaml"))
+    daemon.start()
+    return daemon, sub
+
+
 async def test_sigterm_exits_0_fast_publishes_offline_and_loses_nothing(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    sub = shared_broker.subscriber()
-    await sub.start()
-    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
-    daemon.start()
+    daemon, sub = await watched_daemon(tmp_path, shared_broker)
     try:
         await sub.wait_for(lambda: len(sub.unique_seqs()) >= 10, timeout=30)
         sent = time.monotonic()
@@ -51,10 +57,7 @@ async def test_sigterm_exits_0_fast_publishes_offline_and_loses_nothing(
 async def test_sigkill_leaves_the_will_on_the_status_topic(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    sub = shared_broker.subscriber()
-    await sub.start()
-    daemon = Daemon(shared_broker.write_config(tmp_path / "gw" / "config.yaml"))
-    daemon.start()
+    daemon, sub = await watched_daemon(tmp_path, shared_broker)
     try:
         await sub.wait_for(lambda: any(m.json()["state"] == "online" for m in sub.on("status")))
         daemon.kill()

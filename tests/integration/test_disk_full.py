@@ -22,7 +22,8 @@ from drivers.base import Priority, ReadingType, make_reading
 from gateway.commands.store import CommandStore
 from gateway.outbox.store import DB_NAME, MAX_HELD_WHILE_FULL, Lane, Outbox
 from gateway.storage.sqlite import is_disk_full
-from tests.fakes import FakeClock, FakeClockSync, wait_until
+from tests.fakes import FakeClock, wait_until
+from tests.outboxes import site_outbox
 from tests.unit.test_command_store import make_command
 
 pytestmark = pytest.mark.integration
@@ -56,15 +57,7 @@ def fill(directory: Path) -> Path:
 
 
 def new_outbox(directory: Path, clock: FakeClock, commit_interval_s: float = 0.2) -> Outbox:
-    return Outbox(
-        directory,
-        site="changqing",
-        gateway_id="north-gate-1",
-        clock=clock,
-        clock_sync=FakeClockSync(),
-        boot_id="boot-a",
-        commit_interval_s=commit_interval_s,
-    )
+    return site_outbox(directory, clock, commit_interval_s=commit_interval_s)
 
 
 def routine(clock: FakeClock, n: int) -> object:

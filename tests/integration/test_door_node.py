@@ -283,29 +283,35 @@ async def test_card_waiting_before_start_is_discarded(tmp_path: Path) -> None:
         await rig.sink.door_event("granted")
 
 
-async def test_offline_when_node_stops_answering_and_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("down", "up", "states"),
+    [
+        # The node stops answering: offline (an alarm), then online again.
+        (
+            DoorNodeSimulator.stop_answering,
+            DoorNodeSimulator.resume_answering,
+            ["online", "offline", "online"],
+        ),
+        (DoorNodeSimulator.unplug, DoorNodeSimulator.replug, None),
+    ],
+)
+async def test_offline_and_back(
+    tmp_path: Path,
+    down: Callable[[DoorNodeSimulator], None],
+    up: Callable[[DoorNodeSimulator], None],
+    states: list[str] | None,
+) -> None:
     async with make_rig(tmp_path) as rig:
         await rig.online()
-        rig.sim.stop_answering()
+        down(rig.sim)
         offline = await rig.sink.status(DeviceState.OFFLINE)
         assert offline.priority is Priority.ALARM
         mark = len(rig.sink.readings)
-        rig.sim.resume_answering()
+        up(rig.sim)
         await rig.sink.status(DeviceState.ONLINE, after=mark)
-        assert rig.sink.states() == ["online", "offline", "online"]
+        if states is not None:
+            assert rig.sink.states() == states
         # Working again.
-        rig.sim.present_card(KNOWN)
-        await rig.sink.door_event("granted")
-
-
-async def test_unplug_and_replug(tmp_path: Path) -> None:
-    async with make_rig(tmp_path) as rig:
-        await rig.online()
-        rig.sim.unplug()
-        await rig.sink.status(DeviceState.OFFLINE)
-        mark = len(rig.sink.readings)
-        rig.sim.replug()
-        await rig.sink.status(DeviceState.ONLINE, after=mark)
         rig.sim.present_card(KNOWN)
         await rig.sink.door_event("granted")
 

@@ -22,7 +22,7 @@ from gateway.cli.operator_tools import build_command, keygen, load_private_key, 
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 from tests.subscriber import Subscriber
-from tests.uhppote_rig import SERIAL
+from tests.uhppote_rig import SERIAL, controller_entry
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +31,7 @@ KEY_ID = "platform-2026"
 
 
 def controller(address: str) -> dict[str, Any]:
-    return {
-        "id": "gate-ctl-1",
-        "kind": "uhppote",
-        "serial": SERIAL,
-        "address": address,
-        "doors": {1: "gate-east", 2: "gate-west"},
-        "listen": "127.0.0.1:0",
-        "timeout_ms": 300,
-        "retry_s": 0.3,
-        "catch_up_interval_s": 1,
-    }
+    return controller_entry(address, timeout_ms=300, retry_s=0.3, catch_up_interval_s=1)
 
 
 def door_events(sub: Subscriber) -> list[dict[str, Any]]:

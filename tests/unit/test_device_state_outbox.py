@@ -10,6 +10,7 @@ from drivers.base import StagedStateStore
 from gateway.outbox.store import Lane
 from gateway.runtime.device_state import OutboxDeviceState
 from tests.fakes import FakeClock
+from tests.outboxes import site_outbox
 from tests.unit.test_outbox import drain, open_outbox, reading
 
 
@@ -62,20 +63,8 @@ async def test_put_and_stage_complete_through_the_commit_and_sync_loops(tmp_path
 async def test_a_reading_waits_one_commit_interval_even_while_deletes_wait(tmp_path: Path) -> None:
     """Before: with PUBACK deletes waiting, a new routine reading waited until they were due
     (up to a sync interval), so a door event took up to a second to reach the broker."""
-    from gateway.outbox.store import Outbox
-    from tests.fakes import FakeClockSync
-
     clock = FakeClock()
-    outbox = Outbox(
-        tmp_path,
-        site="changqing",
-        gateway_id="north-gate-1",
-        clock=clock,
-        clock_sync=FakeClockSync(),
-        boot_id="boot-a",
-        commit_interval_s=0.05,
-        sync_interval_s=30.0,
-    )
+    outbox = site_outbox(tmp_path, clock, commit_interval_s=0.05, sync_interval_s=30.0)
     await outbox.open()
     runner = asyncio.get_running_loop().create_task(outbox.run())
     try:

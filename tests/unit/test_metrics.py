@@ -21,7 +21,8 @@ from gateway.outbox.store import Outbox
 from gateway.runtime.metrics import GatewayCollector, MetricsSources
 from gateway.runtime.metrics_server import MetricsServer
 from gateway.uplink.stats import PUBACK_BUCKETS_S, LatencyHistogram, UplinkStats
-from tests.fakes import FakeClock, FakeClockSync, RecordingSink
+from tests.fakes import FakeClock, RecordingSink
+from tests.outboxes import site_outbox
 
 
 class StubDriver:
@@ -41,14 +42,7 @@ class StubDriver:
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(
-        tmp_path,
-        site="changqing",
-        gateway_id="north-gate-1",
-        clock=FakeClock(),
-        clock_sync=FakeClockSync(),
-        boot_id="boot-1",
-    )
+    box = site_outbox(tmp_path, FakeClock(), boot_id="boot-1")
     await box.open()
     yield box
     await box.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.access import AccessList
+from drivers.access_file import FileAccessList
+from drivers.access_rules import DecisionReason, DoorAccess, WallTime
 from gateway.commands.model import CommandRejected, RejectReason
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
@@ -115,12 +116,15 @@ async def test_expired_card_is_denied_at_a_stale_boot_time(tmp_path: Path) -> No
     outbox, trusted = await trusted_after_restart(
         tmp_path / "data", stale, FakeClockSync(synced=False)
     )
-    judged = AccessList(cards, tz=UTC, now=trusted.now)
-    assert judged.refresh()
-    assert judged.decide("04A1B2C3", "door-east-1") == (False, "expired")
+    listed = FileAccessList(cards, tz=UTC)
+    listed.refresh()
+    judged = DoorAccess(listed, trusted, UTC).decide(
+        "04A1B2C3", "door-east-1", door_refuses_cards=False
+    )
+    assert (judged.granted, judged.reason) == (False, DecisionReason.EXPIRED)
     # The raw wall clock (the old behaviour) would have let the card in.
-    raw = AccessList(cards, tz=UTC, now=stale.wall)
-    assert raw.refresh() and raw.decide("04A1B2C3", "door-east-1").granted
+    raw = DoorAccess(listed, WallTime(stale), UTC)
+    assert raw.decide("04A1B2C3", "door-east-1", door_refuses_cards=False).granted
     await outbox.close()
 
 

@@ -7,17 +7,22 @@ import json
 from gateway.outbox.wire import BatchEnvelope, reading_body, result_json, status_json
 
 
-def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
-    body = reading_body(
+def example_body(*, ts: str = "2026-11-29T08:00:00.123Z", unsynced: bool = False) -> str:
+    """The body of CONTRACT.md's example reading (seq 1042 of north-gate-1)."""
+    return reading_body(
         id_prefix="north-gate-1:k3f9x2:",
         seq=1042,
-        ts="2026-11-29T08:00:00.123Z",
+        ts=ts,
         device_json='"temp-gate-1"',
         type_="temperature.body",
         priority="alarm",
         data_json='{"celsius":38.1,"threshold":37.3,"fever":true}',
-        unsynced=False,
+        unsynced=unsynced,
     )
+
+
+def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
+    body = example_body()
     envelope = BatchEnvelope("changqing", "north-gate-1").write(
         epoch="k3f9x2", sent_at="2026-11-29T08:00:00.500Z", bodies=[body]
     )
@@ -42,16 +47,7 @@ def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
 
 
 def test_unsynced_reading_says_so() -> None:
-    body = reading_body(
-        id_prefix="g:e:",
-        seq=1,
-        ts="2024-06-01T00:00:00.000Z",
-        device_json='"d"',
-        type_="door.event",
-        priority="routine",
-        data_json="{}",
-        unsynced=True,
-    )
+    body = example_body(ts="2024-06-01T00:00:00.000Z", unsynced=True)
     assert json.loads(body)["clock"] == "unsynced"
 
 

@@ -1,0 +1,104 @@
+"""What the serial-line device kinds share: config defaults and the port's life cycle.
+
+The UHF reader and the BLE receiver each own one serial line through
+``run_serial``: their configs fill in the kind's default baud rate and need a
+port unless simulated, and their drivers take no commands, log the port
+opening and go offline (once, with an alarm) when it goes. That is written
+once here; each kind adds its protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers.actions import DeviceAction
+from drivers.base import (
+    ActionNotSupportedError,
+    Clock,
+    DeviceConfigBase,
+    DeviceHealth,
+    DeviceState,
+    ReadingSink,
+)
+from drivers.transports.config import SerialTransportConfig, serial_defaults
+from drivers.transports.serial import SerialTransport
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def serial_transport_field(baudrate: int, description: str) -> Any:
+    """The ``transport`` field of a serial kind: ``type: serial`` at ``baudrate`` when absent."""
+    return Field(
+        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=baudrate),
+        description=description,
+    )
+
+
+class SerialDeviceConfig(DeviceConfigBase):
+    """A device on its own serial line; a subclass sets ``DEFAULT_BAUDRATE``."""
+
+    DEFAULT_BAUDRATE: ClassVar[int]
+    transport: SerialTransportConfig
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_defaults(cls, value: Any) -> Any:
+        return serial_defaults(value, baudrate=cls.DEFAULT_BAUDRATE)
+
+    @model_validator(mode="after")
+    def _port_unless_simulated(self) -> SerialDeviceConfig:
+        if self.transport.port is None and not self.simulate:
+            raise ValueError("transport.port is required unless simulate is true")
+        return self
+
+
+class SerialDeviceDriver:
+    """The part of a serial kind's driver that is not its protocol.
+
+    A subclass names the device for messages (``DEVICE_NOUN``) and runs
+    ``run_serial(..., on_up=self._on_up, on_down=self._on_down)``.
+    """
+
+    DEVICE_NOUN: ClassVar[str]
+    """``a UHF reader``: what ``execute`` says it is not able to act on."""
+
+    def __init__(self, config: DeviceConfigBase, *, sink: ReadingSink, clock: Clock) -> None:
+        self.device_id = config.id
+        self._sink = sink
+        self._clock = clock
+        self.health = DeviceHealth(device=config.id, sink=sink, clock=clock)
+
+    def actions(self) -> frozenset[str]:
+        return frozenset()
+
+    async def execute(self, action: DeviceAction) -> None:
+        raise ActionNotSupportedError(
+            self.device_id, f"no action {action.name!r} on {self.DEVICE_NOUN}"
+        )
+
+    def _on_up(self, transport: SerialTransport) -> None:
+        _LOGGER.debug("port open device=%s port=%s", self.device_id, transport.port)
+
+    def _on_down(self, reason: str) -> None:
+        self.health.count("port_down")
+        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
+            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
+
+    def _online(self, detail: str) -> bool:
+        """The device spoke: record it; True (and an INFO line) when it was not online."""
+        self.health.seen()
+        if self.health.set_state(DeviceState.ONLINE, detail):
+            _LOGGER.info("device online device=%s", self.device_id)
+            return True
+        return False
+
+    def _offline_when_silent(
+        self, silent_s: float, limit_s: float, *, detail: str, reason: str
+    ) -> None:
+        """Go offline (once) when the device has been silent ``limit_s`` or longer."""
+        if silent_s >= limit_s and self.health.state is not DeviceState.OFFLINE:
+            self.health.set_state(DeviceState.OFFLINE, f"{detail} for {silent_s:.0f} s")
+            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
