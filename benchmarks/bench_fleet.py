@@ -29,12 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
-import contextlib
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -42,84 +40,14 @@ from benchmarks.common import log_lines, percentile, temp_dir
 from central.report import build_report, format_report
 from drivers.sim.temperature_gate import TemperatureGateSimulator
 from drivers.temperature_gate import TemperatureGateConfig
-from tests.broker import free_port
 from tests.cluster import RabbitCluster
-from tests.daemon import Daemon, simulated_devices, write_config
+from tests.daemon import Daemon, simulated_devices
+from tests.fleet.gateways import CuttableProxy, gateway_config, spread, start_all
 from tests.fleet.processes import CentralProcess, ingest_worker
 from tests.postgres import Postgres
 
 SITE = "fleet"
 CUT_S = 60.0
-
-
-class CuttableProxy:
-    """A loopback TCP proxy to one node; ``cut`` drops and blackholes, ``mend`` restores."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.cut = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        self.drop_all()
-        if self._server is not None:
-            self._server.close()
-
-    def drop_all(self) -> None:
-        for writer in list(self._writers):
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        if self.cut:  # a cut network: the connect "succeeds" locally, nothing ever answers
-            with contextlib.suppress(Exception):
-                await reader.read()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    if self.cut:
-                        break
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.discard(writer)
-        self._writers.discard(up_writer)
-
-
-def gateway_config(
-    path: Path, gateway: str, brokers: list[str], devices: list[dict[str, Any]]
-) -> Path:
-    return write_config(
-        path,
-        brokers=brokers,
-        devices=devices,
-        gateway={"site": SITE, "id": gateway, "data_dir": "data"},
-        mqtt={
-            "brokers": brokers,
-            "protocol": "3.1.1",
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 4.0,
-            "keepalive_s": 10,
-            "failback_s": 30,
-        },
-    )
 
 
 def wall(ts_text: str) -> float:
@@ -174,11 +102,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
         endpoint = await fever_sim.start()
         for g in range(args.gateways):
             name = f"gate-{g:02d}"
-            mqtt = cluster.mqtt_urls
-            brokers = mqtt[g % 3 :] + mqtt[: g % 3]
+            brokers = spread(cluster.mqtt_urls, g)
             devices = simulated_devices()
             if g == 0:
-                brokers = [f"mqtt://127.0.0.1:{p.port}" for p in proxies]
+                brokers = [p.url for p in proxies]
                 devices.append(
                     {
                         "id": "temp-gate-9",
@@ -188,11 +115,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
                         "poll_interval_ms": 100,
                     }
                 )
-            daemon = Daemon(gateway_config(workdir / name / "config.yaml", name, brokers, devices))
-            daemon.start()
-            daemons.append(daemon)
-        for daemon in daemons:
-            await daemon.wait_for_log("mqtt connected", 180)
+            config = gateway_config(
+                workdir / name / "config.yaml",
+                site=SITE,
+                gateway=name,
+                brokers=brokers,
+                devices=devices,
+            )
+            daemons.append(Daemon(config))
+        await start_all(daemons)
         started = time.monotonic()
         print(f"fleet up: {len(daemons)} gateways, chaos over {duration:.0f} s", flush=True)
 
@@ -226,8 +157,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
         await at(0.65)
         cut_from = time.time()
         for proxy in proxies:
-            proxy.cut = True
-            proxy.drop_all()
+            proxy.sever()
         print(f"t={time.monotonic() - started:.0f}s gateway 0 cut for {cut_s:.0f} s", flush=True)
         fevers = 0
         while time.time() - cut_from < cut_s:
@@ -236,7 +166,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
             await asyncio.sleep(5)
         cut_to = time.time()
         for proxy in proxies:
-            proxy.cut = False
+            proxy.mend()
         await at(1.0)
 
         for daemon in daemons:
@@ -248,7 +178,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
         made = {f"gate-{g:02d}": d.last_seq() for g, d in enumerate(daemons)}
         held = {f"gate-{g:02d}": d.stored_seqs() for g, d in enumerate(daemons)}
 
-        def lost() -> dict[str, list[tuple[int, int]]]:
+        def lost() -> dict[str, list[int]]:
             with psycopg.connect(dsn) as conn:
                 rows = conn.execute(
                     "SELECT gateway, array_agg(seq) FROM readings GROUP BY gateway"
@@ -266,7 +196,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:  # one scenario
             await asyncio.sleep(2)
         with psycopg.connect(dsn) as conn:
             report = build_report(conn)
-            per_gate = dict(
+            per_gate: dict[str, int] = dict(
                 conn.execute("SELECT gateway, count(*) FROM readings GROUP BY gateway").fetchall()
             )
         print(format_report(report))
