@@ -1,11 +1,13 @@
 """The gate's side of CONTRACT.md "Access lists", reduced to what the platform can observe.
 
-The gateway's own implementation is being built on another branch; until it
-lands, the reconciler is tested against this reading of the contract: verify
-the signature, ignore versions not above the one held, refuse a delta whose
-``base`` is not the version held (``base_mismatch``), gather snapshot parts
-and apply them at once, and publish the retained ``access/state`` with the
-digest computed here independently of central/access.py.
+The reconciler's test drives cases a real gateway cannot be made to show on
+demand (a gate reporting a list the platform never sent; the exact messages
+received); bench_access_fleet runs the real daemons. It follows this reading
+of the contract: verify the signature, ignore versions not above the one
+held, refuse a delta whose ``base`` is not the version held
+(``base_mismatch``), gather snapshot parts and apply them at once, and
+publish the retained ``access/state`` with the digest computed here
+independently of central/access.py.
 """
 
 from __future__ import annotations
