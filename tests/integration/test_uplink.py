@@ -16,13 +16,16 @@ from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, Priority, ReadingType, SystemClock, make_reading
 from gateway.commands.inbound import InboundCommand
+from gateway.commands.results import ResultMessage, messages
+from gateway.commands.store import CommandStore
 from gateway.config import MqttConfig
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime.clock import ClockSync, TrustedClockSync
 from gateway.timefmt import parse_rfc3339
+from gateway.uplink.drain import LaneSource
 from gateway.uplink.session import Uplink
 from tests.broker import Mosquitto, free_port, make_tls_files
-from tests.fakes import FakeClock, FakeClockSync
+from tests.fakes import FakeClock, FakeClockSync, wait_until
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,7 @@ async def gateway(
     ca: Path | None = None,
     clock: Clock | None = None,
     clock_sync: ClockSync | None = None,
+    results: LaneSource | None = None,
     **mqtt: object,
 ) -> AsyncIterator[tuple[Outbox, Uplink, RecordingCommands]]:
     config = MqttConfig.model_validate(
@@ -78,6 +82,7 @@ async def gateway(
         topic_root=ROOT,
         client_id="changqing-north-gate-1",
         outbox=outbox,
+        results=results,
         commands=commands,
         device_states=lambda: {},
         tls_files=(ca, None, None),
@@ -92,6 +97,14 @@ async def gateway(
                 await tasks[1]
             tasks[0].cancel()
     await outbox.close()
+
+
+def queue_durably(store: CommandStore, result: list[ResultMessage]) -> None:
+    """Queue a result in the command store and sync it, as the command processor does."""
+    store.queue_result(result)
+    mark = store.results.committed()
+    store.sync()
+    store.results.durable_through(mark)
 
 
 def put_routine(outbox: Outbox, n: int) -> None:
@@ -216,15 +229,16 @@ async def test_results_go_to_results_and_response_topics(tmp_path: Path, broker:
     sub = Subscriber(broker.port, "#")
     sub.root = ROOT
     await sub.start()
-    async with gateway(tmp_path, [broker.url]) as (outbox, uplink, _):
+    store = CommandStore.open(tmp_path / "commands", clock=SystemClock())
+    async with gateway(tmp_path, [broker.url], results=store.results) as (_, uplink, _):
         await wait_connected(uplink)
-        outbox.put_result(
-            b'{"v":1,"id":"c1","status":"done"}',
-            response_topic=f"{ROOT}/replies/x",
-            correlation_data=b"k",
-        )
+        body = '{"v":1,"id":"c1","status":"done"}'
+        queue_durably(store, messages(body, f"{ROOT}/replies/x", b"k"))
         await sub.wait_for(lambda: bool(sub.on("commands/results")) and bool(sub.on("replies/x")))
+        # Deleted after the PUBACKs: nothing waits in the store any more.
+        await wait_until(lambda: store.results.backlog == 0, 10, every=0.02)
     await sub.stop()
+    store.close()
     assert sub.on("commands/results")[0].json()["id"] == "c1"
 
 
