@@ -23,7 +23,13 @@ from gateway.commands.store import CommandStore
 from gateway.outbox.report import read_report
 from gateway.outbox.store import Lane, Outbox
 from tests.broker import Mosquitto
-from tests.integration.test_uplink import ROOT, gateway, put_routine, queue_durably
+from tests.integration.test_uplink import (
+    ROOT,
+    gateway,
+    platform_client,
+    put_routine,
+    queue_durably,
+)
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -199,15 +205,10 @@ async def test_a_result_that_cannot_be_published_at_all_is_set_aside(tmp_path: P
 
 async def test_oversize_inbound_command_is_never_delivered(tmp_path: Path) -> None:
     """MQTT 5 Maximum Packet Size in CONNECT: the broker drops it, nothing is read here."""
-    import aiomqtt
 
     with mosquitto(tmp_path) as broker:
         async with gateway(tmp_path, [broker.url]) as (_outbox, uplink, commands):
-            async with asyncio.timeout(10):
-                await uplink.subscribed.wait()
-            async with aiomqtt.Client(
-                "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
-            ) as platform:
+            async with platform_client(broker, uplink) as platform:
                 await platform.publish(f"{ROOT}/commands", b"x" * 100_000, qos=1)
                 await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
             async with asyncio.timeout(10):
@@ -217,13 +218,10 @@ async def test_oversize_inbound_command_is_never_delivered(tmp_path: Path) -> No
 
 
 async def test_mqtt_3_1_1_oversize_inbound_is_dropped_before_it_is_queued(tmp_path: Path) -> None:
-    import aiomqtt
 
     with mosquitto(tmp_path) as broker:
         async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (_o, uplink, commands):
-            async with asyncio.timeout(10):
-                await uplink.subscribed.wait()
-            async with aiomqtt.Client("127.0.0.1", broker.port) as platform:
+            async with platform_client(broker, uplink, v5=False) as platform:
                 await platform.publish(f"{ROOT}/commands", b"x" * 100_000, qos=1)
                 await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
             async with asyncio.timeout(10):

@@ -7,8 +7,9 @@ import json
 from gateway.outbox.wire import BatchEnvelope, reading_body, result_json, status_json
 
 
-def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
-    body = reading_body(
+def contract_body(*, unsynced: bool = False) -> str:
+    """The reading of CONTRACT.md's batch example."""
+    return reading_body(
         id_prefix="north-gate-1:k3f9x2:",
         seq=1042,
         ts="2026-11-29T08:00:00.123Z",
@@ -16,8 +17,12 @@ def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
         type_="temperature.body",
         priority="alarm",
         data_json='{"celsius":38.1,"threshold":37.3,"fever":true}',
-        unsynced=False,
+        unsynced=unsynced,
     )
+
+
+def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
+    body = contract_body()
     envelope = BatchEnvelope("changqing", "north-gate-1").write(
         epoch="k3f9x2", sent_at="2026-11-29T08:00:00.500Z", bodies=[body]
     )
@@ -42,17 +47,8 @@ def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
 
 
 def test_unsynced_reading_says_so() -> None:
-    body = reading_body(
-        id_prefix="g:e:",
-        seq=1,
-        ts="2024-06-01T00:00:00.000Z",
-        device_json='"d"',
-        type_="door.event",
-        priority="routine",
-        data_json="{}",
-        unsynced=True,
-    )
-    assert json.loads(body)["clock"] == "unsynced"
+    assert json.loads(contract_body(unsynced=True))["clock"] == "unsynced"
+    assert "clock" not in json.loads(contract_body())
 
 
 def test_status_and_result() -> None:
