@@ -388,6 +388,27 @@ async def test_kill_between_finished_and_result_queued_still_answers_once(
         assert (again["status"], again["reason"]) == ("rejected", "replayed")
 
 
+async def test_results_an_older_version_left_in_the_outbox_are_still_sent(
+    tmp_path: Path, shared_broker: SharedBroker
+) -> None:
+    async with rig(tmp_path, shared_broker) as r:
+        r.daemon.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(r.daemon.wait, 20) == 0
+        # What a version that queued results in the outbox left unsent.
+        body = json.dumps({"v": 1, "id": "legacy-1", "status": "done", "reason": None})
+        db = sqlite3.connect(r.daemon.database)
+        db.execute("INSERT INTO result (topic, correlation, body) VALUES (NULL, NULL, ?)", (body,))
+        db.commit()
+        db.close()
+        r.daemon.start()
+        assert (await r.result_for("legacy-1"))["status"] == "done"
+        db = sqlite3.connect(r.daemon.database)
+        try:
+            assert db.execute("SELECT count(*) FROM result").fetchone()[0] == 0
+        finally:
+            db.close()
+
+
 HOSTILE = [
     b"\x00\xff\xfe garbage \x80",
     b"[" * 100_000 + b"]" * 100_000,
