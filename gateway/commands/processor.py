@@ -103,6 +103,11 @@ from gateway.timefmt import rfc3339
 
 _LOGGER = logging.getLogger(__name__)
 
+# Results queued without a sync of their own are synced at most this often
+# (seconds): a flood of unsigned messages must not become a flood of fsyncs
+# (issue 9); the outbox's sync interval was their window before.
+QUEUED_RESULT_SYNC_S = 1.0
+
 # Authentic commands refused after the replay check: their id is spent.
 _SPENDS_ID = frozenset({RejectReason.UNKNOWN_DEVICE, RejectReason.NOT_PERMITTED})
 
@@ -164,6 +169,7 @@ class CommandProcessor:
         # Results queued without a sync of their own (unverified messages, the
         # report of unfinished commands) become sendable at the next sync.
         self._sync_wanted = asyncio.Event()
+        self._last_sync_mono = float("-inf")
         # Results by (status, reason), reason "none" for done: for metrics.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._verifier = CommandVerifier(
@@ -314,6 +320,7 @@ class CommandProcessor:
         the results they hold may then be sent."""
         loop = asyncio.get_running_loop()
         mark = self._store.results.committed()  # before the sync: what it will cover
+        self._last_sync_mono = self._clock.monotonic()
         try:
             await loop.run_in_executor(self._store_sync, self._store.sync)
         except OSError:
@@ -326,8 +333,12 @@ class CommandProcessor:
         messages), until cancelled."""
         while True:
             await self._sync_wanted.wait()
+            wait_s = self._last_sync_mono + QUEUED_RESULT_SYNC_S - self._clock.monotonic()
+            if wait_s > 0:  # gather a burst into one sync
+                await asyncio.sleep(min(wait_s, QUEUED_RESULT_SYNC_S))
             self._sync_wanted.clear()
-            await self._sync_store()
+            if self._store.results.committed() > self._store.results.durable:
+                await self._sync_store()  # unless a command's own sync covered them
 
     def report_unfinished(self) -> list[CommandResult]:
         """Report commands a previous run accepted but never finished; call once at start-up.

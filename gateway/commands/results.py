@@ -83,6 +83,11 @@ class ResultQueue:
         """The last row id committed so far (take it before a sync starts)."""
         return self._committed
 
+    @property
+    def durable(self) -> int:
+        """The last row id a completed sync covers: ``fetch`` goes no further."""
+        return self._durable
+
     def durable_through(self, mark: int) -> None:
         """A sync that started after ``committed()`` returned ``mark`` has completed."""
         if mark > self._durable:

@@ -292,6 +292,22 @@ async def test_unverified_message_is_counted_not_stored(rig: Rig) -> None:
     assert rig.readings.readings == []
 
 
+async def test_a_burst_of_unverified_results_costs_one_sync(rig: Rig) -> None:
+    syncs: list[int] = []
+    rig.store.sync = lambda: syncs.append(1)  # type: ignore[method-assign]
+    for _ in range(RESULT_BURST):
+        await rig.processor.process(inbound(b"not json"))
+    syncing = asyncio.create_task(rig.processor.run_syncs(), name="syncs")
+    try:
+        async with asyncio.timeout(5):
+            await rig.store.results.new_data.wait()
+    finally:
+        syncing.cancel()
+    assert syncs == [1]
+    assert rig.store.results.durable == rig.store.results.committed()
+    assert len(rig.results.results) == RESULT_BURST
+
+
 async def test_unverified_messages_are_reported_in_aggregate(rig: Rig) -> None:
     for data in (b"not json", b"[1,2,3]", b"{}", b"{}"):
         assert await rig.processor.process(inbound(data)) is None
