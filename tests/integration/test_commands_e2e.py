@@ -286,6 +286,26 @@ async def test_each_rejection_reason_leaves_the_relay_alone(
             assert (audit["id"], audit["unverified"]) == (None, {reason: 1})
 
 
+async def stop_cleanly(r: Rig) -> None:
+    """SIGTERM, and the daemon exits 0."""
+    r.daemon.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(r.daemon.wait, 20) == 0, r.daemon.output()
+
+
+async def restart(r: Rig) -> None:
+    """A clean stop, a start, ready again."""
+    await stop_cleanly(r)
+    r.daemon.start()
+    await wait_ready(r)
+
+
+async def refused_as_replay(r: Rig, command: dict[str, Any], *, count: int) -> None:
+    """Publish ``command`` again; its ``count``-th result says replayed."""
+    await r.publish(command)
+    again = await r.result_for(command["id"], count=count)
+    assert (again["status"], again["reason"]) == ("rejected", "replayed")
+
+
 async def test_replay_is_rejected_before_and_after_a_restart(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
@@ -293,16 +313,9 @@ async def test_replay_is_rejected_before_and_after_a_restart(
         command = r.command()
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
-        await r.publish(command)
-        again = await r.result_for(command["id"], count=2)
-        assert (again["status"], again["reason"]) == ("rejected", "replayed")
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
-        r.daemon.start()
-        await wait_ready(r)
-        await r.publish(command)
-        third = await r.result_for(command["id"], count=3)
-        assert (third["status"], third["reason"]) == ("rejected", "replayed")
+        await refused_as_replay(r, command, count=2)
+        await restart(r)
+        await refused_as_replay(r, command, count=3)
         assert len(r.sim.node.pulses) == 1
 
 
@@ -310,8 +323,7 @@ async def test_command_delivered_after_it_expired_is_rejected(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
     async with rig(tmp_path, shared_broker) as r:
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
+        await stop_cleanly(r)
         # The broker keeps the gateway's session: a QoS 1 command with no MQTT
         # expiry waits there while the gateway is away, and expires meanwhile
         # (issued 2 s ago with a 1 s ttl: already past when the gateway returns).
@@ -374,26 +386,20 @@ async def test_kill_between_finished_and_result_queued_still_answers_once(
         # Sent, PUBACKed and deleted; then another restart and a later command's
         # result, which comes after any resend of ours: still exactly one.
         await wait_until(lambda: stored_results(r) == 0, 20)
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 20) == 0
-        r.daemon.start()
-        await wait_ready(r)
+        await restart(r)
         ping = r.command(action="gateway.ping", device=r.broker.gateway_id, params={})
         await r.publish(ping)
         assert (await r.result_for(ping["id"]))["status"] == "done"
         assert [x["id"] for x in r.results()].count(command["id"]) == 1
         assert len(r.sim.node.pulses) == 1, "never run again"
-        await r.publish(command)  # and a replay is still refused
-        again = await r.result_for(command["id"], count=2)
-        assert (again["status"], again["reason"]) == ("rejected", "replayed")
+        await refused_as_replay(r, command, count=2)
 
 
 async def test_results_an_older_version_left_in_the_outbox_are_still_sent(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
     async with rig(tmp_path, shared_broker) as r:
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 20) == 0
+        await stop_cleanly(r)
         # What a version that queued results in the outbox left unsent.
         body = json.dumps({"v": 1, "id": "legacy-1", "status": "done", "reason": None})
         db = sqlite3.connect(r.daemon.database)

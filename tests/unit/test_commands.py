@@ -185,6 +185,16 @@ async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
     return body
 
 
+async def synced_by_run_syncs(rig: Rig) -> None:
+    """Run the processor's sync task until queued results became sendable."""
+    syncing = asyncio.create_task(rig.processor.run_syncs(), name="syncs")
+    try:
+        async with asyncio.timeout(5):
+            await rig.store.results.new_data.wait()
+    finally:
+        syncing.cancel()
+
+
 async def test_door_open_done(rig: Rig) -> None:
     body = await handle(rig, payload(), response_topic="reply/to", correlation_data=b"c1")
     assert body == {
@@ -280,12 +290,7 @@ async def test_unverified_message_is_counted_not_stored(rig: Rig) -> None:
     assert syncs == []
     # Not sendable before a sync: run_syncs makes it durable, once for a burst.
     assert await rig.store.results.fetch(Lane.RESULT, 0, 1, 1 << 20) is None
-    syncing = asyncio.create_task(rig.processor.run_syncs(), name="syncs")
-    try:
-        async with asyncio.timeout(5):
-            await rig.store.results.new_data.wait()
-    finally:
-        syncing.cancel()
+    await synced_by_run_syncs(rig)
     assert syncs == [1]
     assert await rig.store.results.fetch(Lane.RESULT, 0, 1, 1 << 20) is not None
     assert rig.store.audit_log() == []
@@ -297,12 +302,7 @@ async def test_a_burst_of_unverified_results_costs_one_sync(rig: Rig) -> None:
     rig.store.sync = lambda: syncs.append(1)  # type: ignore[method-assign]
     for _ in range(RESULT_BURST):
         await rig.processor.process(inbound(b"not json"))
-    syncing = asyncio.create_task(rig.processor.run_syncs(), name="syncs")
-    try:
-        async with asyncio.timeout(5):
-            await rig.store.results.new_data.wait()
-    finally:
-        syncing.cancel()
+    await synced_by_run_syncs(rig)
     assert syncs == [1]
     assert rig.store.results.durable == rig.store.results.committed()
     assert len(rig.results.results) == RESULT_BURST
