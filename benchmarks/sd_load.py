@@ -39,6 +39,7 @@ async def main(data_dir: Path, broker: str, rate: float, seconds: float) -> None
         topic_root="estates/changqing/gateways/north-gate-1",
         client_id="changqing-north-gate-1",
         outbox=outbox,
+        results=None,
         commands=_NoCommands(),
         device_states=dict,
     )

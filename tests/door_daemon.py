@@ -41,10 +41,17 @@ def operator_keys(keys: Path, *key_ids: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running(daemon: Daemon, sub: Subscriber, sim: DoorNodeSimulator) -> AsyncIterator[None]:
-    """Start the subscriber, then the daemon; on the way out stop them and the simulator."""
+async def running(
+    daemon: Daemon,
+    sub: Subscriber,
+    sim: DoorNodeSimulator,
+    *,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[None]:
+    """Start the subscriber, then the daemon (with ``env`` added to its environment);
+    on the way out stop them and the simulator."""
     await sub.start()
-    daemon.start()
+    daemon.start(env=env)
     try:
         yield
     finally:

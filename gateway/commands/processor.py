@@ -15,8 +15,11 @@ rate-limited result, and one aggregate ``audit.command`` reading per interval
    crash can never run it twice;
 3. runs it under ``execute_timeout_s``: ``gateway.ping`` is answered by the
    gateway itself, anything else by the device's driver;
-4. records it "finished" with its audit row, puts an ``audit.command``
-   reading to the ``ReadingSink`` and the result to the ``ResultSink``.
+4. records it "finished" with its audit row *and its result* in one
+   transaction (``CommandStore.finish``; the uplink sends results from the
+   store, ``gateway.commands.results``), syncs, and puts an ``audit.command``
+   reading to the ``ReadingSink``. A kill at any point after that commit
+   still delivers the result, once, after the restart.
 
 Every authentic command, executed or not, gets an audit row, a reading and a result.
 
@@ -67,7 +70,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from drivers.base import (
     ActionNotSupportedError,
@@ -91,30 +93,23 @@ from gateway.commands.model import (
     RejectReason,
     VerifiedCommand,
 )
+from gateway.commands.results import messages
 from gateway.commands.store import AuditRecord, CommandStore
 from gateway.commands.unverified import ResultBudget, UnverifiedTally, aggregate
 from gateway.commands.verify import CommandVerifier
+from gateway.runtime import faults
 from gateway.runtime.clock import TrustedTime
 from gateway.timefmt import rfc3339
 
 _LOGGER = logging.getLogger(__name__)
 
+# Results queued without a sync of their own are synced at most this often
+# (seconds): a flood of unsigned messages must not become a flood of fsyncs
+# (issue 9); the outbox's sync interval was their window before.
+QUEUED_RESULT_SYNC_S = 1.0
+
 # Authentic commands refused after the replay check: their id is spent.
 _SPENDS_ID = frozenset({RejectReason.UNKNOWN_DEVICE, RejectReason.NOT_PERMITTED})
-
-
-class ResultSink(Protocol):
-    """Where results go: the outbox, which sends each to ``{root}/commands/results``
-    and, when given, to ``response_topic`` with ``correlation_data``."""
-
-    def put_result(
-        self,
-        result_json: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        urgent: bool = True,
-    ) -> None: ...
 
 
 class _DriverActions(Mapping[str, frozenset[str]]):
@@ -142,7 +137,6 @@ class CommandProcessor:
         drivers: device id -> driver; read live, so the mapping may be filled later.
         store: the open ``CommandStore`` (owned by the caller, who closes it).
         readings: sink for ``audit.command`` readings.
-        results: sink for result JSON.
         clock: wall clock for validity and stamps, monotonic clock for latency.
         response_prefix: a response topic is honoured only strictly under this.
         trusted: trusted time for the validity window (CONTRACT 1.1), when given.
@@ -156,7 +150,6 @@ class CommandProcessor:
         drivers: Mapping[str, Driver],
         store: CommandStore,
         readings: ReadingSink,
-        results: ResultSink,
         clock: Clock,
         response_prefix: str,
         trusted: TrustedTime | None = None,
@@ -169,11 +162,14 @@ class CommandProcessor:
         self._drivers = drivers
         self._store = store
         self._readings = readings
-        self._results = results
         self._clock = clock
         # One thread for the store's fsyncs: an fsync on the loop would stall
         # every device and the uplink for as long as the storage takes.
         self._store_sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="command-sync")
+        # Results queued without a sync of their own (unverified messages, the
+        # report of unfinished commands) become sendable at the next sync.
+        self._sync_wanted = asyncio.Event()
+        self._last_sync_mono = float("-inf")
         # Results by (status, reason), reason "none" for done: for metrics.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._verifier = CommandVerifier(
@@ -263,6 +259,7 @@ class CommandProcessor:
             return result
         # "Recorded as accepted before it runs": on disk, not just committed.
         await self._sync_store()
+        faults.crash_point("command-accepted")  # test-only: a kill mid-command
 
         # Cancelled (shutdown) mid-command, the outcome is unknown: the finally
         # reports it as such now, rather than at the next start.
@@ -289,10 +286,14 @@ class CommandProcessor:
             rejected.device,
             inbound.received_mono,
         )
-        # Results topic only, and no sync of its own: it rides the next group commit.
-        self._results.put_result(
-            result.to_json(), response_topic=None, correlation_data=None, urgent=False
-        )
+        # Results topic only, and no sync of its own: run_syncs makes it durable
+        # (one sync for a whole burst).
+        try:
+            self._store.queue_result(messages(result.to_json().decode(), None, None))
+        except sqlite3.Error:
+            _LOGGER.exception("command store failed; result of an unverified message lost")
+            return
+        self._sync_wanted.set()
 
     def report_unverified(self) -> None:
         """Put one ``audit.command`` reading (and log one line) for the unverified
@@ -315,12 +316,29 @@ class CommandProcessor:
         )
 
     async def _sync_store(self) -> None:
-        """Make the store's commits durable on its worker thread, off the event loop."""
+        """Make the store's commits durable on its worker thread, off the event loop;
+        the results they hold may then be sent."""
         loop = asyncio.get_running_loop()
+        mark = self._store.results.committed()  # before the sync: what it will cover
+        self._last_sync_mono = self._clock.monotonic()
         try:
             await loop.run_in_executor(self._store_sync, self._store.sync)
         except OSError:
             _LOGGER.exception("command store sync failed")
+            return
+        self._store.results.durable_through(mark)
+
+    async def run_syncs(self) -> None:
+        """Sync for results queued without one (``report_unfinished``, unverified
+        messages), until cancelled."""
+        while True:
+            await self._sync_wanted.wait()
+            wait_s = self._last_sync_mono + QUEUED_RESULT_SYNC_S - self._clock.monotonic()
+            if wait_s > 0:  # gather a burst into one sync
+                await asyncio.sleep(min(wait_s, QUEUED_RESULT_SYNC_S))
+            self._sync_wanted.clear()
+            if self._store.results.committed() > self._store.results.durable:
+                await self._sync_store()  # unless a command's own sync covered them
 
     def report_unfinished(self) -> list[CommandResult]:
         """Report commands a previous run accepted but never finished; call once at start-up.
@@ -352,6 +370,8 @@ class CommandProcessor:
                 finish=True,
             )
             results.append(result)
+        if results:
+            self._sync_wanted.set()  # run_syncs makes them durable, hence sendable
         return results
 
     async def _execute(self, command: VerifiedCommand) -> tuple[CommandStatus, RejectReason | None]:
@@ -437,7 +457,7 @@ class CommandProcessor:
         keep_id_until: float | None = None,
         detail: str = "",
     ) -> None:
-        """Audit row, audit reading, result: in that order (durable first)."""
+        """Audit row with the result (one transaction), then the audit reading."""
         record = AuditRecord(
             id=result.id,
             action=action,
@@ -449,14 +469,20 @@ class CommandProcessor:
             latency_ms=result.latency_ms,
             at=result.at,
         )
-        if store:
-            try:
-                if finish:
-                    self._store.finish(record)
-                else:
-                    self._store.record(record, keep_id_until=keep_id_until)
-            except sqlite3.Error:
-                _LOGGER.exception("command audit row not written id=%s", result.id)
+        answer = messages(result.to_json().decode(), reply.response_topic, reply.correlation_data)
+        try:
+            if not store:
+                self._store.queue_result(answer)
+                self._sync_wanted.set()
+            elif finish:
+                self._store.finish(record, answer)
+                # Test-only: where a kill used to lose the result (it was queued
+                # in the outbox after this commit).
+                faults.crash_point("command-finished")
+            else:
+                self._store.record(record, answer, keep_id_until=keep_id_until)
+        except sqlite3.Error:
+            _LOGGER.exception("command store failed; audit row and result lost id=%s", result.id)
         self.outcomes[
             result.status.value, "none" if result.reason is None else result.reason.value
         ] += 1
@@ -490,8 +516,4 @@ class CommandProcessor:
                 Priority.ROUTINE,
             )
         )
-        self._results.put_result(
-            result.to_json(),
-            response_topic=reply.response_topic,
-            correlation_data=reply.correlation_data,
-        )
+

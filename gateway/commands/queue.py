@@ -8,7 +8,8 @@ flood of garbage cannot push a real ``door.open`` out (issue 9, item 3).
 
 ``run`` is the worker: it executes the queued commands one at a time and,
 every ``report_interval_s``, has the processor report the unverified messages
-it counted.
+it counted; a third task syncs the store for results queued without a sync of
+their own (``CommandProcessor.run_syncs``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class CommandQueue:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._work(), name="commands-worker")
             group.create_task(self._report(), name="commands-report")
+            group.create_task(self._processor.run_syncs(), name="commands-sync")
 
     async def _work(self) -> None:
         while True:

@@ -24,6 +24,11 @@ Tables (schema version in ``PRAGMA user_version``):
   by retention, pruned with the ids: older than ``audit_retention_s``
   (default 90 days) or beyond the newest ``audit_max_rows``, so the file
   cannot grow without bound (schema version 2; version 1 refused DELETE too).
+- ``result`` (schema version 3): the answers waiting for the broker, written
+  in the same transaction as the finished mark or the audit row they answer
+  (``gateway.commands.results``): a kill between "finished" and "queued"
+  cannot lose a result, since there is no such gap. The uplink sends them
+  from here and deletes each after its PUBACK.
 
 Opening, checking and migrating go through ``gateway.storage.sqlite``: a file
 that is not a database, fails ``quick_check``, or has a schema newer than this
@@ -34,7 +39,8 @@ used ids, which re-opens replay only for commands still inside their validity
 window (at most ``max_ttl_s`` + skew), hence the loud log.
 
 The store is synchronous and owned by one task (STYLE.md §4): a command
-costs two short transactions (accept, finish) and their syncs.
+costs two short transactions (accept, finish) and their syncs; the uplink's
+reads and deletes of results are single statements on the same thread.
 
 Longer than 400 lines because the schema and its migrations, the atomic
 accept, recovery of unfinished commands, the audit log with its retention and
@@ -51,7 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.base import Clock
+from gateway.commands import results as results_table
 from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
+from gateway.commands.results import ResultMessage, ResultQueue
 from gateway.storage.sqlite import Schema, open_database, rollback, statements, sync_database
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,7 +67,7 @@ _LOGGER = logging.getLogger(__name__)
 DB_FILENAME = "commands.sqlite3"
 SEEN_RETENTION_S = 86_400.0  # keep used ids a day past expiry: wall clocks jump on a Pi
 PRUNE_INTERVAL_S = 3_600.0  # prune at most hourly (monotonic seconds)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 AUDIT_RETENTION_S = 90 * 86_400.0
 AUDIT_MAX_ROWS = 200_000
 
@@ -106,6 +114,8 @@ _MIGRATIONS = (
     ),
     # 2: the audit log gets retention, so rows may now be deleted (by prune only).
     statements("DROP TRIGGER audit_no_delete"),
+    # 3: results live here, committed with the fact they report.
+    statements(results_table.CREATE_TABLE),
 )
 SCHEMA = Schema(name="commands", version=SCHEMA_VERSION, migrations=_MIGRATIONS)
 
@@ -164,6 +174,7 @@ class CommandStore:
         self._audit_max_rows = audit_max_rows
         self._next_prune_mono = float("-inf")
         self.syncs = 0  # fdatasyncs so far, for the metrics
+        self.results = ResultQueue(conn)
 
     @classmethod
     def open(
@@ -198,6 +209,10 @@ class CommandStore:
             audit_max_rows=audit_max_rows,
         )
         store.prune()
+        # Results a killed process committed may be unsynced: sync before any is sent.
+        mark = store.results.committed()
+        store.sync()
+        store.results.durable_through(mark)
         return store
 
     def close(self) -> None:
@@ -255,8 +270,9 @@ class CommandStore:
             )
         return True
 
-    def finish(self, record: AuditRecord) -> None:
-        """Mark an accepted command finished and append its audit row, in one transaction."""
+    def finish(self, record: AuditRecord, result: list[ResultMessage]) -> None:
+        """Mark an accepted command finished, append its audit row and queue its
+        result, in one transaction."""
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE executions SET state = 'finished', status = ?, reason = ?, "
@@ -270,9 +286,16 @@ class CommandStore:
                 ),
             )
             _insert_audit(conn, record)
+            self.results.insert(result)
 
-    def record(self, record: AuditRecord, *, keep_id_until: float | None = None) -> None:
-        """Append the audit row of a command that was not accepted.
+    def record(
+        self,
+        record: AuditRecord,
+        result: list[ResultMessage],
+        *,
+        keep_id_until: float | None = None,
+    ) -> None:
+        """Append the audit row of a command that was not accepted, and queue its result.
 
         ``keep_id_until`` (the command's ``expires_at``) also marks its id used:
         an authentic command refused for its device or permission is spent.
@@ -285,6 +308,12 @@ class CommandStore:
                     (record.id, keep_id_until + SEEN_RETENTION_S),
                 )
             _insert_audit(conn, record)
+            self.results.insert(result)
+
+    def queue_result(self, result: list[ResultMessage]) -> None:
+        """Queue the result of a message that never verified (no audit row, no sync)."""
+        with self._transaction():
+            self.results.insert(result)
 
     def unfinished(self) -> list[UnfinishedCommand]:
         """Commands accepted but never finished (the gateway stopped mid-command)."""
@@ -360,10 +389,11 @@ class CommandStore:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")  # inside: a failed commit must roll back too
         except BaseException:
             rollback(self._conn)  # SQLite may have rolled back already (disk full)
+            self.results.rolled_back()
             raise
-        self._conn.execute("COMMIT")
 
 
 def _value(reason: RejectReason | None) -> str | None:

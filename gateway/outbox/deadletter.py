@@ -3,7 +3,8 @@
 Such a row would otherwise stay first in its lane and be retried first
 forever (issue 9): a result for a response topic the broker's ACL forbids, a
 single reading larger than the broker accepts. The uplink sets it aside here,
-in the outbox database, in the same transaction that deletes it from its lane:
+in the outbox database, in the same transaction that deletes it from its lane
+(a result's lane is in the command store, which deletes it just after):
 it is kept (never deleted by the gateway), counted in ``status`` and the
 metrics, and the lane drains on.
 
@@ -32,7 +33,7 @@ def set_aside(
     db: sqlite3.Connection,
     *,
     lane: str,
-    key: str,
+    key: str | None,
     first: int,
     last: int,
     topic: str | None,
@@ -42,15 +43,20 @@ def set_aside(
     reason: str,
     at: float,
 ) -> int:
-    """Move rows ``first..last`` of ``lane`` into the table as one message.
+    """Keep rows ``first..last`` of ``lane`` in the table as one message.
 
-    Runs inside the caller's transaction. Returns how many lane rows left.
+    With ``key`` (the lane table's key column) they are also deleted from the
+    lane, which is a table of this database; ``key`` None only keeps them (a
+    result: its lane is in the command store, which deletes it). Runs inside
+    the caller's transaction. Returns how many lane rows left.
     """
     db.execute(
         f"INSERT INTO {TABLE} (lane, topic, correlation, body, rows, reason, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (lane, topic, correlation, body, rows, reason, at),
     )
+    if key is None:
+        return 0
     return int(
         db.execute(f"DELETE FROM {lane} WHERE {key} BETWEEN ? AND ?", (first, last)).rowcount
     )

@@ -3,7 +3,8 @@
 Reads the outbox database through a read-only connection (WAL lets it read
 while the daemon writes) and reports the figures an installer or operator
 asks first: epoch, last seq, backlog per priority, the oldest unsent reading's
-age, the last successful sync (the last PUBACK-driven delete) and the size.
+age, the last successful sync (the last PUBACK-driven delete) and the size;
+the command results waiting are counted in the command store, where they live.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.commands.store import DB_FILENAME as COMMANDS_DB
 from gateway.outbox import deadletter
 from gateway.outbox.store import DB_NAME, Lane, oldest_unsent, open_readonly, read_last_seq
 from gateway.timefmt import parse_rfc3339, rfc3339
@@ -75,7 +77,7 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         backlog = {
             lane.value: int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
-            for lane in Lane
+            for lane in (Lane.ALARM, Lane.ROUTINE)
         }
         oldest = oldest_unsent(db)
         last_seq = read_last_seq(db)
@@ -83,6 +85,7 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
             dead = deadletter.count(db)
         except sqlite3.OperationalError:  # a database the daemon has not migrated yet
             dead = 0
+    backlog[Lane.RESULT.value] = _results_waiting(data_dir / COMMANDS_DB)
     size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     last_ack = meta.get("last_ack_at")
     return OutboxReport(
@@ -96,6 +99,17 @@ def read_report(data_dir: Path, *, now: float | None = None) -> OutboxReport:
         database_bytes=size,
         dead_letter=dead,
     )
+
+
+def _results_waiting(path: Path) -> int:
+    """Command results waiting in the command store (they are sent from there)."""
+    if not path.exists():
+        return 0
+    with open_readonly(path) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM result").fetchone()[0])
+        except sqlite3.OperationalError:  # a store the daemon has not migrated yet
+            return 0
 
 
 __all__ = ["NoDatabaseError", "OutboxReport", "read_report", "sqlite3"]

@@ -12,7 +12,10 @@ Durability windows (README, "Delivery guarantee"):
   commit; the outbox itself ``fdatasync``s the WAL at most every
   ``sync_interval_ms`` while there is something unsynced, so a power cut loses
   at most that window, and an idle gateway writes nothing.
-* Alarms and command results are committed and synced at once.
+* Alarms are committed and synced at once. Command results are not here:
+  they live in the command store, committed with the command's finished
+  mark (``gateway.commands.results``); the ``result`` table only holds what an
+  older version queued, handed over once at start (``take_legacy_results``).
 * (CONTRACT 1.1) ``fetch`` returns only rows whose commit a completed sync
   covers, and ``new_data`` is set after a sync, not after a commit: a power
   cut can take back only readings nobody has seen, so a seq is never given to
@@ -101,7 +104,11 @@ _WALL_TS = operator.attrgetter("wall_ts")
 
 
 class Lane(StrEnum):
-    """Outbox lanes, in drain order: results and alarms before routine."""
+    """Lanes, in drain order: results and alarms before routine.
+
+    ``RESULT`` is drained from the command store (``gateway.commands.results``);
+    the outbox keeps its name for the dead-letter table.
+    """
 
     RESULT = "result"
     ALARM = "alarm"
@@ -200,9 +207,9 @@ SCHEMA = Schema(
 
 
 class Outbox:
-    """Durable, prioritised buffer of readings and command results.
+    """Durable, prioritised buffer of readings.
 
-    ``put`` and ``put_result`` are called from the event loop and never block;
+    ``put`` is called from the event loop and never blocks;
     ``run`` is the owner task that commits and syncs.
     """
 
@@ -240,7 +247,6 @@ class Outbox:
         self._device_json: dict[str, str] = {}
         # Work gathered on the loop, handed to the worker at each commit.
         self._pending: list[Reading] = []
-        self._pending_results: list[tuple[str | None, bytes | None, str]] = []
         # Only the bounds of acknowledged batches: never their bodies.
         self._pending_acks: list[tuple[Lane, int, int]] = []
         self._pending_ack_rows = 0
@@ -251,16 +257,14 @@ class Outbox:
         self._awaiting_sync: list[asyncio.Future[None]] = []  # committed, not yet synced
         self._wake = asyncio.Event()
         self._fresh = asyncio.Event()  # something to commit arrived
-        self._urgent = asyncio.Event()  # alarms or results: commit and sync at once
+        self._urgent = asyncio.Event()  # alarms: commit and sync at once
         self._acks_full = asyncio.Event()  # enough deletes waiting: commit now
         self._unsynced = asyncio.Event()
         self._last_sync_mono = float("-inf")
         # CONTRACT 1.1: only rows whose commit is synced may be fetched. The
-        # bounds are the last seq and result id covered by a completed sync.
+        # bound is the last seq covered by a completed sync.
         self._committed_seq = 0
-        self._committed_result = 0
         self._durable_seq = 0
-        self._durable_result = 0
         # Disk full: commits fail and what they held waits in memory (see commit).
         self.disk_full = False
         self._shed_while_full = 0  # readings dropped in memory: they never got a seq
@@ -297,15 +301,26 @@ class Outbox:
             self.stats.last_ack_at = float(meta["last_ack_at"])
         if "trusted_wall" in meta:
             self.trusted_wall = float(meta["trusted_wall"])
-        for lane in Lane:
+        for lane in (Lane.ALARM, Lane.ROUTINE):
             self.stats.backlog[lane] = int(db.execute(f"SELECT count(*) FROM {lane}").fetchone()[0])
         self.stats.dead_letter = deadletter.count(db)
         self._id_prefix = f"{self._gateway_id}:{self.stats.epoch}:"
         # What an earlier process committed may still be only in the page
         # cache (it was killed before its sync): sync before any of it is sent.
         self._committed_seq = self.stats.last_seq
-        self._committed_result = _max_result_id(db)
         self._sync_sync()
+
+    async def take_legacy_results(self) -> list[tuple[str | None, bytes | None, str]]:
+        """(topic, correlation, body) of each result an older version queued here."""
+        return await self._call(self._legacy_sync)
+
+    def _legacy_sync(self) -> list[tuple[str | None, bytes | None, str]]:
+        rows = self._conn().execute("SELECT topic, correlation, body FROM result ORDER BY id")
+        return [(topic, corr, body) for topic, corr, body in rows.fetchall()]
+
+    async def drop_legacy_results(self) -> None:
+        """Delete the legacy results once the command store holds them durably."""
+        await self._call(self._conn().execute, "DELETE FROM result")
 
     async def close(self) -> None:
         """Commit what is pending, sync, and close the database."""
@@ -335,27 +350,6 @@ class Outbox:
             self._urgent.set()
         self._wake.set()
         self._fresh.set()
-
-    def put_result(
-        self,
-        result_json: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        urgent: bool = True,
-    ) -> None:
-        """Queue a command result for the results topic (and the MQTT 5 response topic).
-
-        ``urgent=False`` (the result of a message that never verified) rides the
-        next group commit and sync instead of forcing one of its own.
-        """
-        body = result_json.decode("utf-8")
-        self._pending_results.append((None, None, body))
-        if response_topic:
-            self._pending_results.append((response_topic, correlation_data, body))
-        if urgent:
-            self._urgent.set()
-        self._wake.set()
 
     def record_trusted_time(self, wall_s: float) -> None:
         """Keep ``wall_s`` as the latest trusted time, written with the next commit.
@@ -411,7 +405,7 @@ class Outbox:
             removed = deadletter.set_aside(
                 db,
                 lane=batch.lane.value,
-                key="id" if batch.lane is Lane.RESULT else "seq",
+                key=None if batch.lane is Lane.RESULT else "seq",
                 first=batch.first,
                 last=batch.last,
                 topic=batch.topic,
@@ -459,7 +453,7 @@ class Outbox:
             if not self._urgent.is_set():
                 # Group commit: gather readings for one interval, unless an alarm
                 # comes; only acks waiting: until their deletes are due.
-                gathering = bool(self._pending or self._pending_results or self._pending_state)
+                gathering = bool(self._pending or self._pending_state)
                 if gathering:
                     wait = self._commit_interval_s
                 else:
@@ -468,9 +462,9 @@ class Outbox:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         if gathering:
-                            await _first_of(self._urgent, self._acks_full)
+                            await first_of(self._urgent, self._acks_full)
                         else:
-                            await _first_of(self._urgent, self._acks_full, self._fresh)
+                            await first_of(self._urgent, self._acks_full, self._fresh)
                 if not gathering and self._fresh.is_set() and not self._urgent.is_set():
                     # A reading came while only deletes were waiting: it waits one
                     # commit interval, not until the deletes are due (up to a sync
@@ -507,13 +501,12 @@ class Outbox:
         return max(0.0, self._last_sync_mono + self._sync_interval_s - self._clock.monotonic())
 
     async def commit(self, *, include_acks: bool = False) -> None:
-        """Commit what is gathered (and sync at once if it holds alarms or results).
+        """Commit what is gathered (and sync at once if it holds alarms).
 
         Deletes of acknowledged rows ride along once they are due, or when
         ``include_acks`` asks for them now.
         """
         readings, self._pending = self._pending, []
-        results, self._pending_results = self._pending_results, []
         state, self._pending_state = self._pending_state, []
         acks: list[tuple[Lane, int, int]] = []
         if self._pending_acks and (include_acks or self._acks_due_in() <= 0):
@@ -528,20 +521,20 @@ class Outbox:
         else:
             self._wake.clear()
         trusted, self._pending_trusted = self._pending_trusted, None
-        if not (readings or results or acks or state or trusted is not None):
+        if not (readings or acks or state or trusted is not None):
             return
         rows = [(key, value) for key, value, _ in state]
         try:
             await self._call(
                 functools.partial(
-                    self._commit_sync, readings, results, acks, urgent, trusted, state=rows
+                    self._commit_sync, readings, acks, urgent, trusted, state=rows
                 )
             )
         except sqlite3.OperationalError as exc:
             if not is_disk_full(exc):
                 _fail(state, exc)
                 raise
-            self._hold_while_full(readings, results, acks)
+            self._hold_while_full(readings, acks)
             if self._pending_trusted is None:
                 self._pending_trusted = trusted
             # Retried with the readings it follows, in the same later commit.
@@ -579,7 +572,6 @@ class Outbox:
     def _hold_while_full(
         self,
         readings: list[Reading],
-        results: list[tuple[str | None, bytes | None, str]],
         acks: list[tuple[Lane, int, int]],
     ) -> None:
         """A commit failed for a full disk: keep its work, ahead of what came since.
@@ -597,7 +589,6 @@ class Outbox:
                 self.path,
             )
         self._pending[:0] = readings
-        self._pending_results[:0] = results
         self._pending_acks[:0] = acks
         self._pending_ack_rows = sum(last - first + 1 for _lane, first, last in self._pending_acks)
         excess = len(self._pending) - MAX_HELD_WHILE_FULL
@@ -641,7 +632,6 @@ class Outbox:
     def _commit_sync(
         self,
         readings: list[Reading],
-        results: list[tuple[str | None, bytes | None, str]],
         acks: list[tuple[Lane, int, int]],
         urgent: bool,
         trusted: float | None = None,
@@ -660,10 +650,6 @@ class Outbox:
                 self._correct_unsynced(db)
             if readings:
                 self._insert_readings(db, readings, synced)
-            if results:
-                db.executemany(
-                    "INSERT INTO result (topic, correlation, body) VALUES (?, ?, ?)", results
-                )
             if state:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", state)
             acked = self._delete_acked(db, acks)
@@ -680,10 +666,7 @@ class Outbox:
                 self._make_room_sync(db, synced)
             raise
         self._committed_seq = stats.last_seq
-        if results:
-            self._committed_result = _max_result_id(db)
         stats.committed += len(readings)
-        stats.backlog[Lane.RESULT] += len(results)
         stats.by_device_type.update(map(_DEVICE_AND_TYPE, readings))
         stats.last_reading_wall.update(
             zip(map(_DEVICE, readings), map(_WALL_TS, readings), strict=True)
@@ -698,7 +681,7 @@ class Outbox:
             self._sync_sync()
         else:
             self._mark_unsynced()
-        return bool(readings or results or dropped)
+        return bool(readings or dropped)
 
     def _make_room_sync(self, db: sqlite3.Connection, synced: bool) -> None:
         """The disk is full: give back the WAL's space and shed the oldest routine rows.
@@ -865,13 +848,13 @@ class Outbox:
         Commits run on this same thread, so what is committed now is exactly
         what this sync covers; only then may the uplink fetch it (CONTRACT 1.1).
         """
-        seq, result = self._committed_seq, self._committed_result
+        seq = self._committed_seq
         sync_database(self.path)
         self.stats.syncs += 1
         self._last_sync_mono = self._clock.monotonic()
         self._loop_call(self._unsynced.clear)
-        if (seq, result) != (self._durable_seq, self._durable_result):
-            self._durable_seq, self._durable_result = seq, result
+        if seq != self._durable_seq:
+            self._durable_seq = seq
             self._loop_call(self.new_data.set)
 
     # ---------------------------------------------------------------- reads
@@ -883,14 +866,7 @@ class Outbox:
     def _fetch_sync(self, lane: Lane, after: int, max_count: int, max_bytes: int) -> Batch | None:
         db = self._conn()
         if lane is Lane.RESULT:
-            row = db.execute(
-                "SELECT id, topic, correlation, body FROM result WHERE id > ? AND id <= ?"
-                " ORDER BY id LIMIT 1",
-                (after, self._durable_result),
-            ).fetchone()
-            if row is None:
-                return None
-            return Batch(lane, row[0], row[0], [row[3]], topic=row[1], correlation=row[2])
+            raise ValueError("results are drained from the command store")
         rows = db.execute(
             f"SELECT seq, ts, device, type, data, boot FROM {lane} WHERE seq > ? AND seq <= ?"
             " ORDER BY seq LIMIT ?",
@@ -941,7 +917,7 @@ def _fail(state: list[tuple[str, str, asyncio.Future[None]]], exc: BaseException
             future.set_exception(exc)
 
 
-async def _first_of(*events: asyncio.Event) -> None:
+async def first_of(*events: asyncio.Event) -> None:
     """Wait until any of ``events`` is set."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
@@ -949,10 +925,6 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _max_result_id(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT coalesce(max(id), 0) FROM result").fetchone()[0])
 
 
 def read_last_seq(db: sqlite3.Connection) -> int:

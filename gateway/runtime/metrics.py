@@ -34,7 +34,7 @@ from pathlib import Path
 
 from drivers.base import DeviceState, Driver
 from drivers.transports.modbus import BusPool
-from gateway.outbox.store import Outbox
+from gateway.outbox.store import Lane, Outbox
 from gateway.runtime.exposition import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -66,6 +66,8 @@ class MetricsSources:
     command_outcomes: Mapping[tuple[str, str], int]
     commands_dropped: Callable[[], int]
     command_store_syncs: Callable[[], int] = lambda: 0
+    # Results wait in the command store (gateway.commands.results), not the outbox.
+    command_results_backlog: Callable[[], int] = lambda: 0
 
 
 class GatewayCollector:
@@ -132,7 +134,8 @@ class GatewayCollector:
             labels=["lane"],
         )
         for lane, count in stats.backlog.items():
-            backlog.add_metric([lane.value], count)
+            waiting = self._src.command_results_backlog() if lane is Lane.RESULT else count
+            backlog.add_metric([lane.value], waiting)
         yield backlog
         age = 0.0
         if self._oldest_unsent is not None:

@@ -43,6 +43,7 @@ from gateway.access.store import DB_FILENAME as ACCESS_DB
 from gateway.access.store import AccessStore, AccessWriter
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.queue import CommandQueue
+from gateway.commands.results import ResultMessage
 from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
@@ -235,11 +236,11 @@ class Gateway:
             drivers=CommandTargets(self.drivers),
             store=self.store,
             readings=self.outbox,
-            results=self.outbox,
             clock=self.clock,
             response_prefix=self.config.response_prefix,
             trusted=self.trusted,
         )
+        await self._adopt_legacy_results(self.store)
         for result in processor.report_unfinished():
             _LOGGER.warning(
                 "command accepted before a crash never finished; reported, not re-run: id=%s",
@@ -272,6 +273,7 @@ class Gateway:
             topic_root=self.config.topic_root,
             client_id=self.config.client_id,
             outbox=self.outbox,
+            results=self.store.results,
             commands=self.commands,
             device_states=self.device_states,
             password=password.get_secret_value() if password else None,
@@ -287,6 +289,22 @@ class Gateway:
             clock_synced=self.trusted.is_synced,
             clock=self.clock,
         )
+
+    async def _adopt_legacy_results(self, store: CommandStore) -> None:
+        """Move results an older version queued in the outbox to the command store.
+
+        Synced in the store before they leave the outbox: a crash in between
+        sends them twice (the platform drops the second by id), never zero times.
+        """
+        legacy = await self.outbox.take_legacy_results()
+        if not legacy:
+            return
+        store.queue_result([ResultMessage(body, topic, corr) for topic, corr, body in legacy])
+        mark = store.results.committed()
+        store.sync()  # once, at start, and only after an upgrade
+        store.results.durable_through(mark)
+        await self.outbox.drop_legacy_results()
+        _LOGGER.info("results queued by the previous version moved: count=%d", len(legacy))
 
     # --------------------------------------------------------------- status
 
@@ -329,6 +347,7 @@ class Gateway:
             command_outcomes=self.processor.outcomes,
             commands_dropped=lambda: queue.overflowed,
             command_store_syncs=lambda: store.syncs,
+            command_results_backlog=lambda: store.results.backlog,
         )
         return MetricsServer(self.config.metrics, GatewayCollector(sources))
 

@@ -21,6 +21,11 @@ losses is set aside. On a merely flaky link this costs smaller batches and
 one-at-a-time sending for a while; a reading is set aside only when four
 connections in a row died with it in flight, and a batch PUBACKed is
 forgotten.
+
+The result lane is not in the outbox: results live in the command store,
+committed with the command's finished mark (``gateway.commands.results``).
+The drain reads and acknowledges that lane through the same ``Lane`` interface
+(``LaneSource``), so results keep their place ahead of alarms.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from typing import Protocol
 
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock
 from gateway.config import MqttConfig
-from gateway.outbox.store import Batch, Lane, Outbox
+from gateway.outbox.store import Batch, Lane, Outbox, first_of
 from gateway.outbox.wire import BatchEnvelope
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import Topics
@@ -58,6 +64,18 @@ SET_ASIDE_AFTER_LOSSES = 4
 _BatchKey = tuple[Lane, int, int]
 
 
+class LaneSource(Protocol):
+    """Where a lane's batches come from: the outbox, or the command store's results."""
+
+    new_data: asyncio.Event
+
+    async def fetch(
+        self, lane: Lane, after: int, max_count: int, max_bytes: int
+    ) -> Batch | None: ...
+
+    def ack(self, batch: Batch) -> None: ...
+
+
 class Drain:
     """Sends the outbox; ``run`` once per connection (cursors start afresh each time)."""
 
@@ -66,6 +84,7 @@ class Drain:
         config: MqttConfig,
         *,
         outbox: Outbox,
+        results: LaneSource | None,
         topics: Topics,
         stats: UplinkStats,
         clock: Clock,
@@ -74,6 +93,12 @@ class Drain:
     ) -> None:
         self._config = config
         self._outbox = outbox
+        # In Lane order (results, alarms, routine): the drain's priority.
+        self._sources: dict[Lane, LaneSource] = {}
+        for lane in Lane:
+            source = outbox if lane is not Lane.RESULT else results
+            if source is not None:
+                self._sources[lane] = source
         self._topics = topics
         self._stats = stats
         self._clock = clock
@@ -116,19 +141,19 @@ class Drain:
 
     async def _next_batch(self, cursors: dict[Lane, int]) -> Batch:
         cfg = self._config
+        sources = self._sources
         while True:
-            self._outbox.new_data.clear()
+            for source in set(sources.values()):
+                source.new_data.clear()
             max_bytes = self._max_bytes()
-            for lane in Lane:  # results, alarms, routine: alarms jump the queue
-                batch = await self._outbox.fetch(
-                    lane, cursors[lane], cfg.batch_max_readings, max_bytes
-                )
+            for lane, source in sources.items():  # alarms jump the routine queue
+                batch = await source.fetch(lane, cursors[lane], cfg.batch_max_readings, max_bytes)
                 cap = None if batch is None else self._caps.get((lane, batch.first))
                 if batch is not None and cap is not None and batch.count > cap:
-                    batch = await self._outbox.fetch(lane, cursors[lane], cap, _NO_BYTE_BOUND)
+                    batch = await source.fetch(lane, cursors[lane], cap, _NO_BYTE_BOUND)
                 if batch is not None:
                     return batch
-            await self._outbox.new_data.wait()
+            await first_of(*(source.new_data for source in set(sources.values())))
 
     async def _send(self, batch: Batch, inflight: asyncio.Semaphore) -> None:
         try:
@@ -188,7 +213,7 @@ class Drain:
         if code >= PUBACK_FAILURE:
             await self._set_aside(batch, topic, f"refused: reason code {code:#x}")
             return
-        self._outbox.ack(batch)
+        self._sources[batch.lane].ack(batch)
         self._caps.pop((batch.lane, batch.first), None)
         latency = self._clock.monotonic() - started
         self._stats.batches_sent += 1
@@ -214,7 +239,7 @@ class Drain:
         half = batch.count // 2
         after = batch.first - 1
         for count in (half, batch.count - half):
-            part = await self._outbox.fetch(batch.lane, after, count, _NO_BYTE_BOUND)
+            part = await self._sources[batch.lane].fetch(batch.lane, after, count, _NO_BYTE_BOUND)
             if part is None:
                 return
             await self._deliver(part)
@@ -222,6 +247,8 @@ class Drain:
 
     async def _set_aside(self, batch: Batch, topic: str, reason: str) -> None:
         await self._outbox.set_aside(batch, reason)
+        if batch.lane is Lane.RESULT:  # kept in the outbox's dead-letter table now
+            self._sources[batch.lane].ack(batch)
         self._stats.set_aside += 1
         key = (topic, reason)
         if key not in self._logged_refusals:  # once per topic and reason, not per row

@@ -41,7 +41,7 @@ from gateway.outbox.store import Lane, Outbox
 from gateway.outbox.wire import status_json
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import BrokerUrl, Topics, make_tls_context
-from gateway.uplink.drain import Drain
+from gateway.uplink.drain import Drain, LaneSource
 from gateway.uplink.mqtt_adapter import PUBACK_FAILURE, PahoAdapter, connect_properties
 from gateway.uplink.stats import UplinkStats
 from gateway.version import GATEWAY_VERSION
@@ -91,6 +91,7 @@ class Uplink:
         topic_root: str,
         client_id: str,
         outbox: Outbox,
+        results: LaneSource | None,
         commands: CommandHandler,
         device_states: Callable[[], Mapping[str, Mapping[str, Any]]],
         password: str | None = None,
@@ -123,6 +124,7 @@ class Uplink:
         self._drain = Drain(
             config,
             outbox=outbox,
+            results=results,
             topics=self.topics,
             stats=self.stats,
             clock=self._clock,

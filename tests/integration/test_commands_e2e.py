@@ -30,9 +30,11 @@ from paho.mqtt.properties import Properties
 
 from drivers.sim.door_node import DoorNodeSimulator
 from gateway.cli.operator_tools import build_command, load_private_key, sign_command
+from gateway.runtime.faults import ENV_VAR
 from tests.broker import SharedBroker
 from tests.daemon import REPO, Daemon, send_command_argv
 from tests.door_daemon import operator_keys, running, start_door_sim
+from tests.fakes import wait_until
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -108,7 +110,11 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path, broker: SharedBroker, *, crash_at: str | None = None
+) -> AsyncIterator[Rig]:
+    """The daemon, its door, a platform subscriber; ``crash_at`` arms a crash point
+    (``gateway.runtime.faults``) for the first start only."""
     keys = tmp_path / "keys"
     public = operator_keys(keys, KEY_ID, OTHER_KEY_ID)
     sim, door = await start_door_sim(tmp_path / "sim", "door-east-1")
@@ -126,7 +132,7 @@ async def rig(tmp_path: Path, broker: SharedBroker) -> AsyncIterator[Rig]:
     )
     sub = broker.subscriber()
     daemon = Daemon(config)
-    async with running(daemon, sub, sim):
+    async with running(daemon, sub, sim, env={ENV_VAR: crash_at} if crash_at else None):
         the_rig = Rig(daemon, sim, sub, broker, keys)
         await wait_ready(the_rig)
         yield the_rig
@@ -256,6 +262,26 @@ async def test_each_rejection_reason_leaves_the_relay_alone(
             assert (audit["id"], audit["unverified"]) == (None, {reason: 1})
 
 
+async def stop_cleanly(r: Rig) -> None:
+    """SIGTERM, and the daemon exits 0."""
+    r.daemon.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(r.daemon.wait, 20) == 0, r.daemon.output()
+
+
+async def restart(r: Rig) -> None:
+    """A clean stop, a start, ready again."""
+    await stop_cleanly(r)
+    r.daemon.start()
+    await wait_ready(r)
+
+
+async def refused_as_replay(r: Rig, command: dict[str, Any], *, count: int) -> None:
+    """Publish ``command`` again; its ``count``-th result says replayed."""
+    await r.publish(command)
+    again = await r.result_for(command["id"], count=count)
+    assert (again["status"], again["reason"]) == ("rejected", "replayed")
+
+
 async def test_replay_is_rejected_before_and_after_a_restart(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
@@ -263,16 +289,9 @@ async def test_replay_is_rejected_before_and_after_a_restart(
         command = r.command()
         await r.publish(command)
         assert (await r.result_for(command["id"]))["status"] == "done"
-        await r.publish(command)
-        again = await r.result_for(command["id"], count=2)
-        assert (again["status"], again["reason"]) == ("rejected", "replayed")
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
-        r.daemon.start()
-        await wait_ready(r)
-        await r.publish(command)
-        third = await r.result_for(command["id"], count=3)
-        assert (third["status"], third["reason"]) == ("rejected", "replayed")
+        await refused_as_replay(r, command, count=2)
+        await restart(r)
+        await refused_as_replay(r, command, count=3)
         assert len(r.sim.node.pulses) == 1
 
 
@@ -280,8 +299,7 @@ async def test_command_delivered_after_it_expired_is_rejected(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
     async with rig(tmp_path, shared_broker) as r:
-        r.daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(r.daemon.wait, 10) == 0
+        await stop_cleanly(r)
         # The broker keeps the gateway's session: a QoS 1 command with no MQTT
         # expiry waits there while the gateway is away, and expires meanwhile
         # (issued 2 s ago with a 1 s ttl: already past when the gateway returns).
@@ -293,43 +311,84 @@ async def test_command_delivered_after_it_expired_is_rejected(
         assert r.sim.node.pulses == []
 
 
+async def killed_at_its_crash_point(r: Rig) -> None:
+    """The daemon SIGKILLed itself at the armed crash point: wait for that fact."""
+    code = await asyncio.to_thread(r.daemon.wait, 30)
+    assert code == -signal.SIGKILL, r.daemon.output()
+
+
 async def test_crash_between_accept_and_finish_never_reopens(
     tmp_path: Path, shared_broker: SharedBroker
 ) -> None:
-    async with rig(tmp_path, shared_broker) as r:
-        r.sim.stop_answering()  # the door node hangs: the command stays in flight
+    # The kill lands exactly after the accept is synced and before the door is
+    # told anything (a crash point, not a race against the door's timeout).
+    async with rig(tmp_path, shared_broker, crash_at="command-accepted") as r:
         command = r.command()
         await r.publish(command)
-        store = r.daemon.config.parent / "data" / "commands.sqlite3"
-
-        def accepted() -> bool:
-            # Accepted and still running (the door hangs): the kill lands between
-            # accept and finish, as the test's name says. (Waiting for the audit
-            # row instead waited for the finish, racing the result's commit.)
-            db = sqlite3.connect(store)
-            try:
-                row = db.execute(
-                    "SELECT state FROM executions WHERE id = ?", (command["id"],)
-                ).fetchone()
-                return row is not None and row[0] == "accepted"
-            except sqlite3.Error:
-                return False
-            finally:
-                db.close()
-
-        async with asyncio.timeout(10):
-            while not accepted():
-                await asyncio.sleep(0.02)
-        r.daemon.kill()
-        r.sim.resume_answering()
+        await killed_at_its_crash_point(r)
         r.daemon.start()
         result = await r.result_for(command["id"])
-        assert result["status"] == "failed"
+        assert (result["status"], result["reason"]) == ("failed", "timeout")
         # A re-run would come before the door is polled on: let it poll ten more times.
         polled = r.sim.server.answered
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             await r.sim.server.wait_until(lambda: r.sim.server.answered >= polled + 10)
         assert r.sim.node.pulses == []
+
+
+def stored_results(r: Rig) -> int:
+    """Results still waiting in the daemon's command store (deleted after PUBACK)."""
+    db = sqlite3.connect(r.daemon.config.parent / "data" / "commands.sqlite3")
+    try:
+        return int(db.execute("SELECT count(*) FROM result").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_kill_between_finished_and_result_queued_still_answers_once(
+    tmp_path: Path, shared_broker: SharedBroker
+) -> None:
+    """The bug: "finished" was committed, then the result queued in another file;
+    a SIGKILL between the two lost the answer for good. Now they are one commit."""
+    async with rig(tmp_path, shared_broker, crash_at="command-finished") as r:
+        command = r.command()
+        await r.publish(command)
+        await killed_at_its_crash_point(r)
+        assert [(p.relay, p.tenths) for p in r.sim.node.pulses] == [(1, 20)]  # it did run
+        assert not [x for x in r.results() if x["id"] == command["id"]], "sent before the kill?"
+        r.daemon.start()  # not armed this time
+        result = await r.result_for(command["id"])
+        assert (result["status"], result["reason"]) == ("done", None)
+        # Sent, PUBACKed and deleted; then another restart and a later command's
+        # result, which comes after any resend of ours: still exactly one.
+        await wait_until(lambda: stored_results(r) == 0, 20)
+        await restart(r)
+        ping = r.command(action="gateway.ping", device=r.broker.gateway_id, params={})
+        await r.publish(ping)
+        assert (await r.result_for(ping["id"]))["status"] == "done"
+        assert [x["id"] for x in r.results()].count(command["id"]) == 1
+        assert len(r.sim.node.pulses) == 1, "never run again"
+        await refused_as_replay(r, command, count=2)
+
+
+async def test_results_an_older_version_left_in_the_outbox_are_still_sent(
+    tmp_path: Path, shared_broker: SharedBroker
+) -> None:
+    async with rig(tmp_path, shared_broker) as r:
+        await stop_cleanly(r)
+        # What a version that queued results in the outbox left unsent.
+        body = json.dumps({"v": 1, "id": "legacy-1", "status": "done", "reason": None})
+        db = sqlite3.connect(r.daemon.database)
+        db.execute("INSERT INTO result (topic, correlation, body) VALUES (NULL, NULL, ?)", (body,))
+        db.commit()
+        db.close()
+        r.daemon.start()
+        assert (await r.result_for("legacy-1"))["status"] == "done"
+        db = sqlite3.connect(r.daemon.database)
+        try:
+            assert db.execute("SELECT count(*) FROM result").fetchone()[0] == 0
+        finally:
+            db.close()
 
 
 HOSTILE = [

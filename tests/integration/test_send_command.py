@@ -35,6 +35,7 @@ from gateway.commands.model import CommandsConfig
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.verify import CommandVerifier
+from gateway.outbox.store import Lane
 from tests.broker import SharedBroker, free_port
 from tests.fakes import RecordingSink
 
@@ -154,25 +155,6 @@ async def test_publishes_a_signed_command_with_expiry(
     assert verified.expires_at - verified.issued_at == pytest.approx(20.0)
 
 
-@dataclass
-class PublishingResults:
-    """A ResultSink that queues results for the test's gateway loop to publish."""
-
-    queue: asyncio.Queue[tuple[bytes, str | None, bytes | None]] = field(
-        default_factory=asyncio.Queue
-    )
-
-    def put_result(
-        self,
-        result_json: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        urgent: bool = True,
-    ) -> None:
-        self.queue.put_nowait((result_json, response_topic, correlation_data))
-
-
 @contextlib.asynccontextmanager
 async def gateway(
     share: SharedBroker, config: CommandsConfig, data_dir: Path
@@ -185,7 +167,6 @@ async def gateway(
     a cancellation that races with the PUBACK).
     """
     store = CommandStore.open(data_dir, clock=SystemClock())
-    results = PublishingResults()
     served = asyncio.Event()
     processor = CommandProcessor(
         config,
@@ -193,7 +174,6 @@ async def gateway(
         drivers={},
         store=store,
         readings=RecordingSink(),
-        results=results,
         clock=SystemClock(),
         response_prefix=f"{share.root}/commands/results/",
     )
@@ -210,13 +190,16 @@ async def gateway(
                     received_mono=time.monotonic(),
                 )
             )
-            body, response_topic, correlation = results.queue.get_nowait()
-            await client.publish(f"{share.root}/commands/results", body, qos=1)
-            if response_topic is not None:
-                reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                if correlation is not None:
-                    reply.CorrelationData = correlation
-                await client.publish(response_topic, body, qos=1, properties=reply)
+            # The uplink's way: durable results from the store, deleted once sent.
+            while (batch := await store.results.fetch(Lane.RESULT, 0, 1, 1 << 20)) is not None:
+                if batch.topic is None:
+                    await client.publish(f"{share.root}/commands/results", batch.bodies[0], qos=1)
+                else:
+                    reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    if batch.correlation is not None:
+                        reply.CorrelationData = batch.correlation
+                    await client.publish(batch.topic, batch.bodies[0], qos=1, properties=reply)
+                store.results.ack(batch)
             served.set()
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,16 @@ from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, Priority, ReadingType, SystemClock, make_reading
 from gateway.commands.inbound import InboundCommand
+from gateway.commands.results import ResultMessage, messages
+from gateway.commands.store import CommandStore
 from gateway.config import MqttConfig
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime.clock import ClockSync, TrustedClockSync
 from gateway.timefmt import parse_rfc3339
+from gateway.uplink.drain import LaneSource
 from gateway.uplink.session import Uplink
 from tests.broker import Mosquitto, free_port, make_tls_files
-from tests.fakes import FakeClock, FakeClockSync
+from tests.fakes import FakeClock, FakeClockSync, wait_until
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,7 @@ async def gateway(
     ca: Path | None = None,
     clock: Clock | None = None,
     clock_sync: ClockSync | None = None,
+    results: LaneSource | None = None,
     **mqtt: object,
 ) -> AsyncIterator[tuple[Outbox, Uplink, RecordingCommands]]:
     config = MqttConfig.model_validate(
@@ -78,6 +82,7 @@ async def gateway(
         topic_root=ROOT,
         client_id="changqing-north-gate-1",
         outbox=outbox,
+        results=results,
         commands=commands,
         device_states=lambda: {},
         tls_files=(ca, None, None),
@@ -94,31 +99,58 @@ async def gateway(
     await outbox.close()
 
 
+def queue_durably(store: CommandStore, result: list[ResultMessage]) -> None:
+    """Queue a result in the command store and sync it, as the command processor does."""
+    store.queue_result(result)
+    mark = store.results.committed()
+    store.sync()
+    store.results.durable_through(mark)
+
+
 def put_routine(outbox: Outbox, n: int) -> None:
-    clock = SystemClock()
-    for i in range(n):
-        outbox.put(
-            make_reading(
-                clock,
-                "temp-gate-1",
-                ReadingType.TEMPERATURE_BODY,
-                {"celsius": 36.0 + i % 10 / 10, "threshold": 37.3, "fever": False},
-            )
-        )
+    put_readings(
+        outbox,
+        n,
+        "temp-gate-1",
+        ReadingType.TEMPERATURE_BODY,
+        lambda i: {"celsius": 36.0 + i % 10 / 10, "threshold": 37.3, "fever": False},
+    )
 
 
 def put_alarms(outbox: Outbox, n: int) -> None:
+    put_readings(
+        outbox,
+        n,
+        "band-rx",
+        ReadingType.WEARABLE_SOS,
+        lambda _: {"wearer": "w-1", "battery": 3.0},
+        Priority.ALARM,
+    )
+
+
+def put_readings(
+    outbox: Outbox,
+    n: int,
+    device: str,
+    type_: ReadingType,
+    data: Callable[[int], dict[str, Any]],
+    priority: Priority = Priority.ROUTINE,
+) -> None:
     clock = SystemClock()
-    for _ in range(n):
-        outbox.put(
-            make_reading(
-                clock,
-                "band-rx",
-                ReadingType.WEARABLE_SOS,
-                {"wearer": "w-1", "battery": 3.0},
-                Priority.ALARM,
-            )
-        )
+    for i in range(n):
+        outbox.put(make_reading(clock, device, type_, data(i), priority))
+
+
+@contextlib.asynccontextmanager
+async def platform_client(
+    broker: Mosquitto, uplink: Uplink, *, v5: bool = True
+) -> AsyncIterator[aiomqtt.Client]:
+    """The platform's MQTT client, once the gateway is subscribed to its commands."""
+    async with asyncio.timeout(10):
+        await uplink.subscribed.wait()
+    protocol = aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311
+    async with aiomqtt.Client("127.0.0.1", broker.port, protocol=protocol) as platform:
+        yield platform
 
 
 async def wait_connected(uplink: Uplink, timeout: float = 10) -> None:
@@ -198,11 +230,7 @@ async def test_commands_reach_the_handler_with_response_topic(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     async with gateway(tmp_path, [broker.url]) as (_, uplink, commands):
-        async with asyncio.timeout(10):
-            await uplink.subscribed.wait()
-        async with aiomqtt.Client(
-            "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
-        ) as platform:
+        async with platform_client(broker, uplink) as platform:
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = "platform/replies/1"
             props.CorrelationData = b"corr-1"
@@ -216,15 +244,16 @@ async def test_results_go_to_results_and_response_topics(tmp_path: Path, broker:
     sub = Subscriber(broker.port, "#")
     sub.root = ROOT
     await sub.start()
-    async with gateway(tmp_path, [broker.url]) as (outbox, uplink, _):
+    store = CommandStore.open(tmp_path / "commands", clock=SystemClock())
+    async with gateway(tmp_path, [broker.url], results=store.results) as (_, uplink, _):
         await wait_connected(uplink)
-        outbox.put_result(
-            b'{"v":1,"id":"c1","status":"done"}',
-            response_topic=f"{ROOT}/replies/x",
-            correlation_data=b"k",
-        )
+        body = '{"v":1,"id":"c1","status":"done"}'
+        queue_durably(store, messages(body, f"{ROOT}/replies/x", b"k"))
         await sub.wait_for(lambda: bool(sub.on("commands/results")) and bool(sub.on("replies/x")))
+        # Deleted after the PUBACKs: nothing waits in the store any more.
+        await wait_until(lambda: store.results.backlog == 0, 10, every=0.02)
     await sub.stop()
+    store.close()
     assert sub.on("commands/results")[0].json()["id"] == "c1"
 
 
@@ -349,11 +378,9 @@ async def test_mqtt_3_1_1_by_option(tmp_path: Path, broker: Mosquitto) -> None:
     sub = Subscriber(broker.port, ROOT)
     await sub.start()
     async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (outbox, uplink, commands):
-        async with asyncio.timeout(10):
-            await uplink.subscribed.wait()
         put_routine(outbox, 20)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 20)
-        async with aiomqtt.Client("127.0.0.1", broker.port) as platform:
+        async with platform_client(broker, uplink, v5=False) as platform:
             await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
         async with asyncio.timeout(10):
             await commands.event.wait()

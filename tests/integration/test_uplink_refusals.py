@@ -18,10 +18,18 @@ from pathlib import Path
 import pytest
 
 from drivers.base import ReadingType, SystemClock, make_reading
+from gateway.commands.results import messages
+from gateway.commands.store import CommandStore
 from gateway.outbox.report import read_report
 from gateway.outbox.store import Lane, Outbox
 from tests.broker import Mosquitto
-from tests.integration.test_uplink import ROOT, gateway, put_routine
+from tests.integration.test_uplink import (
+    ROOT,
+    gateway,
+    platform_client,
+    put_routine,
+    queue_durably,
+)
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
@@ -74,22 +82,20 @@ def acl_file(tmp_path: Path) -> str:
 
 
 async def test_acl_refusal_sets_the_row_aside_and_the_session_stays_up(tmp_path: Path) -> None:
+    store = CommandStore.open(tmp_path / "data", clock=SystemClock())
     with mosquitto(tmp_path, acl_file(tmp_path)) as broker:
         async with (
             subscribed(broker) as sub,
-            gateway(tmp_path, [broker.url]) as (outbox, uplink, _),
+            gateway(tmp_path, [broker.url], results=store.results) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)
-            outbox.put_result(
-                b'{"v":1,"id":"c1","status":"done"}',
-                response_topic=f"{FORBIDDEN}/x",
-                correlation_data=b"k",
-            )
+            body = '{"v":1,"id":"c1","status":"done"}'
+            queue_durably(store, messages(body, f"{FORBIDDEN}/x", b"k"))
             put_routine(outbox, 300)
             await sub.wait_for(lambda: len(sub.unique_seqs()) == 300)
             await sub.wait_for(lambda: bool(sub.on("commands/results")))
             await until(lambda: outbox.stats.dead_letter == 1)
-            await until(lambda: outbox.stats.backlog[Lane.RESULT] == 0)
+            await until(lambda: store.results.backlog == 0)
             assert uplink.stats.connects == 1  # no reconnect loop
             assert uplink.stats.set_aside == 1
         [(lane, topic, rows, reason)] = dead_letters(outbox)
@@ -98,6 +104,8 @@ async def test_acl_refusal_sets_the_row_aside_and_the_session_stays_up(tmp_path:
         report = read_report(tmp_path / "data")  # what `status` prints
         assert report.dead_letter == 1
         assert "dead letters   1 " in report.to_text()
+        assert report.backlog["result"] == 0
+    store.close()
 
 
 def big_reading(outbox: Outbox, size: int) -> None:
@@ -175,14 +183,15 @@ async def test_a_batch_the_broker_answers_by_disconnecting_is_split_then_set_asi
 
 
 async def test_a_result_that_cannot_be_published_at_all_is_set_aside(tmp_path: Path) -> None:
+    store = CommandStore.open(tmp_path / "data", clock=SystemClock())
     with mosquitto(tmp_path) as broker:
         async with (
             subscribed(broker) as sub,
-            gateway(tmp_path, [broker.url]) as (outbox, uplink, _),
+            gateway(tmp_path, [broker.url], results=store.results) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)
             # A row written by an older gateway that trusted any response topic.
-            outbox.put_result(b'{"v":1,"id":"c2"}', response_topic="a/#", correlation_data=None)
+            queue_durably(store, messages('{"v":1,"id":"c2"}', "a/#", None))
             put_routine(outbox, 10)
             await sub.wait_for(lambda: len(sub.unique_seqs()) == 10)
             await until(lambda: outbox.stats.dead_letter == 1)
@@ -190,19 +199,16 @@ async def test_a_result_that_cannot_be_published_at_all_is_set_aside(tmp_path: P
         [(lane, topic, _rows, reason)] = dead_letters(outbox)
         assert (lane, topic) == ("result", "a/#")
         assert "cannot publish" in reason
+        assert store.results.pending() == []  # the results-topic copy went, the other aside
+    store.close()
 
 
 async def test_oversize_inbound_command_is_never_delivered(tmp_path: Path) -> None:
     """MQTT 5 Maximum Packet Size in CONNECT: the broker drops it, nothing is read here."""
-    import aiomqtt
 
     with mosquitto(tmp_path) as broker:
         async with gateway(tmp_path, [broker.url]) as (_outbox, uplink, commands):
-            async with asyncio.timeout(10):
-                await uplink.subscribed.wait()
-            async with aiomqtt.Client(
-                "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5
-            ) as platform:
+            async with platform_client(broker, uplink) as platform:
                 await platform.publish(f"{ROOT}/commands", b"x" * 100_000, qos=1)
                 await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
             async with asyncio.timeout(10):
@@ -212,13 +218,10 @@ async def test_oversize_inbound_command_is_never_delivered(tmp_path: Path) -> No
 
 
 async def test_mqtt_3_1_1_oversize_inbound_is_dropped_before_it_is_queued(tmp_path: Path) -> None:
-    import aiomqtt
 
     with mosquitto(tmp_path) as broker:
         async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (_o, uplink, commands):
-            async with asyncio.timeout(10):
-                await uplink.subscribed.wait()
-            async with aiomqtt.Client("127.0.0.1", broker.port) as platform:
+            async with platform_client(broker, uplink, v5=False) as platform:
                 await platform.publish(f"{ROOT}/commands", b"x" * 100_000, qos=1)
                 await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
             async with asyncio.timeout(10):

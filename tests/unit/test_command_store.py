@@ -12,6 +12,7 @@ import pytest
 
 from gateway.commands import store as store_module
 from gateway.commands.model import CommandStatus, RejectReason, VerifiedCommand
+from gateway.commands.results import ResultMessage
 from gateway.commands.store import (
     DB_FILENAME,
     SCHEMA_VERSION,
@@ -19,6 +20,7 @@ from gateway.commands.store import (
     AuditRecord,
     CommandStore,
 )
+from gateway.outbox.store import Lane
 from tests.fakes import FakeClock
 
 T0 = 1_795_939_200.0
@@ -119,7 +121,7 @@ def test_unfinished_is_reported_after_reopen(tmp_path: Path, clock: FakeClock) -
     first = CommandStore.open(tmp_path, clock=clock)
     accept(first, make_command("cmd-1"))
     accept(first, make_command("cmd-2"))
-    first.finish(make_record("cmd-2"))
+    first.finish(make_record("cmd-2"), [])
     first.close()  # the gateway "dies" with cmd-1 running
 
     second = CommandStore.open(tmp_path, clock=clock)
@@ -133,7 +135,7 @@ def test_unfinished_is_reported_after_reopen(tmp_path: Path, clock: FakeClock) -
         )
         assert pending.response_topic == "resp/topic"
         assert pending.correlation_data == b"\x01corr"
-        second.finish(make_record("cmd-1", CommandStatus.FAILED, RejectReason.TIMEOUT))
+        second.finish(make_record("cmd-1", CommandStatus.FAILED, RejectReason.TIMEOUT), [])
         assert second.unfinished() == []
         assert not accept(second, make_command("cmd-1"))  # never runs again
     finally:
@@ -141,9 +143,9 @@ def test_unfinished_is_reported_after_reopen(tmp_path: Path, clock: FakeClock) -
 
 
 def test_audit_rows_are_never_updated(tmp_path: Path, store: CommandStore) -> None:
-    store.record(make_record(None, CommandStatus.REJECTED, RejectReason.BAD_JSON))
+    store.record(make_record(None, CommandStatus.REJECTED, RejectReason.BAD_JSON), [])
     accept(store, make_command())
-    store.finish(make_record())
+    store.finish(make_record(), [])
     log = store.audit_log()
     assert [(r.id, r.status, r.reason) for r in log] == [
         (None, CommandStatus.REJECTED, RejectReason.BAD_JSON),
@@ -163,10 +165,10 @@ def test_audit_retention_by_age_and_size(tmp_path: Path) -> None:
     store = CommandStore.open(tmp_path, clock=clock, audit_retention_s=86_400, audit_max_rows=5)
     try:
         old = make_record(None, CommandStatus.REJECTED, RejectReason.REPLAYED)
-        store.record(old)
+        store.record(old, [])
         clock.step_wall(2 * 86_400)  # the first row is now past retention
         for n in range(7):
-            store.record(dataclasses.replace(make_record(f"cmd-{n}"), at=clock.wall()))
+            store.record(dataclasses.replace(make_record(f"cmd-{n}"), at=clock.wall()), [])
         store.prune()
         assert [r.id for r in store.audit_log()] == [f"cmd-{n}" for n in range(2, 7)]
     finally:
@@ -190,10 +192,11 @@ def test_version_1_store_is_migrated_to_allow_pruning(tmp_path: Path) -> None:
 def test_record_can_spend_an_id(store: CommandStore) -> None:
     store.record(
         make_record("cmd-9", CommandStatus.REJECTED, RejectReason.NOT_PERMITTED),
+        [],
         keep_id_until=T0 + 30,
     )
     assert store.is_seen("cmd-9")
-    store.record(make_record("cmd-10", CommandStatus.REJECTED, RejectReason.EXPIRED))
+    store.record(make_record("cmd-10", CommandStatus.REJECTED, RejectReason.EXPIRED), [])
     assert not store.is_seen("cmd-10")
 
 
@@ -257,3 +260,53 @@ def test_empty_file_is_migrated_from_version_zero(tmp_path: Path, clock: FakeClo
     finally:
         store.close()
     assert list(tmp_path.glob(f"{DB_FILENAME}.corrupt-*")) == []
+
+
+ANSWER = [ResultMessage('{"id":"cmd-1"}'), ResultMessage('{"id":"cmd-1"}', "resp/t", b"c")]
+
+
+async def test_result_is_committed_with_the_finished_mark(tmp_path: Path, clock: FakeClock) -> None:
+    """The bug this table fixes: "finished" and "result queued" are one transaction."""
+    first = CommandStore.open(tmp_path, clock=clock)
+    accept(first, make_command("cmd-1"))
+    first.finish(make_record("cmd-1"), ANSWER)
+    # Committed, not yet synced: not sendable (durable before sent).
+    assert await first.results.fetch(Lane.RESULT, 0, 10, 1 << 20) is None
+    first.close()  # as a kill would leave it: no sync since the commit
+    again = CommandStore.open(tmp_path, clock=clock)
+    try:
+        assert again.unfinished() == []
+        assert again.results.pending() == ANSWER
+        batch = await again.results.fetch(Lane.RESULT, 0, 10, 1 << 20)  # open synced it
+        assert batch is not None
+        assert (batch.bodies, batch.topic, batch.correlation) == (['{"id":"cmd-1"}'], None, None)
+        second = await again.results.fetch(Lane.RESULT, batch.last, 10, 1 << 20)
+        assert second is not None and (second.topic, second.correlation) == ("resp/t", b"c")
+        again.results.ack(batch)
+        assert again.results.backlog == 1
+    finally:
+        again.close()
+
+
+async def test_results_become_sendable_only_through_a_completed_sync(store: CommandStore) -> None:
+    store.queue_result(ANSWER[:1])
+    mark = store.results.committed()
+    store.queue_result(ANSWER[:1])  # committed after the sync started: not covered
+    store.sync()
+    store.results.durable_through(mark)
+    assert store.results.new_data.is_set()
+    first = await store.results.fetch(Lane.RESULT, 0, 10, 1 << 20)
+    assert first is not None and first.last == mark
+    assert await store.results.fetch(Lane.RESULT, first.last, 10, 1 << 20) is None
+
+
+def test_a_failed_finish_queues_no_result_and_stays_unfinished(store: CommandStore) -> None:
+    accept(store, make_command("cmd-1"))
+    before = store.results.committed()
+    broken = [ANSWER[0], ResultMessage(None)]  # type: ignore[arg-type]  # body NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        store.finish(make_record("cmd-1"), broken)
+    assert store.results.pending() == []
+    assert store.results.committed() == before
+    assert [u.id for u in store.unfinished()] == ["cmd-1"]
+    assert store.audit_log() == []

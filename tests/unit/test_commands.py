@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, 
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.unverified import RESULT_BURST, RESULTS_PER_S
+from gateway.outbox.store import Lane
 from tests.fakes import FakeClock, RecordingSink
 
 GATEWAY = "north-gate-1"
@@ -50,21 +51,20 @@ EXECUTE_MS = 14.2
 
 
 @dataclass
-class ListResults:
-    results: list[tuple[dict[str, Any], str | None, bytes | None]] = field(default_factory=list)
+class StoredResults:
+    """The results as queued in the command store (where the uplink sends them from)."""
 
-    urgent: list[bool] = field(default_factory=list)
+    store: CommandStore
 
-    def put_result(
-        self,
-        result_json: bytes,
-        *,
-        response_topic: str | None,
-        correlation_data: bytes | None,
-        urgent: bool = True,
-    ) -> None:
-        self.results.append((json.loads(result_json), response_topic, correlation_data))
-        self.urgent.append(urgent)
+    @property
+    def results(self) -> list[tuple[dict[str, Any], str | None, bytes | None]]:
+        out: list[tuple[dict[str, Any], str | None, bytes | None]] = []
+        for message in self.store.results.pending():
+            if message.topic is None:
+                out.append((json.loads(message.body), None, None))
+            else:  # the same result, to its response topic
+                out[-1] = (out[-1][0], message.topic, message.correlation)
+        return out
 
 
 class FakeDoor:
@@ -101,7 +101,7 @@ class Rig:
     door: FakeDoor
     store: CommandStore
     readings: RecordingSink
-    results: ListResults
+    results: StoredResults
     clock: FakeClock
 
 
@@ -125,7 +125,7 @@ def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -
     clock = clock or FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
     door = FakeDoor("door-east-1", clock)
     store = CommandStore.open(tmp_path, clock=clock)
-    readings, results = RecordingSink(), ListResults()
+    readings, results = RecordingSink(), StoredResults(store)
     drivers: dict[str, Driver] = {"door-east-1": door}
     processor = CommandProcessor(
         make_config(**overrides),
@@ -133,7 +133,6 @@ def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -
         drivers=drivers,
         store=store,
         readings=readings,
-        results=results,
         clock=clock,
         response_prefix=PREFIX,
     )
@@ -186,6 +185,16 @@ async def handle(rig: Rig, data: bytes, **kwargs: Any) -> dict[str, Any]:
     return body
 
 
+async def synced_by_run_syncs(rig: Rig) -> None:
+    """Run the processor's sync task until queued results became sendable."""
+    syncing = asyncio.create_task(rig.processor.run_syncs(), name="syncs")
+    try:
+        async with asyncio.timeout(5):
+            await rig.store.results.new_data.wait()
+    finally:
+        syncing.cancel()
+
+
 async def test_door_open_done(rig: Rig) -> None:
     body = await handle(rig, payload(), response_topic="reply/to", correlation_data=b"c1")
     assert body == {
@@ -199,6 +208,9 @@ async def test_door_open_done(rig: Rig) -> None:
     }
     assert rig.door.calls == [DoorOpen(hold_seconds=5)]  # typed, default filled in
     assert rig.results.results[-1][1:] == ("reply/to", b"c1")
+    # Synced before process() returned: the uplink may send it now.
+    sendable = await rig.store.results.fetch(Lane.RESULT, 0, 1, 1 << 20)
+    assert sendable is not None and json.loads(sendable.bodies[0]) == body
 
     [reading] = rig.readings.readings
     assert reading.type is ReadingType.AUDIT_COMMAND
@@ -275,10 +287,25 @@ async def test_unverified_message_is_counted_not_stored(rig: Rig) -> None:
     # Results topic only (the response topic needs a verified signature), no
     # sync of its own, no audit row, no reading of its own.
     assert rig.results.results[0][1:] == (None, None)
-    assert rig.results.urgent == [False]
     assert syncs == []
+    # Not sendable before a sync: run_syncs makes it durable, once for a burst.
+    assert await rig.store.results.fetch(Lane.RESULT, 0, 1, 1 << 20) is None
+    await synced_by_run_syncs(rig)
+    assert syncs == [1]
+    assert await rig.store.results.fetch(Lane.RESULT, 0, 1, 1 << 20) is not None
     assert rig.store.audit_log() == []
     assert rig.readings.readings == []
+
+
+async def test_a_burst_of_unverified_results_costs_one_sync(rig: Rig) -> None:
+    syncs: list[int] = []
+    rig.store.sync = lambda: syncs.append(1)  # type: ignore[method-assign]
+    for _ in range(RESULT_BURST):
+        await rig.processor.process(inbound(b"not json"))
+    await synced_by_run_syncs(rig)
+    assert syncs == [1]
+    assert rig.store.results.durable == rig.store.results.committed()
+    assert len(rig.results.results) == RESULT_BURST
 
 
 async def test_unverified_messages_are_reported_in_aggregate(rig: Rig) -> None:
@@ -422,8 +449,11 @@ async def test_unfinished_commands_are_reported_after_restart(tmp_path: Path) ->
 
 async def test_store_failure_fails_without_running(rig: Rig) -> None:
     rig.store.close()
-    body = await handle(rig, payload())
-    assert (body["status"], body["reason"]) == ("failed", "device_error")
+    result = await rig.processor.process(inbound(payload()))
+    assert result is not None
+    assert (result.status, result.reason) == (CommandStatus.FAILED, RejectReason.DEVICE_ERROR)
+    # The store holds results too: with it failing, none is queued (the
+    # platform sees no answer and may retry: the id was never spent).
     assert rig.door.calls == []
     assert rig.readings.readings[0].data["reason"] == "device_error"
 

@@ -96,8 +96,9 @@ async def test_alarms_go_to_their_lane_and_sync_at_once(tmp_path: Path) -> None:
     outbox.put(reading(clock))
     outbox.put(reading(clock, alarm=True))
     syncs = outbox.stats.syncs
-    await outbox.commit()
+    await outbox.commit()  # no explicit sync: the commit syncs because of the alarm
     assert outbox.stats.syncs == syncs + 1
+    # Fetchable at once, and the routine reading too: the same synced commit carried it.
     assert [r["seq"] for r in await drain(outbox, Lane.ALARM)] == [2]
     assert [r["seq"] for r in await drain(outbox, Lane.ROUTINE)] == [1]
     assert outbox.stats.backlog[Lane.ALARM] == 1
@@ -138,16 +139,24 @@ async def test_fetch_is_bounded_and_ack_deletes(tmp_path: Path) -> None:
     await outbox.close()
 
 
-async def test_results_lane_keeps_topic_and_correlation(tmp_path: Path) -> None:
+async def test_legacy_results_are_handed_over_then_dropped(tmp_path: Path) -> None:
+    """Results an older version queued in the outbox leave for the command store."""
     outbox = await open_outbox(tmp_path)
-    outbox.put_result(b'{"v":1,"id":"x"}', response_topic="reply/here", correlation_data=b"\x01")
-    await outbox.commit()
-    first = await outbox.fetch(Lane.RESULT, 0, 10, 1 << 20)
-    assert first is not None and first.topic is None and first.bodies == ['{"v":1,"id":"x"}']
-    second = await outbox.fetch(Lane.RESULT, first.last, 10, 1 << 20)
-    assert second is not None and second.topic == "reply/here" and second.correlation == b"\x01"
-    assert outbox.stats.backlog[Lane.RESULT] == 2
     await outbox.close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute("INSERT INTO result (topic, correlation, body) VALUES (NULL, NULL, 'a')")
+    db.execute("INSERT INTO result (topic, correlation, body) VALUES ('reply/x', x'01', 'a')")
+    db.commit()
+    db.close()
+    again = await open_outbox(tmp_path)
+    try:
+        assert await again.take_legacy_results() == [(None, None, "a"), ("reply/x", b"\x01", "a")]
+        with pytest.raises(ValueError, match="command store"):
+            await again.fetch(Lane.RESULT, 0, 10, 1 << 20)
+        await again.drop_legacy_results()
+        assert await again.take_legacy_results() == []
+    finally:
+        await again.close()
 
 
 async def test_size_cap_sheds_oldest_routine_never_alarms_or_audit(tmp_path: Path) -> None:
@@ -268,22 +277,6 @@ async def test_routine_rows_are_fetchable_only_once_synced(tmp_path: Path) -> No
     assert outbox.new_data.is_set()
     batch = await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
     assert batch is not None and (batch.first, batch.last) == (1, 1)
-    await outbox.close()
-
-
-async def test_alarms_and_results_are_fetchable_at_once(tmp_path: Path) -> None:
-    clock = FakeClock()
-    outbox = await open_outbox(tmp_path, clock)
-    outbox.put(reading(clock))
-    outbox.put(reading(clock, alarm=True))
-    outbox.put_result(b'{"v":1}', response_topic=None, correlation_data=None)
-    await outbox.commit()  # no explicit sync: the commit syncs because of the alarm
-    alarm = await outbox.fetch(Lane.ALARM, 0, 100, 1 << 20)
-    result = await outbox.fetch(Lane.RESULT, 0, 100, 1 << 20)
-    routine = await outbox.fetch(Lane.ROUTINE, 0, 100, 1 << 20)
-    assert alarm is not None and alarm.first == 2
-    assert result is not None
-    assert routine is not None and routine.first == 1, "the same synced commit carried it"
     await outbox.close()
 
 

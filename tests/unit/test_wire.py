@@ -49,6 +49,7 @@ def test_batch_envelope_and_reading_body_match_the_contract_example() -> None:
 def test_unsynced_reading_says_so() -> None:
     body = example_body(ts="2024-06-01T00:00:00.000Z", unsynced=True)
     assert json.loads(body)["clock"] == "unsynced"
+    assert "clock" not in json.loads(example_body())
 
 
 def test_status_and_result() -> None:
