@@ -4,12 +4,16 @@ The ingest worker acknowledges a group only after ``IngestStore.commit``
 returns, so a crash anywhere before that leaves the messages on the queue for
 another worker, and ``id`` makes the second delivery harmless.
 
-Readings go first into a per-connection temporary table (by COPY or by
-batched INSERT: ``write``; the throughput benchmark measures both), then one
-statement each moves new ones into ``readings`` and ``alarms``, and keeps
-same-id-different-body arrivals in ``conflicts``. Rows are inserted in ``id``
-order, so two workers holding overlapping groups (a redelivery) lock index
-entries in the same order; a deadlock is still retried.
+The worker splits each batch into its readings (central/wire.py, msgspec:
+each body is the gateway's JSON as sent). They go first into a per-connection
+temporary table, one row per reading (by COPY or by batched INSERT: ``write``;
+the throughput benchmark measures both), then one statement moves the new
+ones into ``readings`` and one their alarms into ``alarms``. Only when the
+insert skipped an id (a redelivery, a resend) does a third statement look for
+same-id-different-body arrivals and keep them in ``conflicts``: the common
+group pays for no comparison. Rows are inserted in ``id`` order, so two
+workers holding overlapping groups lock index entries in the same order; a
+deadlock is still retried.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from psycopg import errors
 
 from central.wire import (
     Kind,
+    Route,
+    WireBatch,
     WireError,
     parse_batch,
     parse_result,
@@ -50,55 +56,45 @@ class IngestCounts:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
-# ``json``, not ``jsonb``: COPY only checks it; each reading is parsed once, below.
-_INCOMING = """
-CREATE TEMP TABLE IF NOT EXISTS incoming_batch (
-    site text, gateway text, epoch text, body json
+# One row per reading, split out of its batch by the worker (central/wire.py):
+# COPY parses each body into jsonb once, and nothing is parsed again after.
+# ``repeat`` marks a later copy of an id already in the same group; only the
+# first copy is inserted, every copy is compared (``_CONFLICTS``).
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_reading (
+    id text, seq bigint, type text, priority text, ts timestamptz, body jsonb,
+    site text, gateway text, epoch text, sent_at timestamptz, repeat boolean
 ) ON COMMIT DELETE ROWS
 """
-# One statement splits the batches (a ``ts`` outside the contract's form is
-# stored as NULL, the body keeps it; one the pattern lets through but
-# PostgreSQL cannot read, a 30 February, fails the group, which ``commit``
-# then writes message by message), inserts the new readings and their alarms,
-# and keeps conflicts. The insert's own rows are not visible to the rest of
-# the statement, so ``readings`` there holds only what was stored before:
-# only the ids the insert skipped are compared with it, and copies of one id
-# within the group with each other.
-_MOVE = r"""
-WITH batches AS MATERIALIZED (
-    -- each batch parsed once; its readings split out below
-    SELECT site, gateway, epoch, doc->'readings' AS readings,
-           CASE WHEN doc->>'sent_at' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
-                THEN (doc->>'sent_at')::timestamptz END AS sent_at
-    FROM (SELECT site, gateway, epoch, body::jsonb AS doc FROM incoming_batch) parsed
-), incoming AS MATERIALIZED (
-    SELECT r->>'id' AS id, b.site, b.gateway, b.epoch, (r->>'seq')::bigint AS seq,
-           r->>'type' AS type, coalesce(r->>'priority', 'routine') AS priority,
-           CASE WHEN r->>'ts' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
-                THEN (r->>'ts')::timestamptz END AS ts,
-           r AS body, row_number() OVER () AS n, b.sent_at
-    FROM batches b CROSS JOIN LATERAL jsonb_array_elements(b.readings) r
-), ins AS (
-    INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body, sent_at)
-    SELECT id, site, gateway, epoch, seq, type, priority, ts, body, sent_at
-    FROM incoming ORDER BY id
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-), alarms AS (
-    INSERT INTO alarms (id, site, gateway, type, device, ts, data)
-    SELECT DISTINCT ON (id) id, site, gateway, type, body->>'device', ts, body->'data'
-    FROM incoming WHERE priority = 'alarm' ORDER BY id
-    ON CONFLICT (id) DO NOTHING
-), pairs AS (
-    SELECT i.id, r.body AS stored, i.body AS received
-    FROM incoming i JOIN readings r USING (id)
-    WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id)
-    UNION ALL
-    SELECT id, first_value(body) OVER (PARTITION BY id ORDER BY n), body FROM incoming
-    WHERE id IN (SELECT id FROM incoming GROUP BY id HAVING count(*) > 1)
-)
+_STAGE_COPY = """
+COPY incoming_reading (id, seq, type, priority, ts, body, site, gateway, epoch, sent_at, repeat)
+FROM STDIN
+"""
+# Rows were staged in ``id`` order, and a scan of the freshly emptied table
+# returns them in that order: two workers holding overlapping groups (a
+# redelivery) lock index entries in the same order. A deadlock is still retried.
+_INSERT_READINGS = """
+INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body, sent_at)
+SELECT id, site, gateway, epoch, seq, type, priority, ts, body, sent_at
+FROM incoming_reading WHERE NOT repeat
+ON CONFLICT (id) DO NOTHING
+"""
+_INSERT_ALARMS = """
+INSERT INTO alarms (id, site, gateway, type, device, ts, data)
+SELECT id, site, gateway, type, body->>'device', ts, coalesce(body->'data', 'null')
+FROM incoming_reading WHERE priority = 'alarm' AND NOT repeat
+ON CONFLICT (id) DO NOTHING
+"""
+# Run only when some id was not new (the insert's row count says so): every
+# copy that differs from what ``readings`` now holds, the first copy or an
+# earlier one, is a conflict. One index lookup per row (a scalar subquery is
+# never turned into a join that would read the whole table).
+_CONFLICTS = """
 INSERT INTO conflicts (id, stored, received)
-SELECT DISTINCT id, stored, received FROM pairs
+SELECT DISTINCT id, stored, received FROM (
+    SELECT i.id, i.body AS received, (SELECT r.body FROM readings r WHERE r.id = i.id) AS stored
+    FROM incoming_reading i
+) pairs
 WHERE (stored - 'ts' - 'clock') <> (received - 'ts' - 'clock')
 ON CONFLICT DO NOTHING
 """
@@ -123,7 +119,9 @@ _REJECTED = "INSERT INTO rejected (routing_key, reason, body) VALUES (%s, %s, %s
 
 @dataclass(slots=True)
 class _Group:
-    batches: list[tuple[str, str, str, str]] = field(default_factory=list)  # site, gw, epoch, body
+    readings: list[tuple[object, ...]] = field(default_factory=list)  # incoming_reading rows
+    ids: set[str] = field(default_factory=set)
+    repeats: int = 0  # rows whose id came earlier in the group
     statuses: list[tuple[object, ...]] = field(default_factory=list)
     access: list[tuple[object, ...]] = field(default_factory=list)
     results: list[tuple[object, ...]] = field(default_factory=list)
@@ -174,13 +172,16 @@ class IngestStore:
     async def _write_group(self, group: _Group) -> None:
         conn = self._conn
         if not self._prepared:
-            await conn.execute(_INCOMING)
+            await conn.execute(_STAGE)
             await conn.commit()
             self._prepared = True
         async with conn.transaction(), conn.cursor() as cur:
-            if group.batches:
-                await self._load(cur, group.batches)
-                await cur.execute(_MOVE)
+            if group.readings:
+                await self._stage(cur, group.readings)
+                await cur.execute(_INSERT_READINGS)
+                if group.repeats or cur.rowcount < len(group.readings):
+                    await cur.execute(_CONFLICTS)  # rare: redeliveries and resends
+                await cur.execute(_INSERT_ALARMS)
             if group.statuses:
                 await cur.executemany(_STATUS, group.statuses)
             if group.access:
@@ -192,19 +193,17 @@ class IngestStore:
             if group.rejected:
                 await cur.executemany(_REJECTED, group.rejected)
 
-    async def _load(
-        self, cur: psycopg.AsyncCursor[Any], batches: list[tuple[str, str, str, str]]
-    ) -> None:
+    async def _stage(self, cur: psycopg.AsyncCursor[Any], rows: list[tuple[object, ...]]) -> None:
+        rows.sort(key=_by_id)  # stable: the first copy of an id stays first
         if self._write is WriteMode.COPY:
-            async with cur.copy(
-                "COPY incoming_batch (site, gateway, epoch, body) FROM STDIN"
-            ) as copy:
-                for row in batches:
+            async with cur.copy(_STAGE_COPY) as copy:
+                for row in rows:
                     await copy.write_row(row)
         else:
             await cur.executemany(
-                "INSERT INTO incoming_batch (site, gateway, epoch, body) VALUES (%s, %s, %s, %s)",
-                batches,
+                "INSERT INTO incoming_reading (id, seq, type, priority, ts, body, site, gateway,"
+                " epoch, sent_at, repeat) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                rows,
             )
 
 
@@ -218,7 +217,7 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
             counts.kinds[kind] = counts.kinds.get(kind, 0) + 1
             if kind in (Kind.READINGS, Kind.ALARMS):
                 batch = parse_batch(body, where)
-                group.batches.append((where.site, where.gateway, batch.epoch, body.decode()))
+                _add_readings(group, where, batch)
                 counts.readings += batch.count
             elif kind is Kind.STATUS:
                 doc, at = parse_stamped(body)
@@ -240,6 +239,24 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
             counts.rejected += 1
             group.rejected.append((key, str(exc), body))
     return group, counts
+
+
+def _add_readings(group: _Group, where: Route, batch: WireBatch) -> None:
+    # A reading is (id, seq, type, priority, ts, body): the row adds its batch's part.
+    first = (where.site, where.gateway, batch.epoch, batch.sent_at, False)
+    again = (*first[:4], True)
+    ids, rows = group.ids, group.readings
+    for r in batch.readings:
+        if r.id in ids:
+            group.repeats += 1
+            rows.append(r + again)
+        else:
+            ids.add(r.id)
+            rows.append(r + first)
+
+
+def _by_id(row: tuple[object, ...]) -> str:
+    return str(row[0])
 
 
 def _json(doc: object) -> str:
