@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
+from central.report import islands
 from central.wire import (
     Kind,
     Route,
@@ -66,10 +67,9 @@ CREATE TEMP TABLE IF NOT EXISTS incoming_reading (
     site text, gateway text, epoch text, sent_at timestamptz, repeat boolean
 ) ON COMMIT DELETE ROWS
 """
-_STAGE_COPY = """
-COPY incoming_reading (id, seq, type, priority, ts, body, site, gateway, epoch, sent_at, repeat)
-FROM STDIN
-"""
+_STAGED = (
+    "incoming_reading (id, seq, type, priority, ts, body, site, gateway, epoch, sent_at, repeat)"
+)
 # Rows were staged in ``id`` order, and a scan of the freshly emptied table
 # returns them in that order: two workers holding overlapping groups (a
 # redelivery) lock index entries in the same order. A deadlock is still retried.
@@ -85,6 +85,7 @@ SELECT id, site, gateway, type, body->>'device', ts, coalesce(body->'data', 'nul
 FROM incoming_reading WHERE priority = 'alarm' AND NOT repeat
 ON CONFLICT (id) DO NOTHING
 """
+_RANGES = "seq_ranges (site, gateway, epoch, lo, hi)"
 # Run only when some id was not new (the insert's row count says so): every
 # copy that differs from what ``readings`` now holds, the first copy or an
 # earlier one, is a conflict. One index lookup per row (a scalar subquery is
@@ -122,6 +123,7 @@ class _Group:
     readings: list[tuple[object, ...]] = field(default_factory=list)  # incoming_reading rows
     ids: set[str] = field(default_factory=set)
     repeats: int = 0  # rows whose id came earlier in the group
+    seqs: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     statuses: list[tuple[object, ...]] = field(default_factory=list)
     access: list[tuple[object, ...]] = field(default_factory=list)
     results: list[tuple[object, ...]] = field(default_factory=list)
@@ -182,6 +184,7 @@ class IngestStore:
                 if group.repeats or cur.rowcount < len(group.readings):
                     await cur.execute(_CONFLICTS)  # rare: redeliveries and resends
                 await cur.execute(_INSERT_ALARMS)
+                await self._add_ranges(cur, group.seqs)
             if group.statuses:
                 await cur.executemany(_STATUS, group.statuses)
             if group.access:
@@ -193,18 +196,28 @@ class IngestStore:
             if group.rejected:
                 await cur.executemany(_REJECTED, group.rejected)
 
+    async def _add_ranges(
+        self, cur: psycopg.AsyncCursor[Any], seqs: dict[tuple[str, str, str], list[int]]
+    ) -> None:
+        # Every staged seq is in readings now (inserted here or stored before).
+        rows = [(*key, lo, hi) for key, some in seqs.items() for lo, hi in islands(some)]
+        await self._write_rows(cur, _RANGES, rows)
+
     async def _stage(self, cur: psycopg.AsyncCursor[Any], rows: list[tuple[object, ...]]) -> None:
         rows.sort(key=_by_id)  # stable: the first copy of an id stays first
+        await self._write_rows(cur, _STAGED, rows)
+
+    async def _write_rows(
+        self, cur: psycopg.AsyncCursor[Any], into: str, rows: Sequence[tuple[object, ...]]
+    ) -> None:
+        """Rows into ``into`` ("table (columns)"): by COPY or by batched INSERT (``write``)."""
         if self._write is WriteMode.COPY:
-            async with cur.copy(_STAGE_COPY) as copy:
+            async with cur.copy(f"COPY {into} FROM STDIN") as copy:
                 for row in rows:
                     await copy.write_row(row)
-        else:
-            await cur.executemany(
-                "INSERT INTO incoming_reading (id, seq, type, priority, ts, body, site, gateway,"
-                " epoch, sent_at, repeat) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+        elif rows:
+            values = ", ".join(["%s"] * len(rows[0]))
+            await cur.executemany(f"INSERT INTO {into} VALUES ({values})", rows)
 
 
 def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts]:
@@ -242,6 +255,9 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
 
 
 def _add_readings(group: _Group, where: Route, batch: WireBatch) -> None:
+    group.seqs.setdefault((where.site, where.gateway, batch.epoch), []).extend(
+        r.seq for r in batch.readings
+    )
     # A reading is (id, seq, type, priority, ts, body): the row adds its batch's part.
     first = (where.site, where.gateway, batch.epoch, batch.sent_at, False)
     again = (*first[:4], True)

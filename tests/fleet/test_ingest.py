@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from central.report import build_report
+from central.schema import migrate
 from gateway.timefmt import rfc3339
 from tests.cluster import RabbitCluster
 from tests.fleet.processes import CentralProcess, ingest_worker
@@ -169,3 +170,31 @@ async def test_worker_killed_mid_stream_loses_nothing(
     finally:
         for worker in workers:
             worker.kill()
+
+
+def test_a_database_from_before_seq_ranges_gets_them_from_its_readings(dsn: str) -> None:
+    # The layout before seq_ranges: readings only, with the index report used.
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "CREATE TABLE readings (id text PRIMARY KEY, site text NOT NULL,"
+            " gateway text NOT NULL, epoch text NOT NULL, seq bigint NOT NULL,"
+            " type text NOT NULL, priority text NOT NULL, ts timestamptz,"
+            " body jsonb NOT NULL, sent_at timestamptz,"
+            " received_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("CREATE INDEX readings_by_seq ON readings (site, gateway, epoch, seq)")
+        for gw, seq in [("g1", s) for s in (1, 2, 3, 6, 7)] + [("g2", 4)]:
+            conn.execute(
+                "INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, body)"
+                " VALUES (%s, 's', %s, 'e1', %s, 't', 'routine', '{}')",
+                (f"{gw}:e1:{seq}", gw, seq),
+            )
+        conn.commit()
+        migrate(conn)
+        migrate(conn)  # a second worker: nothing more
+        report = build_report(conn)
+        index = conn.execute("SELECT to_regclass('readings_by_seq')").fetchone()
+    assert index == (None,)
+    g1, g2 = report.epochs
+    assert (g1.ranges, g1.received, g1.missing) == (((1, 3), (6, 7)), 5, ((4, 5),))
+    assert (g2.ranges, g2.received, g2.missing) == (((4, 4),), 1, ((1, 3),))

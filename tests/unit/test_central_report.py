@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from central.report import gaps_between, subtract
+from central.report import gaps_between, islands, merge, subtract
 from central.wire import Kind, Route, WireError, parse_batch, route
 from tests.fleet.wire import batch, reading
 
@@ -21,6 +21,13 @@ def test_dropped_ranges_explain_part_of_a_gap() -> None:
     assert missing == [(5, 6), (10, 11)]
     assert explained == [(7, 9), (12, 20)]
     assert subtract([(1, 3)], []) == ([(1, 3)], [])
+
+
+def test_seqs_become_runs_and_runs_merge_when_they_touch_or_overlap() -> None:
+    assert islands([5, 3, 4, 4, 9, 1]) == [(1, 1), (3, 5), (9, 9)]
+    assert islands([]) == []
+    # Each group appends its own ranges; redeliveries overlap, batches touch.
+    assert merge([(11, 20), (1, 10), (5, 8), (22, 30), (30, 31)]) == [(1, 20), (22, 31)]
 
 
 def test_routing_keys_name_site_gateway_and_kind() -> None:
