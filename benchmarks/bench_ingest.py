@@ -12,15 +12,15 @@ included: about a second, which weighs on 100,000 readings), and from the
 start of the first transaction (PostgreSQL's ``received_at``) on, the rate
 the workers sustain. Target: >= 50,000 readings/s with 2 workers (issue 12).
 
-Each worker takes ``--prefetch`` messages (default: two groups, so one is
-being committed while the next arrives); more than the queue holds divided by
+Each worker takes ``--prefetch`` messages (default: three groups: one
+committing, one prepared, one arriving); more than the queue holds divided by
 the workers would let the first worker up take everything. The CPU time that
 the workers, PostgreSQL (every backend) and the three RabbitMQ nodes spent
 during the run is printed per reading: on the shared 2-core machine that, not
 the wall clock, says which part is the limit.
 
     .venv/bin/python -m benchmarks.bench_ingest [--readings 200000] [--workers 1,2,4]
-        [--modes copy,insert] [--runs 1] [--group-max 200] [--prefetch 400]
+        [--runs 1] [--group-max 200] [--prefetch 600]
 """
 
 from __future__ import annotations
@@ -137,7 +137,6 @@ async def one_run(
     args: argparse.Namespace,
     *,
     workers: int,
-    mode: str,
 ) -> Run:
     site = f"b{os.urandom(3).hex()}"
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
@@ -155,10 +154,10 @@ async def one_run(
             urls,
             queue=queue,
             site=site,
-            prefetch=args.prefetch or 2 * args.group_max,
+            prefetch=args.prefetch or 3 * args.group_max,
             group_max=args.group_max,
         )
-        proc.args = ("--log-level", "WARNING", *proc.args, "--write", mode)
+        proc.args = ("--log-level", "WARNING", *proc.args)
         procs.append(proc)
     postgres = [int((pg.data / "postmaster.pid").read_text().split()[0])]
     brokers = [node.proc.pid for node in cluster.nodes if node.proc is not None]
@@ -200,7 +199,7 @@ async def one_run(
         return f"{seconds / total * 1e6:.1f}"
 
     print(
-        f"workers={workers} mode={mode} readings={total} batch={args.batch} "
+        f"workers={workers} readings={total} batch={args.batch} "
         f"publish={total / fill_s:,.0f}/s  ingest={elapsed:.1f} s = {run.from_start:,.0f} "
         f"readings/s from start; {run.steady:,.0f}/s after the first {startup:.1f} s "
         f"({run.steady / TARGET:.2f}x target); CPU us/reading: workers {us(cpu_workers)} "
@@ -219,20 +218,19 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             cluster.start()
             pg.start()
-            for mode in args.modes.split(","):
-                for workers in (int(w) for w in args.workers.split(",")):
-                    runs = [
-                        await one_run(workdir, cluster, pg, args, workers=workers, mode=mode)
-                        for _ in range(args.runs)
-                    ]
-                    start = statistics.median(r.from_start for r in runs)
-                    steady = statistics.median(r.steady for r in runs)
-                    print(
-                        f"median of {len(runs)} workers={workers} mode={mode}: {steady:,.0f} "
-                        f"readings/s after start-up ({steady / TARGET:.2f}x the {TARGET:,}/s "
-                        f"target), {start:,.0f} readings/s from start",
-                        flush=True,
-                    )
+            for workers in (int(w) for w in args.workers.split(",")):
+                runs = [
+                    await one_run(workdir, cluster, pg, args, workers=workers)
+                    for _ in range(args.runs)
+                ]
+                start = statistics.median(r.from_start for r in runs)
+                steady = statistics.median(r.steady for r in runs)
+                print(
+                    f"median of {len(runs)} workers={workers}: {steady:,.0f} readings/s "
+                    f"after start-up ({steady / TARGET:.2f}x the {TARGET:,}/s target), "
+                    f"{start:,.0f} readings/s from start",
+                    flush=True,
+                )
         finally:
             cluster.stop()
             pg.remove()
@@ -243,11 +241,10 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100, help="readings per batch envelope")
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--modes", default="copy,insert")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--group-max", type=int, default=200, help="messages per transaction")
     parser.add_argument(
-        "--prefetch", type=int, default=0, help="messages per worker (default: 2 groups)"
+        "--prefetch", type=int, default=0, help="messages per worker (default: 3 groups)"
     )
     asyncio.run(main_async(parser.parse_args()))
 

@@ -25,7 +25,6 @@ from central.amqp import INGEST_QUEUE
 from central.ingest import IngestConfig, IngestWorker
 from central.report import build_report, format_report
 from central.schema import migrate
-from central.store import WriteMode
 
 # Access lists, door commands and the reconciler load only for their commands:
 # they pull in the gateway's models and cryptography, a third of an ingest
@@ -69,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--site", default="*", help="only this estate's gateways (default: all)")
     ingest.add_argument("--prefetch", type=int, default=2000)
     ingest.add_argument("--group-max", type=int, default=500)
-    ingest.add_argument("--write", choices=[m.value for m in WriteMode], default="copy")
 
     cards = sub.add_parser("cards", help="the estate's access lists")
     cards_sub = cards.add_subparsers(dest="cards_command", required=True)
@@ -132,7 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             site=args.site,
             prefetch=args.prefetch,
             group_max=args.group_max,
-            write=WriteMode(args.write),
         )
         return asyncio.run(_run_ingest(config))
     if args.command == "cards":

@@ -13,6 +13,7 @@ import pytest
 
 from central.report import build_report
 from central.schema import migrate
+from central.store import IngestStore
 from gateway.timefmt import rfc3339
 from tests.cluster import RabbitCluster
 from tests.fleet.processes import CentralProcess, ingest_worker
@@ -198,3 +199,35 @@ def test_a_database_from_before_seq_ranges_gets_them_from_its_readings(dsn: str)
     g1, g2 = report.epochs
     assert (g1.ranges, g1.received, g1.missing) == (((1, 3), (6, 7)), 5, ((4, 5),))
     assert (g2.ranges, g2.received, g2.missing) == (((4, 4),), 1, ((1, 3),))
+
+
+async def test_bodies_with_escapes_and_whitespace_are_stored_as_sent(dsn: str) -> None:
+    # A gateway may pretty-print (tabs, newlines) and escape (backslash,
+    # quotes, unicode): COPY's text format must carry all of it.
+    odd = reading("g1", "e1", 1, data={"note": 'tab\there\nnew "q" back\\slash \u00e9 \\N'})
+    pretty = json.dumps(
+        {
+            "v": 1,
+            "site": "s",
+            "gateway": "g1",
+            "epoch": "e1",
+            "sent_at": odd["ts"],
+            "readings": [odd],
+        },
+        indent="\t",
+    )
+    changed = batch("s", "g1", "e1", [odd | {"data": {"note": "other"}}])
+    key = "estates.s.gateways.g1.readings"
+    async with await psycopg.AsyncConnection.connect(dsn) as db:
+        with psycopg.connect(dsn) as conn:
+            migrate(conn)
+        group = [(key, pretty.encode()), (key, pretty.encode()), (key, changed)]
+        counts = await IngestStore(db).commit(group)
+    assert (counts.readings, counts.rejected) == (3, 0)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT id, seq, body FROM readings").fetchall()
+        conflicts = count(dsn, "SELECT count(*) FROM conflicts")
+        report = build_report(conn)
+    assert rows == [("g1:e1:1", 1, odd)]  # the first copy is stored
+    assert conflicts == 1  # the same reading twice is none; another body is one
+    assert report.epochs[0].ranges == ((1, 1),)
