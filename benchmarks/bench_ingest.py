@@ -13,8 +13,10 @@ start of the first transaction (PostgreSQL's ``received_at``) on, the rate
 the workers sustain. Target: >= 50,000 readings/s with 2 workers (issue 12).
 
 Each worker takes ``--prefetch`` messages (default: three groups: one
-committing, one prepared, one arriving); more than the queue holds divided by
-the workers would let the first worker up take everything. The CPU time that
+committing, one prepared, one arriving). More than the queue holds divided by
+the workers would let the first worker up take everything, so by default a
+group is made smaller when the workers' three groups would not fit in the
+queue (1,000 messages: 200 for 1 worker, 166 for 2, 83 for 4). The CPU time that
 the workers, PostgreSQL (every backend) and the three RabbitMQ nodes spent
 during the run is printed per reading: on the shared 2-core machine that, not
 the wall clock, says which part is the limit.
@@ -145,6 +147,10 @@ async def one_run(
     queue = f"bench-{site}"
     total = (args.readings // GATEWAYS) * GATEWAYS
     fill_s = await fill(cluster.amqp_urls, queue, site, total, args.batch)
+    group_max = args.group_max
+    if not args.prefetch:  # three groups each, and no worker holding another's share
+        group_max = max(1, min(group_max, -(-total // args.batch) // (3 * workers)))
+    prefetch = args.prefetch or 3 * group_max
     procs: list[CentralProcess] = []
     for i in range(workers):
         urls = cluster.amqp_urls[i % 3 :] + cluster.amqp_urls[: i % 3]
@@ -154,8 +160,8 @@ async def one_run(
             urls,
             queue=queue,
             site=site,
-            prefetch=args.prefetch or 3 * args.group_max,
-            group_max=args.group_max,
+            prefetch=prefetch,
+            group_max=group_max,
         )
         proc.args = ("--log-level", "WARNING", *proc.args)
         procs.append(proc)
@@ -199,7 +205,8 @@ async def one_run(
         return f"{seconds / total * 1e6:.1f}"
 
     print(
-        f"workers={workers} readings={total} batch={args.batch} "
+        f"workers={workers} readings={total} batch={args.batch} group={group_max} "
+        f"prefetch={prefetch} "
         f"publish={total / fill_s:,.0f}/s  ingest={elapsed:.1f} s = {run.from_start:,.0f} "
         f"readings/s from start; {run.steady:,.0f}/s after the first {startup:.1f} s "
         f"({run.steady / TARGET:.2f}x target); CPU us/reading: workers {us(cpu_workers)} "
