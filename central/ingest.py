@@ -42,6 +42,7 @@ class IngestConfig:
     group_max: int = 500
     group_wait_s: float = 0.02
     stats_every_s: float = 10.0
+    compact_every_s: float = 60.0  # seq_ranges (central/store.py)
 
 
 @dataclass(slots=True)
@@ -57,7 +58,7 @@ class IngestWorker:
         self._config = config
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
-        self._last_log = time.monotonic()
+        self._last_log = self._last_compact = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,6 +142,9 @@ class IngestWorker:
         # group or was acknowledged already: one ack covers the group.
         await last.ack(multiple=True)
         self._count(counts)
+        if time.monotonic() - self._last_compact >= self._config.compact_every_s:
+            self._last_compact = time.monotonic()
+            await store.compact_ranges()
 
     def _count(self, counts: IngestCounts) -> None:
         self.stats.messages += counts.messages
@@ -148,7 +152,7 @@ class IngestWorker:
         self.stats.rejected += counts.rejected
         self.stats.groups += 1
         if time.monotonic() - self._last_log >= self._config.stats_every_s:
-            self._last_log = time.monotonic()
+            self._last_log = self._last_compact = time.monotonic()
             _LOGGER.info(
                 "ingest: messages=%d readings=%d groups=%d rejected=%d",
                 self.stats.messages,

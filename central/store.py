@@ -94,6 +94,28 @@ SELECT DISTINCT id, stored, received FROM (
 WHERE (stored - 'ts' - 'clock') <> (received - 'ts' - 'clock')
 ON CONFLICT DO NOTHING
 """
+# seq_ranges gets about one row per batch; now and then one worker (the
+# advisory lock) replaces the rows it can see by their merged ranges. Rows
+# that other workers commit meanwhile are not seen, so not deleted: nothing
+# is lost, they are merged the next time.
+_COMPACT = """
+WITH gone AS (
+    DELETE FROM seq_ranges RETURNING site, gateway, epoch, lo, hi
+), starts AS (
+    SELECT site, gateway, epoch, lo, hi,
+           CASE WHEN lo <= max(hi) OVER (
+                    PARTITION BY site, gateway, epoch ORDER BY lo, hi
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1
+                THEN 0 ELSE 1 END AS start
+    FROM gone
+), runs AS (
+    SELECT site, gateway, epoch, lo, hi,
+           sum(start) OVER (PARTITION BY site, gateway, epoch ORDER BY lo, hi) AS run
+    FROM starts
+)
+INSERT INTO seq_ranges (site, gateway, epoch, lo, hi)
+SELECT site, gateway, epoch, min(lo), max(hi) FROM runs GROUP BY site, gateway, epoch, run
+"""
 # Latest arrival wins: a gateway's statuses are seconds apart, and the will
 # carries the ``at`` of its connect, so ``at`` cannot order it (README).
 _STATUS = """
@@ -153,6 +175,16 @@ class IngestStore:
     async def commit(self, messages: Sequence[tuple[str, bytes]]) -> IngestCounts:
         """``write(prepare(messages))``."""
         return await self.write(prepare(messages))
+
+    async def compact_ranges(self) -> bool:
+        """Merge ``seq_ranges`` rows; False when another worker is doing it."""
+        async with self._conn.transaction():
+            cur = await self._conn.execute("SELECT pg_try_advisory_xact_lock(7213)")
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return False
+            await self._conn.execute(_COMPACT)
+        return True
 
     async def write(self, prepared: PreparedGroup) -> IngestCounts:
         """Write a prepared group in one transaction; returns once committed.

@@ -231,3 +231,26 @@ async def test_bodies_with_escapes_and_whitespace_are_stored_as_sent(dsn: str) -
     assert rows == [("g1:e1:1", 1, odd)]  # the first copy is stored
     assert conflicts == 1  # the same reading twice is none; another body is one
     assert report.epochs[0].ranges == ((1, 1),)
+
+
+async def test_seq_ranges_compact_to_the_same_report(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        migrate(conn)
+        spans = [(1, 10), (11, 20), (5, 8), (30, 40), (41, 41), (50, 50), (45, 49), (60, 60)]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO seq_ranges VALUES ('s', %s, 'e1', %s, %s)",
+                [(gw, lo, hi) for gw in ("g1", "g2") for lo, hi in spans],
+            )
+        conn.commit()
+        before = build_report(conn)
+    async with await psycopg.AsyncConnection.connect(dsn) as db:
+        assert await IngestStore(db).compact_ranges()
+    with psycopg.connect(dsn) as conn:
+        after = build_report(conn)
+        rows = conn.execute(
+            "SELECT gateway, lo, hi FROM seq_ranges ORDER BY gateway, lo"
+        ).fetchall()
+    assert after == before
+    merged = [(1, 20), (30, 41), (45, 50), (60, 60)]
+    assert rows == [(gw, lo, hi) for gw in ("g1", "g2") for lo, hi in merged]
