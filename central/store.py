@@ -1,14 +1,15 @@
 """Writes one group of broker messages to PostgreSQL in one transaction.
 
-The ingest worker acknowledges a group only after ``IngestStore.commit``
+The ingest worker acknowledges a group only after ``IngestStore.write``
 returns, so a crash anywhere before that leaves the messages on the queue for
 another worker, and ``id`` makes the second delivery harmless.
 
-The worker splits each batch into its readings (central/wire.py, msgspec:
-each body is the gateway's JSON as sent). They go first into a per-connection
-temporary table, one row per reading (by COPY or by batched INSERT: ``write``;
-the throughput benchmark measures both), then one statement moves the new
-ones into ``readings`` and one their alarms into ``alarms``. Only when the
+``prepare`` (no I/O: the worker runs it while the previous group commits)
+splits each batch into its readings (central/wire.py, msgspec: each body is
+the gateway's JSON as sent) and formats them as COPY text. They go first into
+a per-connection temporary table, one row per reading, then one statement
+moves the new ones into ``readings``, one their alarms into ``alarms``, and
+the group's seq ranges are appended to ``seq_ranges``. Only when the
 insert skipped an id (a redelivery, a resend) does a third statement look for
 same-id-different-body arrivals and keep them in ``conflicts``: the common
 group pays for no comparison. Rows are inserted in ``id`` order, so two
