@@ -4,6 +4,8 @@ Several workers (processes) consume the same quorum queue; the broker hands
 each up to ``prefetch`` unacknowledged messages. A worker groups what it has
 received (up to ``group_max`` messages, waiting at most ``group_wait_s`` for
 more), commits the group in one transaction, and only then acknowledges it.
+While one group commits, the next is gathered and decoded (``prepare``): the
+worker's CPU work overlaps the database's instead of alternating with it.
 A worker that dies, or loses its broker node or its database, acknowledges
 nothing more: the broker gives its unacknowledged messages to another worker,
 and deduplication by ``id`` absorbs the second delivery.
@@ -17,6 +19,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import psycopg
@@ -24,7 +27,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from central import amqp
 from central.schema import migrate
-from central.store import IngestStore, WriteMode
+from central.store import IngestCounts, IngestStore, PreparedGroup, prepare
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,8 +41,8 @@ class IngestConfig:
     prefetch: int = 2000
     group_max: int = 500
     group_wait_s: float = 0.02
-    write: WriteMode = WriteMode.COPY
     stats_every_s: float = 10.0
+    compact_every_s: float = 60.0  # seq_ranges (central/store.py)
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class IngestWorker:
         self._config = config
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
+        self._last_log = self._last_compact = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -88,7 +92,7 @@ class IngestWorker:
             conn.close_callbacks.add(lambda *_: closed.set())
             tag = await queue.consume(inbox.put)
             _LOGGER.info("ingest consuming: node=%d queue=%s", node, self._config.queue)
-            store = IngestStore(db, write=self._config.write)
+            store = IngestStore(db)
             await self._loop(inbox, store, closed)
             with contextlib.suppress(aio_pika.exceptions.AMQPError, OSError):
                 await queue.cancel(tag)
@@ -104,41 +108,79 @@ class IngestWorker:
         store: IngestStore,
         closed: asyncio.Event,
     ) -> None:
-        cfg = self._config
-        last_log = time.monotonic()
-        while not self._stop.is_set():
-            group = await self._gather(inbox, closed)
-            if closed.is_set():
-                raise ConnectionError("broker connection closed")
-            if not group:
-                continue
-            counts = await store.commit([(m.routing_key or "", m.body) for m in group])
-            # Everything before the last delivery tag on this channel is in this
-            # group or was acknowledged already: one ack covers the group.
-            await group[-1].ack(multiple=True)
-            self.stats.messages += counts.messages
-            self.stats.readings += counts.readings
-            self.stats.rejected += counts.rejected
-            self.stats.groups += 1
-            if time.monotonic() - last_log >= cfg.stats_every_s:
-                last_log = time.monotonic()
-                _LOGGER.info(
-                    "ingest: messages=%d readings=%d groups=%d rejected=%d",
-                    self.stats.messages,
-                    self.stats.readings,
-                    self.stats.groups,
-                    self.stats.rejected,
+        # At most one group commits at a time (one database connection); the
+        # next one is gathered and prepared meanwhile.
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not self._stop.is_set():
+                group = await self._gather(inbox, closed, committing)
+                if committing is not None and committing.done():
+                    await committing  # raises what the commit raised
+                    committing = None
+                if closed.is_set():
+                    raise ConnectionError("broker connection closed")
+                if not group:
+                    continue
+                prepared = prepare([(m.routing_key or "", m.body) for m in group])
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(
+                    self._commit(store, prepared, group[-1]), name="ingest-commit"
                 )
+            if committing is not None:
+                await committing  # stopping: finish and acknowledge the last group
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()  # the session failed: its messages come back
+                await asyncio.gather(committing, return_exceptions=True)
+
+    async def _commit(
+        self, store: IngestStore, prepared: PreparedGroup, last: AbstractIncomingMessage
+    ) -> None:
+        counts = await store.write(prepared)
+        # Everything before the last delivery tag on this channel is in this
+        # group or was acknowledged already: one ack covers the group.
+        await last.ack(multiple=True)
+        self._count(counts)
+        if time.monotonic() - self._last_compact >= self._config.compact_every_s:
+            self._last_compact = time.monotonic()
+            await store.compact_ranges()
+
+    def _count(self, counts: IngestCounts) -> None:
+        self.stats.messages += counts.messages
+        self.stats.readings += counts.readings
+        self.stats.rejected += counts.rejected
+        self.stats.groups += 1
+        if time.monotonic() - self._last_log >= self._config.stats_every_s:
+            self._last_log = self._last_compact = time.monotonic()
+            _LOGGER.info(
+                "ingest: messages=%d readings=%d groups=%d rejected=%d",
+                self.stats.messages,
+                self.stats.readings,
+                self.stats.groups,
+                self.stats.rejected,
+            )
 
     async def _gather(
-        self, inbox: asyncio.Queue[AbstractIncomingMessage], closed: asyncio.Event
+        self,
+        inbox: asyncio.Queue[AbstractIncomingMessage],
+        closed: asyncio.Event,
+        committing: asyncio.Task[None] | None,
     ) -> list[AbstractIncomingMessage]:
+        """The next group; empty when the session ends or the running commit does.
+
+        A commit that fails must end the wait: its messages stay unacknowledged,
+        so with the prefetch used up no other message would come.
+        """
         cfg = self._config
         first = asyncio.ensure_future(inbox.get())
         ended = asyncio.ensure_future(closed.wait())
         stop = asyncio.ensure_future(self._stop.wait())
+        waits: set[asyncio.Future[Any]] = {first, ended, stop}
+        if committing is not None:
+            waits.add(committing)
         try:
-            await asyncio.wait({first, ended, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (ended, stop):
                 task.cancel()

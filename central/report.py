@@ -1,11 +1,13 @@
 """``estate-central report``: per gate and epoch, what arrived, what is missing, what is explained.
 
-Ranges are computed from ``readings`` when asked (gaps and islands over the
-``(site, gateway, epoch, seq)`` index), so concurrent workers never have to
-agree on a shared counter. A missing range is *explained* where a
-``gateway.dropped`` reading of the same epoch covers it (CONTRACT.md: the
-buffer shed those readings on purpose); anything else is *missing*. Seqs after
-the highest one received are not known to exist yet, so they are not counted.
+Ranges come from ``seq_ranges``, where each ingest group appends the seq
+ranges it committed (one row per batch, usually), in the same transaction as
+the readings: rows are only added, never updated, so concurrent workers never
+lock each other there, and ``report`` merges overlapping and adjacent ones.
+A missing range is *explained* where a ``gateway.dropped`` reading of the
+same epoch covers it (CONTRACT.md: the buffer shed those readings on
+purpose); anything else is *missing*. Seqs after the highest one received are
+not known to exist yet, so they are not counted.
 """
 
 from __future__ import annotations
@@ -66,6 +68,28 @@ def subtract(gaps: Iterable[Range], cover: Iterable[Range]) -> tuple[list[Range]
     return missing, explained
 
 
+def islands(seqs: Iterable[int]) -> list[Range]:
+    """The runs of consecutive seqs in ``seqs`` (any order, repeats allowed)."""
+    out: list[Range] = []
+    for seq in sorted(set(seqs)):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+def merge(ranges: Iterable[Range]) -> list[Range]:
+    """``ranges`` as few as possible: overlapping and adjacent ones joined."""
+    out: list[Range] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def gaps_between(ranges: Iterable[Range]) -> list[Range]:
     """The seqs from 1 to the last received that are in none of ``ranges``."""
     out: list[Range] = []
@@ -77,15 +101,7 @@ def gaps_between(ranges: Iterable[Range]) -> list[Range]:
     return out
 
 
-_RANGES = """
-WITH r AS (
-    SELECT site, gateway, epoch, seq,
-           seq - row_number() OVER (PARTITION BY site, gateway, epoch ORDER BY seq) AS island
-    FROM readings
-)
-SELECT site, gateway, epoch, min(seq), max(seq), count(*)
-FROM r GROUP BY site, gateway, epoch, island ORDER BY site, gateway, epoch, min(seq)
-"""
+_RANGES = "SELECT site, gateway, epoch, lo, hi FROM seq_ranges"
 _DROPPED = """
 SELECT site, gateway, epoch, (body->'data'->>'from_seq')::bigint, (body->'data'->>'to_seq')::bigint
 FROM readings WHERE type = 'gateway.dropped'
@@ -94,21 +110,21 @@ _CONFLICTS = "SELECT id, stored::text, received::text FROM conflicts ORDER BY id
 
 
 def build_report(conn: psycopg.Connection[Any]) -> Report:
-    islands: dict[tuple[str, str, str], list[tuple[int, int, int]]] = {}
-    for site, gateway, epoch, lo, hi, count in conn.execute(_RANGES).fetchall():
-        islands.setdefault((site, gateway, epoch), []).append((lo, hi, count))
+    spans: dict[tuple[str, str, str], list[Range]] = {}
+    for site, gateway, epoch, lo, hi in conn.execute(_RANGES).fetchall():
+        spans.setdefault((site, gateway, epoch), []).append((lo, hi))
     dropped: dict[tuple[str, str, str], list[Range]] = {}
     for site, gateway, epoch, lo, hi in conn.execute(_DROPPED).fetchall():
         if lo is not None and hi is not None:
             dropped.setdefault((site, gateway, epoch), []).append((lo, hi))
     epochs = []
-    for key, rows in sorted(islands.items()):
-        ranges = [(lo, hi) for lo, hi, _ in rows]
+    for key, rows in sorted(spans.items()):
+        ranges = merge(rows)  # seqs are unique per epoch: a range's length is its count
         missing, explained = subtract(gaps_between(ranges), dropped.get(key, []))
         epochs.append(
             EpochReport(
                 *key,
-                received=sum(count for *_, count in rows),
+                received=sum(hi - lo + 1 for lo, hi in ranges),
                 last_seq=max(hi for _, hi in ranges),
                 ranges=tuple(ranges),
                 missing=tuple(missing),

@@ -1,15 +1,20 @@
 """Writes one group of broker messages to PostgreSQL in one transaction.
 
-The ingest worker acknowledges a group only after ``IngestStore.commit``
+The ingest worker acknowledges a group only after ``IngestStore.write``
 returns, so a crash anywhere before that leaves the messages on the queue for
 another worker, and ``id`` makes the second delivery harmless.
 
-Readings go first into a per-connection temporary table (by COPY or by
-batched INSERT: ``write``; the throughput benchmark measures both), then one
-statement each moves new ones into ``readings`` and ``alarms``, and keeps
-same-id-different-body arrivals in ``conflicts``. Rows are inserted in ``id``
-order, so two workers holding overlapping groups (a redelivery) lock index
-entries in the same order; a deadlock is still retried.
+``prepare`` (no I/O: the worker runs it while the previous group commits)
+splits each batch into its readings (central/wire.py, msgspec: each body is
+the gateway's JSON as sent) and formats them as COPY text. They go first into
+a per-connection temporary table, one row per reading, then one statement
+moves the new ones into ``readings``, one their alarms into ``alarms``, and
+the group's seq ranges are appended to ``seq_ranges``. Only when the
+insert skipped an id (a redelivery, a resend) does a third statement look for
+same-id-different-body arrivals and keep them in ``conflicts``: the common
+group pays for no comparison. Rows are inserted in ``id`` order, so two
+workers holding overlapping groups lock index entries in the same order; a
+deadlock is still retried.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
+from central.report import islands
 from central.wire import (
     Kind,
+    Route,
+    WireBatch,
     WireError,
     parse_batch,
     parse_result,
@@ -37,11 +44,6 @@ _LOGGER = logging.getLogger(__name__)
 RETRIES = 5
 
 
-class WriteMode(StrEnum):
-    COPY = "copy"
-    INSERT = "insert"
-
-
 @dataclass(slots=True)
 class IngestCounts:
     messages: int = 0
@@ -50,57 +52,70 @@ class IngestCounts:
     kinds: dict[str, int] = field(default_factory=dict)
 
 
-# ``json``, not ``jsonb``: COPY only checks it; each reading is parsed once, below.
-_INCOMING = """
-CREATE TEMP TABLE IF NOT EXISTS incoming_batch (
-    site text, gateway text, epoch text, body json
+# One row per reading, split out of its batch by the worker (central/wire.py):
+# COPY parses each body into jsonb once, and nothing is parsed again after.
+# ``repeat`` marks a later copy of an id already in the same group; only the
+# first copy is inserted, every copy is compared (``_CONFLICTS``).
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_reading (
+    id text, seq bigint, type text, priority text, ts timestamptz, body jsonb,
+    site text, gateway text, epoch text, sent_at timestamptz, repeat boolean
 ) ON COMMIT DELETE ROWS
 """
-# One statement splits the batches (a ``ts`` outside the contract's form is
-# stored as NULL, the body keeps it; one the pattern lets through but
-# PostgreSQL cannot read, a 30 February, fails the group, which ``commit``
-# then writes message by message), inserts the new readings and their alarms,
-# and keeps conflicts. The insert's own rows are not visible to the rest of
-# the statement, so ``readings`` there holds only what was stored before:
-# only the ids the insert skipped are compared with it, and copies of one id
-# within the group with each other.
-_MOVE = r"""
-WITH batches AS MATERIALIZED (
-    -- each batch parsed once; its readings split out below
-    SELECT site, gateway, epoch, doc->'readings' AS readings,
-           CASE WHEN doc->>'sent_at' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
-                THEN (doc->>'sent_at')::timestamptz END AS sent_at
-    FROM (SELECT site, gateway, epoch, body::jsonb AS doc FROM incoming_batch) parsed
-), incoming AS MATERIALIZED (
-    SELECT r->>'id' AS id, b.site, b.gateway, b.epoch, (r->>'seq')::bigint AS seq,
-           r->>'type' AS type, coalesce(r->>'priority', 'routine') AS priority,
-           CASE WHEN r->>'ts' ~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$'
-                THEN (r->>'ts')::timestamptz END AS ts,
-           r AS body, row_number() OVER () AS n, b.sent_at
-    FROM batches b CROSS JOIN LATERAL jsonb_array_elements(b.readings) r
-), ins AS (
-    INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body, sent_at)
-    SELECT id, site, gateway, epoch, seq, type, priority, ts, body, sent_at
-    FROM incoming ORDER BY id
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-), alarms AS (
-    INSERT INTO alarms (id, site, gateway, type, device, ts, data)
-    SELECT DISTINCT ON (id) id, site, gateway, type, body->>'device', ts, body->'data'
-    FROM incoming WHERE priority = 'alarm' ORDER BY id
-    ON CONFLICT (id) DO NOTHING
-), pairs AS (
-    SELECT i.id, r.body AS stored, i.body AS received
-    FROM incoming i JOIN readings r USING (id)
-    WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id)
-    UNION ALL
-    SELECT id, first_value(body) OVER (PARTITION BY id ORDER BY n), body FROM incoming
-    WHERE id IN (SELECT id FROM incoming GROUP BY id HAVING count(*) > 1)
-)
+_STAGE_COPY = """
+COPY incoming_reading (id, seq, type, priority, ts, body, site, gateway, epoch, sent_at, repeat)
+FROM STDIN
+"""
+# Rows were staged in ``id`` order, and a scan of the freshly emptied table
+# returns them in that order: two workers holding overlapping groups (a
+# redelivery) lock index entries in the same order. A deadlock is still retried.
+_INSERT_READINGS = """
+INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, ts, body, sent_at)
+SELECT id, site, gateway, epoch, seq, type, priority, ts, body, sent_at
+FROM incoming_reading WHERE NOT repeat
+ON CONFLICT (id) DO NOTHING
+"""
+_INSERT_ALARMS = """
+INSERT INTO alarms (id, site, gateway, type, device, ts, data)
+SELECT id, site, gateway, type, body->>'device', ts, coalesce(body->'data', 'null')
+FROM incoming_reading WHERE priority = 'alarm' AND NOT repeat
+ON CONFLICT (id) DO NOTHING
+"""
+_RANGES_COPY = "COPY seq_ranges (site, gateway, epoch, lo, hi) FROM STDIN"
+# Run only when some id was not new (the insert's row count says so): every
+# copy that differs from what ``readings`` now holds, the first copy or an
+# earlier one, is a conflict. One index lookup per row (a scalar subquery is
+# never turned into a join that would read the whole table).
+_CONFLICTS = """
 INSERT INTO conflicts (id, stored, received)
-SELECT DISTINCT id, stored, received FROM pairs
+SELECT DISTINCT id, stored, received FROM (
+    SELECT i.id, i.body AS received, (SELECT r.body FROM readings r WHERE r.id = i.id) AS stored
+    FROM incoming_reading i
+) pairs
 WHERE (stored - 'ts' - 'clock') <> (received - 'ts' - 'clock')
 ON CONFLICT DO NOTHING
+"""
+# seq_ranges gets about one row per batch; now and then one worker (the
+# advisory lock) replaces the rows it can see by their merged ranges. Rows
+# that other workers commit meanwhile are not seen, so not deleted: nothing
+# is lost, they are merged the next time.
+_COMPACT = """
+WITH gone AS (
+    DELETE FROM seq_ranges RETURNING site, gateway, epoch, lo, hi
+), starts AS (
+    SELECT site, gateway, epoch, lo, hi,
+           CASE WHEN lo <= max(hi) OVER (
+                    PARTITION BY site, gateway, epoch ORDER BY lo, hi
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1
+                THEN 0 ELSE 1 END AS start
+    FROM gone
+), runs AS (
+    SELECT site, gateway, epoch, lo, hi,
+           sum(start) OVER (PARTITION BY site, gateway, epoch ORDER BY lo, hi) AS run
+    FROM starts
+)
+INSERT INTO seq_ranges (site, gateway, epoch, lo, hi)
+SELECT site, gateway, epoch, min(lo), max(hi) FROM runs GROUP BY site, gateway, epoch, run
 """
 # Latest arrival wins: a gateway's statuses are seconds apart, and the will
 # carries the ``at`` of its connect, so ``at`` cannot order it (README).
@@ -123,29 +138,63 @@ _REJECTED = "INSERT INTO rejected (routing_key, reason, body) VALUES (%s, %s, %s
 
 @dataclass(slots=True)
 class _Group:
-    batches: list[tuple[str, str, str, str]] = field(default_factory=list)  # site, gw, epoch, body
+    readings: list[str] = field(default_factory=list)  # incoming_reading rows, COPY text
+    ids: set[str] = field(default_factory=set)
+    repeats: int = 0  # rows whose id came earlier in the group
+    seqs: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     statuses: list[tuple[object, ...]] = field(default_factory=list)
     access: list[tuple[object, ...]] = field(default_factory=list)
     results: list[tuple[object, ...]] = field(default_factory=list)
     rejected: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedGroup:
+    """Messages decoded and formatted for COPY: all of a group's CPU work, no I/O."""
+
+    messages: Sequence[tuple[str, bytes]]
+    group: _Group
+    counts: IngestCounts
+
+
+def prepare(messages: Sequence[tuple[str, bytes]]) -> PreparedGroup:
+    """Decode ``(routing_key, body)`` messages (the worker runs it while the previous
+    group commits); a message that cannot be read is kept for ``rejected``."""
+    group, counts = _decode(messages)
+    # Each row starts with its id and a tab: sorted rows are in id order.
+    group.readings.sort()
+    return PreparedGroup(messages, group, counts)
+
+
 class IngestStore:
     """One worker's database side; owns its connection."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], *, write: WriteMode) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
-        self._write = write
         self._prepared = False
 
     async def commit(self, messages: Sequence[tuple[str, bytes]]) -> IngestCounts:
-        """Write ``(routing_key, body)`` messages; returns once committed.
+        """``write(prepare(messages))``."""
+        return await self.write(prepare(messages))
+
+    async def compact_ranges(self) -> bool:
+        """Merge ``seq_ranges`` rows; False when another worker is doing it."""
+        async with self._conn.transaction():
+            cur = await self._conn.execute("SELECT pg_try_advisory_xact_lock(7213)")
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return False
+            await self._conn.execute(_COMPACT)
+        return True
+
+    async def write(self, prepared: PreparedGroup) -> IngestCounts:
+        """Write a prepared group in one transaction; returns once committed.
 
         Raises:
             psycopg.Error: the database failed (after retrying deadlocks);
                 nothing of the group is committed then.
         """
-        group, counts = _decode(messages)
+        messages, group, counts = prepared.messages, prepared.group, prepared.counts
         try:
             await self._write_retrying(group)
         except errors.DataError:
@@ -153,9 +202,8 @@ class IngestStore:
             # find the message, keep it aside, never block the queue on it.
             _LOGGER.warning("ingest: a group failed on its data; writing it message by message")
             for key, body in messages:
-                one, _ = _decode([(key, body)])
                 try:
-                    await self._write_retrying(one)
+                    await self._write_retrying(prepare([(key, body)]).group)
                 except errors.DataError as exc:
                     counts.rejected += 1
                     await self._write_retrying(_Group(rejected=[(key, f"database: {exc}", body)]))
@@ -174,13 +222,17 @@ class IngestStore:
     async def _write_group(self, group: _Group) -> None:
         conn = self._conn
         if not self._prepared:
-            await conn.execute(_INCOMING)
+            await conn.execute(_STAGE)
             await conn.commit()
             self._prepared = True
         async with conn.transaction(), conn.cursor() as cur:
-            if group.batches:
-                await self._load(cur, group.batches)
-                await cur.execute(_MOVE)
+            if group.readings:
+                await self._stage(cur, group.readings)
+                await cur.execute(_INSERT_READINGS)
+                if group.repeats or cur.rowcount < len(group.readings):
+                    await cur.execute(_CONFLICTS)  # rare: redeliveries and resends
+                await cur.execute(_INSERT_ALARMS)
+                await self._add_ranges(cur, group.seqs)
             if group.statuses:
                 await cur.executemany(_STATUS, group.statuses)
             if group.access:
@@ -192,20 +244,18 @@ class IngestStore:
             if group.rejected:
                 await cur.executemany(_REJECTED, group.rejected)
 
-    async def _load(
-        self, cur: psycopg.AsyncCursor[Any], batches: list[tuple[str, str, str, str]]
+    async def _add_ranges(
+        self, cur: psycopg.AsyncCursor[Any], seqs: dict[tuple[str, str, str], list[int]]
     ) -> None:
-        if self._write is WriteMode.COPY:
-            async with cur.copy(
-                "COPY incoming_batch (site, gateway, epoch, body) FROM STDIN"
-            ) as copy:
-                for row in batches:
-                    await copy.write_row(row)
-        else:
-            await cur.executemany(
-                "INSERT INTO incoming_batch (site, gateway, epoch, body) VALUES (%s, %s, %s, %s)",
-                batches,
-            )
+        # Every staged seq is in readings now (inserted here or stored before).
+        async with cur.copy(_RANGES_COPY) as copy:
+            for key, some in seqs.items():
+                for lo, hi in islands(some):
+                    await copy.write_row((*key, lo, hi))
+
+    async def _stage(self, cur: psycopg.AsyncCursor[Any], rows: list[str]) -> None:
+        async with cur.copy(_STAGE_COPY) as copy:
+            await copy.write("".join(rows).encode())
 
 
 def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts]:
@@ -218,7 +268,7 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
             counts.kinds[kind] = counts.kinds.get(kind, 0) + 1
             if kind in (Kind.READINGS, Kind.ALARMS):
                 batch = parse_batch(body, where)
-                group.batches.append((where.site, where.gateway, batch.epoch, body.decode()))
+                _add_readings(group, where, batch)
                 counts.readings += batch.count
             elif kind is Kind.STATUS:
                 doc, at = parse_stamped(body)
@@ -240,6 +290,40 @@ def _decode(messages: Sequence[tuple[str, bytes]]) -> tuple[_Group, IngestCounts
             counts.rejected += 1
             group.rejected.append((key, str(exc), body))
     return group, counts
+
+
+def _add_readings(group: _Group, where: Route, batch: WireBatch) -> None:
+    group.seqs.setdefault((where.site, where.gateway, batch.epoch), []).extend(
+        r.seq for r in batch.readings
+    )
+    # COPY text by hand: psycopg's write_row took a third of the worker's CPU.
+    # ts and sent_at are in the contract's form or NULL: nothing to escape.
+    tail = "\t".join((_text(where.site), _text(where.gateway), _text(batch.epoch)))
+    tail = f"\t{tail}\t{batch.sent_at or _NULL}"
+    first, again = f"{tail}\tf\n", f"{tail}\tt\n"
+    ids, rows = group.ids, group.readings
+    for r in batch.readings:
+        if r.id in ids:
+            group.repeats += 1
+            end = again
+        else:
+            ids.add(r.id)
+            end = first
+        rows.append(
+            f"{_text(r.id)}\t{r.seq}\t{_text(r.type)}\t{_text(r.priority)}\t"
+            f"{r.ts or _NULL}\t{_text(r.body)}{end}"
+        )
+
+
+_NULL = "\\N"
+
+
+def _text(value: str) -> str:
+    """``value`` escaped for COPY's text format (JSON may hold a backslash or whitespace)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        value = value.replace("\r", "\\r")
+    return value
 
 
 def _json(doc: object) -> str:

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 
 from central.report import build_report
+from central.schema import migrate
+from central.store import IngestStore
 from gateway.timefmt import rfc3339
 from tests.cluster import RabbitCluster
 from tests.fleet.processes import CentralProcess, ingest_worker
@@ -169,3 +171,86 @@ async def test_worker_killed_mid_stream_loses_nothing(
     finally:
         for worker in workers:
             worker.kill()
+
+
+def test_a_database_from_before_seq_ranges_gets_them_from_its_readings(dsn: str) -> None:
+    # The layout before seq_ranges: readings only, with the index report used.
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "CREATE TABLE readings (id text PRIMARY KEY, site text NOT NULL,"
+            " gateway text NOT NULL, epoch text NOT NULL, seq bigint NOT NULL,"
+            " type text NOT NULL, priority text NOT NULL, ts timestamptz,"
+            " body jsonb NOT NULL, sent_at timestamptz,"
+            " received_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("CREATE INDEX readings_by_seq ON readings (site, gateway, epoch, seq)")
+        for gw, seq in [("g1", s) for s in (1, 2, 3, 6, 7)] + [("g2", 4)]:
+            conn.execute(
+                "INSERT INTO readings (id, site, gateway, epoch, seq, type, priority, body)"
+                " VALUES (%s, 's', %s, 'e1', %s, 't', 'routine', '{}')",
+                (f"{gw}:e1:{seq}", gw, seq),
+            )
+        conn.commit()
+        migrate(conn)
+        migrate(conn)  # a second worker: nothing more
+        report = build_report(conn)
+        index = conn.execute("SELECT to_regclass('readings_by_seq')").fetchone()
+    assert index == (None,)
+    g1, g2 = report.epochs
+    assert (g1.ranges, g1.received, g1.missing) == (((1, 3), (6, 7)), 5, ((4, 5),))
+    assert (g2.ranges, g2.received, g2.missing) == (((4, 4),), 1, ((1, 3),))
+
+
+async def test_bodies_with_escapes_and_whitespace_are_stored_as_sent(dsn: str) -> None:
+    # A gateway may pretty-print (tabs, newlines) and escape (backslash,
+    # quotes, unicode): COPY's text format must carry all of it.
+    odd = reading("g1", "e1", 1, data={"note": 'tab\there\nnew "q" back\\slash \u00e9 \\N'})
+    pretty = json.dumps(
+        {
+            "v": 1,
+            "site": "s",
+            "gateway": "g1",
+            "epoch": "e1",
+            "sent_at": odd["ts"],
+            "readings": [odd],
+        },
+        indent="\t",
+    )
+    changed = batch("s", "g1", "e1", [odd | {"data": {"note": "other"}}])
+    key = "estates.s.gateways.g1.readings"
+    async with await psycopg.AsyncConnection.connect(dsn) as db:
+        with psycopg.connect(dsn) as conn:
+            migrate(conn)
+        group = [(key, pretty.encode()), (key, pretty.encode()), (key, changed)]
+        counts = await IngestStore(db).commit(group)
+    assert (counts.readings, counts.rejected) == (3, 0)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT id, seq, body FROM readings").fetchall()
+        conflicts = count(dsn, "SELECT count(*) FROM conflicts")
+        report = build_report(conn)
+    assert rows == [("g1:e1:1", 1, odd)]  # the first copy is stored
+    assert conflicts == 1  # the same reading twice is none; another body is one
+    assert report.epochs[0].ranges == ((1, 1),)
+
+
+async def test_seq_ranges_compact_to_the_same_report(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        migrate(conn)
+        spans = [(1, 10), (11, 20), (5, 8), (30, 40), (41, 41), (50, 50), (45, 49), (60, 60)]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO seq_ranges VALUES ('s', %s, 'e1', %s, %s)",
+                [(gw, lo, hi) for gw in ("g1", "g2") for lo, hi in spans],
+            )
+        conn.commit()
+        before = build_report(conn)
+    async with await psycopg.AsyncConnection.connect(dsn) as db:
+        assert await IngestStore(db).compact_ranges()
+    with psycopg.connect(dsn) as conn:
+        after = build_report(conn)
+        rows = conn.execute(
+            "SELECT gateway, lo, hi FROM seq_ranges ORDER BY gateway, lo"
+        ).fetchall()
+    assert after == before
+    merged = [(1, 20), (30, 41), (45, 50), (60, 60)]
+    assert rows == [(gw, lo, hi) for gw in ("g1", "g2") for lo, hi in merged]
