@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import time
@@ -66,10 +65,17 @@ class AccessGate:
             await self._ready.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        # aiomqtt's exit waits without a limit for its DISCONNECT to be seen
+        # through; seen to hang on RabbitMQ, so a second cancel ends that wait.
+        done, _ = await asyncio.wait({self._task}, timeout=5)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
+        if self._task.done() and not self._task.cancelled():
+            self._task.exception()  # retrieved: a failed session is not this stop's error
 
     async def wait_version(self, version: int, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
