@@ -35,7 +35,7 @@ from drivers.base import Clock, DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from gateway.access.message import MAX_MESSAGE_BYTES as ACCESS_MAX_MESSAGE_BYTES
 from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
