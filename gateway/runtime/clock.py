@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Protocol
 
 from drivers.base import Clock
+from drivers.transports.timing import Timer
 
 _LOGGER = logging.getLogger(__name__)
 
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+class SleepingClock(Clock, Timer, Protocol):
+    """A clock that also waits: what the uplink takes, so tests drive its time.
+
+    ``drivers.base.SystemClock`` is one; ``Timer`` is the drivers' side of it
+    (the Modbus bus takes that), since drivers may not import the gateway.
+    """
 
 
 class ClockSync(Protocol):

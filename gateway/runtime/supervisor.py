@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.access_rules import DoorAccess
-from drivers.base import Clock, DeviceState, Driver, SystemClock
+from drivers.base import DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
@@ -47,7 +47,13 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
-from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
+from gateway.runtime.clock import (
+    ClockSync,
+    SleepingClock,
+    TrustedClock,
+    current_boot_id,
+    make_clock_sync,
+)
 from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsSources
 from gateway.runtime.metrics_server import MetricsServer
@@ -107,7 +113,7 @@ class Gateway:
         self,
         loaded: LoadedConfig,
         *,
-        clock: Clock | None = None,
+        clock: SleepingClock | None = None,
         clock_sync: ClockSync | None = None,
     ) -> None:
         self.loaded = loaded
