@@ -32,7 +32,7 @@ from drivers.base import SystemClock
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
 from tests.fakes import CountingSink
 

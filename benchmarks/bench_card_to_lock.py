@@ -46,7 +46,7 @@ from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
 from drivers.sim.door_node import DoorNodeSimulator
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
 from tests.fakes import CountingSink
 

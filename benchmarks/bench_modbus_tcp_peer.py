@@ -36,7 +36,7 @@ if __package__ in (None, ""):
 
 from drivers.base import Reading, ReadingType, SystemClock
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
 
 GATES = 10

@@ -8,6 +8,7 @@ here, as ``StrEnum`` members whose values match CONTRACT.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Iterator, Mapping
@@ -106,6 +107,10 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """The loop's sleep: with ``monotonic`` this is a ``drivers.transports.timing.Timer``."""
+        await asyncio.sleep(max(0.0, seconds))
 
 
 @dataclass(frozen=True, slots=True)

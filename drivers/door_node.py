@@ -64,9 +64,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from drivers.access import mask_card
 from drivers.access_rules import Decision, DecisionReason, DoorAccess
@@ -91,13 +89,13 @@ from drivers.codecs.door_node_map import (
     decode_card_id,
     pulse_tenths,
 )
-from drivers.liveness import PolledDeviceConfig
-from drivers.transports.config import ModbusTransportConfig
+from drivers.config.door_node import DoorMode, DoorNodeConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPriority, ModbusExceptionError
 
 if TYPE_CHECKING:
-    from drivers.transports.modbus import BusPool, ModbusBus
+    from drivers.transports.bus_pool import BusPool
+    from drivers.transports.modbus import ModbusBus
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -107,14 +105,6 @@ ACTION_OPEN = "door.open"
 ACTION_SET_MODE = "door.set_mode"
 MODE_KEY = "mode"
 """The ``DeviceStateStore`` key of the door's mode."""
-
-
-class DoorMode(StrEnum):
-    """``door.set_mode`` modes (CONTRACT.md)."""
-
-    NORMAL = "normal"
-    LOCKED = "locked"
-    OPEN = "open"
 
 
 class DoorEventKind(StrEnum):
@@ -330,61 +320,6 @@ class DoorLogic:
 
     def _is_legitimate(self, now: float) -> bool:
         return now <= self._legit_until or now <= self._unlocked_until
-
-
-class DoorNodeConfig(PolledDeviceConfig):
-    """A door node: relay/input board and card reader on one Modbus bus."""
-
-    kind: Literal["door_node"]
-    transport: ModbusTransportConfig
-    door: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9-]{1,64}$",
-        description="Door name in events and in the access list's doors=; defaults to the id.",
-    )
-    relay_slave: int = Field(default=1, ge=1, le=247, description="Relay/input board slave id.")
-    reader_slave: int = Field(default=2, ge=1, le=247, description="Card reader slave id.")
-    lock_relay: int = Field(default=1, ge=1, le=8, description="Relay (1..8) driving the lock.")
-    pulse_ms: int = Field(
-        default=3000,
-        ge=100,
-        le=60_000,
-        description="Lock release on a card or the exit button, ms (board pulse, 100 ms units).",
-    )
-    poll_interval_ms: int = Field(
-        default=200, ge=20, le=10_000, description="Poll of the reader and the door inputs, ms."
-    )
-    forced_window_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="An opening within this long of a grant, exit or remote open is legitimate.",
-    )
-    held_open_s: float = Field(
-        default=30.0, gt=0, le=86_400, description="A legitimate opening longer than this alarms."
-    )
-    mode: DoorMode = Field(
-        default=DoorMode.NORMAL,
-        description="Mode at start: normal, locked, open. A mode set by a remote "
-        "door.set_mode is kept across restarts and wins over this one.",
-    )
-    stale_card_ms: int = Field(
-        default=2000,
-        ge=100,
-        le=60_000,
-        description="A waiting card is acted on only if the reader was seen idle this recently; "
-        "older ones (after a restart or an outage) are discarded, never open the door.",
-    )
-
-    @model_validator(mode="after")
-    def _distinct_slaves(self) -> DoorNodeConfig:
-        if self.relay_slave == self.reader_slave:
-            raise ValueError("relay_slave and reader_slave must differ")
-        return self
-
-    @property
-    def door_name(self) -> str:
-        return self.door or self.id
 
 
 class DoorNodeDriver:

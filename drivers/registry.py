@@ -1,8 +1,11 @@
 """The device kinds: their config union, driver factories and simulators.
 
 The one place that knows every kind, so the gateway builds drivers from
-configuration without importing each driver itself. Simulators are imported
-only when a device asks for one, so a gateway on real hardware never loads them.
+configuration without importing each driver itself. The config union is made
+of the small ``drivers.config`` modules; a kind's driver module (and with it
+pymodbus, pyserial or uhppoted) is imported only when a device of that kind is
+built, and a simulator only when a device asks for one, so a gateway loads the
+code of the kinds it has and nothing else (issue 8, "Memory").
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from drivers import ble_receiver, door_node, temperature_gate, uhf_reader, uhppote
 from drivers.access_rules import DoorAccess
 from drivers.base import Clock, DeviceStateStore, Driver, ReadingSink
-from drivers.ble_receiver import BleReceiverConfig
-from drivers.door_node import DoorNodeConfig
+from drivers.config.ble_receiver import BleReceiverConfig
+from drivers.config.door_node import DoorNodeConfig
+from drivers.config.temperature_gate import TemperatureGateConfig
+from drivers.config.uhf_reader import UhfReaderConfig
+from drivers.config.uhppote import UhppoteConfig
 from drivers.sim.base import SimEndpoint, Simulator
-from drivers.temperature_gate import TemperatureGateConfig
-from drivers.transports.modbus import BusPool
-from drivers.uhf_reader import UhfReaderConfig
-from drivers.uhppote import UhppoteConfig
+from drivers.transports.bus_pool import BusPool
 
 AnyDeviceConfig = (
     DoorNodeConfig | UhfReaderConfig | TemperatureGateConfig | BleReceiverConfig | UhppoteConfig
@@ -58,8 +60,11 @@ class DriverDeps:
 
 
 def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
-    """Make the driver of one configured device."""
+    """Make the driver of one configured device, importing its kind's module now."""
+    # Each branch imports its own driver: a kind nobody configured costs nothing.
     if isinstance(config, DoorNodeConfig):
+        from drivers import door_node  # noqa: PLC0415 - loaded with the kind
+
         return door_node.build_driver(
             config,
             sink=deps.sink,
@@ -69,10 +74,14 @@ def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
             state=deps.state,
         )
     if isinstance(config, TemperatureGateConfig):
+        from drivers import temperature_gate  # noqa: PLC0415 - loaded with the kind
+
         return temperature_gate.build_driver(
             config, sink=deps.sink, clock=deps.clock, buses=deps.buses
         )
     if isinstance(config, UhppoteConfig):
+        from drivers import uhppote  # noqa: PLC0415 - loaded with the kind
+
         if deps.state is None:
             raise ValueError("a uhppote controller needs the gateway's device state store")
         return uhppote.build_driver(
@@ -85,7 +94,11 @@ def build_driver(config: AnyDeviceConfig, deps: DriverDeps) -> Driver:
             access=deps.access.access,
         )
     if isinstance(config, UhfReaderConfig):
+        from drivers import uhf_reader  # noqa: PLC0415 - loaded with the kind
+
         return uhf_reader.build_driver(config, sink=deps.sink, clock=deps.clock)
+    from drivers import ble_receiver  # noqa: PLC0415 - loaded with the kind
+
     return ble_receiver.build_driver(config, sink=deps.sink, clock=deps.clock)
 
 

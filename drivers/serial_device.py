@@ -1,18 +1,15 @@
-"""What the serial-line device kinds share: config defaults and the port's life cycle.
+"""What the serial-line device kinds' drivers share: the port's life cycle.
 
 The UHF reader and the BLE receiver each own one serial line through
-``run_serial``: their configs fill in the kind's default baud rate and need a
-port unless simulated, and their drivers take no commands, log the port
-opening and go offline (once, with an alarm) when it goes. That is written
-once here; each kind adds its protocol.
+``run_serial``: their drivers take no commands, log the port opening and go
+offline (once, with an alarm) when it goes. That is written once here; each
+kind adds its protocol. Their configs' shared part is ``drivers.config.serial``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
-
-from pydantic import Field, field_validator, model_validator
+from typing import ClassVar
 
 from drivers.actions import DeviceAction
 from drivers.base import (
@@ -23,36 +20,9 @@ from drivers.base import (
     DeviceState,
     ReadingSink,
 )
-from drivers.transports.config import SerialTransportConfig, serial_defaults
 from drivers.transports.serial import SerialTransport
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def serial_transport_field(baudrate: int, description: str) -> Any:
-    """The ``transport`` field of a serial kind: ``type: serial`` at ``baudrate`` when absent."""
-    return Field(
-        default_factory=lambda: SerialTransportConfig(type="serial", baudrate=baudrate),
-        description=description,
-    )
-
-
-class SerialDeviceConfig(DeviceConfigBase):
-    """A device on its own serial line; a subclass sets ``DEFAULT_BAUDRATE``."""
-
-    DEFAULT_BAUDRATE: ClassVar[int]
-    transport: SerialTransportConfig
-
-    @field_validator("transport", mode="before")
-    @classmethod
-    def _transport_defaults(cls, value: Any) -> Any:
-        return serial_defaults(value, baudrate=cls.DEFAULT_BAUDRATE)
-
-    @model_validator(mode="after")
-    def _port_unless_simulated(self) -> SerialDeviceConfig:
-        if self.transport.port is None and not self.simulate:
-            raise ValueError("transport.port is required unless simulate is true")
-        return self
 
 
 class SerialDeviceDriver:

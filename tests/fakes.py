@@ -31,6 +31,68 @@ class FakeClock:
         """NTP stepping the wall clock; the monotonic clock does not move."""
         self._wall += seconds
 
+    async def sleep(self, seconds: float) -> None:
+        """A real sleep (this clock's time does not move): see ``SteppedClock``."""
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class SteppedClock(FakeClock):
+    """A ``FakeClock`` whose ``sleep`` returns only once the test advances time past it.
+
+    Code under test then runs its timing logic (backoff, intervals, frame
+    gaps) in fake seconds: the test sees each sleep asked for (``sleeps``,
+    ``next_sleep``) and decides when it ends (``advance``).
+    """
+
+    def __init__(self, wall: float = 1_795_000_000.0, mono: float = 1000.0) -> None:
+        super().__init__(wall, mono)
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._asked = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._asked.set()
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self.monotonic() + seconds, woken)
+        self._sleepers.append(entry)
+        try:
+            await woken
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        now = self.monotonic()
+        for deadline, woken in list(self._sleepers):
+            if deadline <= now and not woken.done():
+                woken.set_result(None)
+
+    @property
+    def sleeping(self) -> list[float]:
+        """Seconds left of each sleep still waiting."""
+        now = self.monotonic()
+        return [deadline - now for deadline, woken in self._sleepers if not woken.done()]
+
+    async def wait_sleeping(self, seconds: float, *, timeout: float = 15.0) -> None:
+        """Until some task sleeps ``seconds`` more on this clock (to a nanosecond)."""
+        async with asyncio.timeout(timeout):
+            while not any(abs(left - seconds) < 1e-9 for left in self.sleeping):
+                self._asked.clear()
+                await self._asked.wait()
+
+    async def next_sleep(self, *, after: int, timeout: float = 15.0) -> float:
+        """The sleep asked for at index ``after`` of ``sleeps`` (waits for it)."""
+        async with asyncio.timeout(timeout):
+            while len(self.sleeps) <= after:
+                self._asked.clear()
+                await self._asked.wait()
+        return self.sleeps[after]
+
 
 class FakeClockSync:
     def __init__(self, synced: bool = True) -> None:

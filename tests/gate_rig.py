@@ -22,7 +22,8 @@ from drivers.door_node import DoorNodeConfig, DoorNodeDriver
 from drivers.door_node import build_driver as build_door
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
-from drivers.transports.modbus import BusPool, ModbusBus
+from drivers.transports.bus_pool import BusPool
+from drivers.transports.modbus import ModbusBus
 from drivers.uhf_reader import UhfReaderConfig, UhfReaderDriver
 from drivers.uhf_reader import build_driver as build_uhf
 from tests.devices import stop_tasks

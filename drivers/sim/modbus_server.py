@@ -61,13 +61,8 @@ from drivers.sim.base import SimEndpoint
 from drivers.sim.noise import LineNoise
 from drivers.sim.pty import PtyLink
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
-from drivers.transports.modbus import (
-    COIL_OFF,
-    COIL_ON,
-    FAST_BAUD_GAP_S,
-    RawCoilWrite,
-    sleep_until,
-)
+from drivers.transports.modbus import COIL_OFF, COIL_ON, FAST_BAUD_GAP_S, RawCoilWrite
+from drivers.transports.timing import sleep_until
 
 _LOGGER = logging.getLogger(__name__)
 

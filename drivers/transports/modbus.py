@@ -17,9 +17,14 @@ door commands first, and is the only code that touches the pymodbus client.
 - On RTU the bus keeps the 3.5-character silence between frames (fixed
   1.75 ms above 19200 baud) that pymodbus does not keep on its own. It counts
   from the last byte heard (pymodbus's ``trace_packet`` hook) and is waited
-  with ``sleep_until``, which is accurate to a fraction of a millisecond where
-  ``asyncio.sleep`` rounds up to the next one; that alone is worth about 4 %
-  of a 9600-baud line (benchmarks/bench_bus_efficiency.py).
+  with the bus's ``Timer`` (``drivers.transports.timing``), whose system one
+  is accurate to a fraction of a millisecond where ``asyncio.sleep`` rounds up
+  to the next one; that alone is worth about 4 % of a 9600-baud line
+  (benchmarks/bench_bus_efficiency.py).
+- Every deadline and wait of the bus but the exchange's own timeout (an
+  ``asyncio.timeout`` on the loop) goes through that injected ``Timer``: the
+  frame gap, a request's retry budget, slave probing and reconnect backoff
+  are tested on a fake clock without sleeping.
 - Replies are checked against their request (function code, register count,
   the echo of a write) before they settle a future. pymodbus 3.16's RTU
   framer drops the whole receive buffer when a candidate frame fails its CRC,
@@ -61,11 +66,10 @@ import heapq
 import itertools
 import logging
 import os
+import random
 import struct
-import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -81,6 +85,7 @@ from pymodbus.pdu.register_message import (
 from drivers.transports.backoff import Backoff
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
+from drivers.transports.timing import SystemTimer, Timer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,8 +111,6 @@ SLAVE_PROBE_MAX_S = 15.0
 within 15 s of coming back while costing at most one timeout per 15 s."""
 FAST_BAUD_GAP_S = 0.00175
 """Inter-frame silence above 19200 baud, fixed by the Modbus serial line spec."""
-SELECT_GRANULARITY_S = 0.001
-"""asyncio's epoll selector waits in whole milliseconds, rounded up."""
 COIL_ON = 0xFF00
 COIL_OFF = 0x0000
 MAX_READ_BITS = 2000
@@ -222,23 +225,6 @@ class _Pending:
     """Monotonic end of the time budget for garbled-reply retries (set at the first attempt)."""
 
 
-async def sleep_until(deadline: float) -> None:
-    """Sleep until ``time.monotonic()`` reaches ``deadline``, to a fraction of a millisecond.
-
-    asyncio's epoll selector waits in whole milliseconds rounded up, so
-    ``asyncio.sleep(0.00365)`` ends 4.2-4.5 ms later: 15-25 % of the RTU frame
-    gap at 9600 baud, every transaction. The loop sleeps to within
-    ``SELECT_GRANULARITY_S`` of the deadline and the rest (under 1 ms, well
-    inside STYLE.md's "a few ms") is a blocking ``time.sleep``.
-    """
-    remaining = deadline - time.monotonic()
-    if remaining > SELECT_GRANULARITY_S:
-        await asyncio.sleep(remaining - SELECT_GRANULARITY_S)
-        remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)  # noqa: ASYNC251 -- bounded by SELECT_GRANULARITY_S
-
-
 def frame_gap_s(config: ModbusConfig) -> float:
     """Silence between RTU frames: 3.5 character times, 1.75 ms above 19200 baud."""
     if isinstance(config, ModbusTcpTransportConfig):
@@ -264,6 +250,8 @@ class ModbusBus:
         garbled_quiet_s: float = GARBLED_QUIET_S,
         slave_probe_initial_s: float = SLAVE_PROBE_INITIAL_S,
         slave_probe_max_s: float = SLAVE_PROBE_MAX_S,
+        timer: Timer | None = None,
+        backoff_rng: random.Random | None = None,
     ) -> None:
         if isinstance(config, ModbusRtuTransportConfig) and not config.port:
             raise ValueError(f"bus {name}: modbus_rtu transport has no port")
@@ -272,6 +260,8 @@ class ModbusBus:
         self.config = config
         self.name = name
         self.stats = BusStats()
+        self._timer: Timer = timer or SystemTimer()
+        self._backoff_rng = backoff_rng  # None: Backoff's own (tests seed one)
         self._timeout_s = config.timeout_ms / 1000
         self._gap_s = frame_gap_s(config)
         self._reconnect_initial_s = reconnect_initial_s
@@ -320,7 +310,11 @@ class ModbusBus:
 
         Closes the client and fails every waiting request on the way out.
         """
-        delays = Backoff(initial_s=self._reconnect_initial_s, cap_s=self._reconnect_max_s)
+        delays = Backoff(
+            initial_s=self._reconnect_initial_s,
+            cap_s=self._reconnect_max_s,
+            rng=self._backoff_rng,
+        )
         was_down = False
         try:
             while True:
@@ -331,7 +325,7 @@ class ModbusBus:
                         _LOGGER.warning("bus=%s cannot open: %s", self.name, exc.reason)
                         was_down = True
                     self._fail_all(exc)
-                    await asyncio.sleep(next(delays))
+                    await self._timer.sleep(next(delays))
                     continue
                 if was_down:
                     _LOGGER.info("bus=%s open again", self.name)
@@ -344,7 +338,7 @@ class ModbusBus:
                 _LOGGER.warning("bus=%s connection lost", self.name)
                 was_down = True
                 self._fail_all(TransportError(self.name, "connection lost"))
-                await asyncio.sleep(next(delays))
+                await self._timer.sleep(next(delays))
         finally:
             self._disconnect()
             self._fail_all(TransportError(self.name, "bus stopped"))
@@ -417,7 +411,7 @@ class ModbusBus:
             return data
         # The silence before our next frame counts from the last byte heard,
         # not from when this task got round to looking at it.
-        self._quiet_until = time.monotonic() + self._gap_s
+        self._quiet_until = self._timer.monotonic() + self._gap_s
         if self._exchange is not None:
             self._heard = True
             self._quiet_timer = asyncio.get_running_loop().call_later(
@@ -488,10 +482,11 @@ class ModbusBus:
     ) -> None:
         """One exchange on the wire; requeue for a retry, or settle the future."""
         if self._gap_s:
-            await sleep_until(self._quiet_until)
+            await self._timer.sleep(self._quiet_until - self._timer.monotonic())
         self.stats.transactions += 1
         if entry.budget_until is None:
-            entry.budget_until = time.monotonic() + self._timeout_s * (self.config.retries + 1)
+            budget_s = self._timeout_s * (self.config.retries + 1)
+            entry.budget_until = self._timer.monotonic() + budget_s
         reason: str
         self._garbled = False
         try:
@@ -528,7 +523,7 @@ class ModbusBus:
             # Heard but garbled: the slave is there and the line is free again
             # (quiet), so try again now, within the request's time budget.
             self.stats.bad_replies += 1
-            if time.monotonic() >= entry.budget_until:
+            if self._timer.monotonic() >= entry.budget_until:
                 entry.attempts_left = 0
         if entry.attempts_left > 0 and not entry.future.done():
             # Back at its old place: only a command can go before the retry.
@@ -603,7 +598,7 @@ class ModbusBus:
         health = self._slaves.get(slave)
         if health is None or health.probe_interval_s <= 0:
             return None
-        now = time.monotonic()
+        now = self._timer.monotonic()
         if now < health.next_probe_at:
             return False
         # Reserve the probe slot so that only one POLL goes out per interval.
@@ -626,13 +621,13 @@ class ModbusBus:
         if health.failures < self._slave_backoff_after:
             return
         if health.probe_interval_s <= 0:
-            if time.monotonic() - health.silent_since < self._slave_silent_s:
+            if self._timer.monotonic() - health.silent_since < self._slave_silent_s:
                 return  # a glitch so far, not an outage: keep polling it
             _LOGGER.warning(
                 "bus=%s slave=%d not answering; polling it less often", self.name, slave
             )
         health.probe_interval_s = next(health.probes)
-        health.next_probe_at = time.monotonic() + health.probe_interval_s
+        health.next_probe_at = self._timer.monotonic() + health.probe_interval_s
 
     # ----------------------------------------------------------------- requests
 
@@ -753,17 +748,6 @@ def _check_range(address: int, count: int, max_count: int) -> None:
         raise ValueError(f"address range {address}+{count} outside 0..65535")
 
 
-def bus_key(config: ModbusConfig) -> str:
-    """The identity of a line: its port path, or host:port for TCP."""
-    if isinstance(config, ModbusRtuTransportConfig):
-        if not config.port:
-            raise ValueError("modbus_rtu transport has no port (simulated device not started?)")
-        return f"rtu:{config.port}"
-    if not config.host:
-        raise ValueError("modbus_tcp transport has no host (simulated device not started?)")
-    return f"tcp:{config.host}:{config.port}"
-
-
 def _raise_if_cancelling() -> None:
     """Honour a cancellation that pymodbus swallowed.
 
@@ -776,40 +760,3 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-class BusPool:
-    """The buses of one daemon: devices with the same port share one ``ModbusBus``."""
-
-    def __init__(self, **bus_options: Any) -> None:
-        """``bus_options`` go to every ``ModbusBus`` (backoff tuning, mostly for tests)."""
-        self._bus_options = bus_options
-        self._buses: dict[str, ModbusBus] = {}
-
-    def get(self, config: ModbusConfig) -> ModbusBus:
-        """Return the bus for ``config``'s line, creating it on first use.
-
-        Raises ValueError when the port has no path yet, or when devices on one
-        line disagree about its settings (baud rate, parity, timeouts...).
-        """
-        key = bus_key(config)
-        bus = self._buses.get(key)
-        if bus is None:
-            bus = ModbusBus(config, name=key, **self._bus_options)
-            self._buses[key] = bus
-            return bus
-        if bus.config != config:
-            theirs = bus.config.model_dump()
-            ours = config.model_dump()
-            diffs = ", ".join(
-                f"{name} ({theirs.get(name)!r} vs {ours.get(name)!r})"
-                for name in sorted(set(theirs) | set(ours))
-                if theirs.get(name) != ours.get(name)
-            )
-            raise ValueError(
-                f"devices on {key} must share one transport configuration; differing: {diffs}"
-            )
-        return bus
-
-    @property
-    def buses(self) -> list[ModbusBus]:
-        """Every bus made so far; the supervisor runs ``bus.run()`` for each."""
-        return list(self._buses.values())

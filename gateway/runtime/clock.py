@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from drivers.base import Clock
+from drivers.transports.timing import Timer
 
 _LOGGER = logging.getLogger(__name__)
 
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+class SleepingClock(Clock, Timer, Protocol):
+    """A clock that also waits: what the uplink takes, so tests drive its time.
+
+    ``drivers.base.SystemClock`` is one; ``Timer`` is the drivers' side of it
+    (the Modbus bus takes that), since drivers may not import the gateway.
+    """
 
 
 class ClockSync(Protocol):
@@ -69,8 +77,11 @@ class KernelClockSync:
     """Asks the kernel (read-only ``adjtimex``) whether the clock is synchronised."""
 
     def __init__(self) -> None:
-        name = ctypes.util.find_library("c")
-        self._libc = ctypes.CDLL(name, use_errno=True) if name else None
+        # The process's own symbols (dlopen(NULL)) include libc's: no
+        # ctypes.util.find_library, which runs ldconfig and loads shutil,
+        # tempfile, bz2 and lzma into the daemon for good.
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = libc if hasattr(libc, "adjtimex") else None
         if self._libc is None:
             _LOGGER.warning("clock: no libc adjtimex; treating the clock as unsynced")
 

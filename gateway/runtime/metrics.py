@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.base import DeviceState, Driver
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime.exposition import (
     CounterMetricFamily,

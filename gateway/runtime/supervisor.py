@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.access_rules import DoorAccess
-from drivers.base import Clock, DeviceState, Driver, SystemClock
+from drivers.base import DeviceState, Driver, SystemClock
 from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from gateway.access.message import MAX_MESSAGE_BYTES as ACCESS_MAX_MESSAGE_BYTES
 from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
@@ -48,7 +48,13 @@ from gateway.commands.store import CommandStore
 from gateway.config import Config, ConfigError, LoadedConfig, load_config
 from gateway.outbox.store import Lane, Outbox
 from gateway.runtime import sdnotify
-from gateway.runtime.clock import ClockSync, TrustedClock, current_boot_id, make_clock_sync
+from gateway.runtime.clock import (
+    ClockSync,
+    SleepingClock,
+    TrustedClock,
+    current_boot_id,
+    make_clock_sync,
+)
 from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsSources
 from gateway.runtime.metrics_server import MetricsServer
@@ -108,7 +114,7 @@ class Gateway:
         self,
         loaded: LoadedConfig,
         *,
-        clock: Clock | None = None,
+        clock: SleepingClock | None = None,
         clock_sync: ClockSync | None = None,
     ) -> None:
         self.loaded = loaded

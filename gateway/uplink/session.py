@@ -27,18 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
 
-from drivers.base import Clock, SystemClock
+from drivers.base import SystemClock
 from drivers.transports.backoff import Backoff
 from gateway.commands.inbound import InboundCommand
 from gateway.config import MqttConfig
 from gateway.outbox.store import Lane, Outbox
 from gateway.outbox.wire import status_json
+from gateway.runtime.clock import SleepingClock
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import BrokerUrl, Topics, make_tls_context
 from gateway.uplink.drain import Drain, LaneSource
@@ -99,7 +101,8 @@ class Uplink:
         access: AccessHandler | None = None,
         max_inbound_bytes: int = 8192 + 1024,
         clock_synced: Callable[[], bool] = lambda: True,
-        clock: Clock | None = None,
+        clock: SleepingClock | None = None,
+        backoff_rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._site = site
@@ -113,7 +116,10 @@ class Uplink:
         self._access = access
         self._max_inbound_bytes = max_inbound_bytes
         self._clock_synced = clock_synced
-        self._clock = clock or SystemClock()
+        # Every wait of the uplink (reconnect backoff, the status tick, the
+        # failback probe) sleeps on this clock: tests drive it.
+        self._clock: SleepingClock = clock or SystemClock()
+        self._backoff_rng = backoff_rng  # None: Backoff's own (tests seed one)
         self.topics = Topics(topic_root)
         self.started_at = rfc3339(self._clock.wall())
         self.stats = UplinkStats()
@@ -137,7 +143,9 @@ class Uplink:
     async def run(self) -> None:
         """Connect, drain and serve commands until ``shutdown``; reconnect on any drop."""
         backoff = Backoff(
-            initial_s=self._config.reconnect_min_s, cap_s=self._config.reconnect_max_s
+            initial_s=self._config.reconnect_min_s,
+            cap_s=self._config.reconnect_max_s,
+            rng=self._backoff_rng,
         )
         while not self._stop.is_set():
             for index, broker in enumerate(self._config.broker_urls):
@@ -151,9 +159,17 @@ class Uplink:
                 return
             delay = next(backoff)
             _LOGGER.info("mqtt reconnect in delay_s=%.2f", delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            await self._sleep_unless_stopped(delay)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        """The clock's sleep, cut short by ``shutdown``."""
+        nap = asyncio.ensure_future(self._clock.sleep(seconds))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((nap, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            stop.cancel()
 
     async def shutdown(self) -> None:
         """Ask the session to publish the offline status and disconnect cleanly."""
@@ -335,7 +351,7 @@ class Uplink:
         last_states = self._state_summary()
         last_sent = self._clock.monotonic()
         while True:
-            await asyncio.sleep(1.0)
+            await self._clock.sleep(1.0)
             states = self._state_summary()
             if (
                 states != last_states
@@ -399,7 +415,7 @@ class Uplink:
     async def _failback_probe(self) -> None:
         first = self._config.broker_urls[0]
         while True:
-            await asyncio.sleep(self._config.failback_s)
+            await self._clock.sleep(self._config.failback_s)
             try:
                 async with asyncio.timeout(self._config.connect_timeout_s):
                     _, writer = await asyncio.open_connection(first.host, first.port)

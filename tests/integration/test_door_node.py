@@ -19,8 +19,9 @@ from drivers.base import DeviceError, DeviceState, Priority, Reading, ReadingTyp
 from drivers.codecs.door_node_map import NEW_CARD_COIL
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver, build_driver
 from drivers.sim.door_node import DoorNodeSimulator, WriteKind
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.errors import TransportError
-from drivers.transports.modbus import BusPool, BusPriority, ModbusBus
+from drivers.transports.modbus import BusPriority, ModbusBus
 from tests.devices import stop_tasks
 from tests.fakes import RecordingSink, typed
 

@@ -17,9 +17,10 @@ import pytest
 
 from drivers.codecs.door_node_map import pulse_address
 from drivers.sim.modbus_server import ModbusSimServer, Table, WriteOutcome, WriteRequest
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
-from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
+from drivers.transports.modbus import BusPriority, ModbusBus, ModbusExceptionError
 
 pytestmark = pytest.mark.integration
 

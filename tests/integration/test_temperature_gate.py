@@ -24,7 +24,7 @@ from drivers.sim.temperature_gate import (
     make_simulator,
 )
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
-from drivers.transports.modbus import BusPool
+from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
 from tests.fakes import RecordingSink, typed
 

@@ -25,8 +25,8 @@ from drivers.door_node import (
     Step,
     build_driver,
 )
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.config import ModbusTcpTransportConfig
-from drivers.transports.modbus import BusPool
 from tests.fakes import RecordingSink
 
 GRANT = Decision(True, DecisionReason.LISTED, 7)

@@ -89,3 +89,112 @@ def test_the_run_path_loads_no_rich_cryptography_prometheus_client_or_simulators
 
 def test_a_configured_key_loads_cryptography() -> None:
     assert "cryptography" in packages(modules_loaded_by(WITH_KEY))
+
+
+# A config with one device kind: loading it, and building that device's
+# driver, imports that kind's driver module and no other kind's.
+ONE_KIND = """
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from drivers.access_rules import DoorAccess
+from drivers.base import SystemClock
+from drivers.registry import DriverDeps, build_driver
+from drivers.transports.bus_pool import BusPool
+from gateway.config import load_config
+
+shipped = yaml.safe_load(Path("config.yaml").read_text())
+shipped["devices"] = [d for d in shipped["devices"] if d["kind"] == "ble_receiver"]
+folder = Path(tempfile.mkdtemp())
+path = folder / "config.yaml"
+path.write_text(yaml.safe_dump(shipped))
+device = load_config(path).config.devices[0]
+before = set(sys.modules)
+
+
+class Sink:
+    def put(self, reading: object) -> None:
+        pass
+
+
+async def build() -> None:
+    deps = DriverDeps(sink=Sink(), clock=SystemClock(), buses=BusPool(), access=None)
+    build_driver(device, deps)
+
+
+asyncio.run(build())
+print(" ".join(sorted(before)))
+print(" ".join(sorted(sys.modules)))
+"""
+
+DRIVER_MODULES = {
+    "drivers.door_node",
+    "drivers.uhf_reader",
+    "drivers.temperature_gate",
+    "drivers.ble_receiver",
+    "drivers.uhppote",
+}
+
+
+def test_a_config_of_one_kind_loads_only_that_kinds_driver() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_KIND], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded_by_config, loaded_by_build = (set(line.split()) for line in done.stdout.splitlines())
+    # Loading the config (every kind's config class) loads no driver module...
+    assert not loaded_by_config & DRIVER_MODULES
+    assert "pymodbus" not in packages(loaded_by_config)
+    # ...and building the BLE receiver loads its driver alone: no Modbus, no UDP controller.
+    assert loaded_by_build & DRIVER_MODULES == {"drivers.ble_receiver"}
+    assert not packages(loaded_by_build) & {"pymodbus", "uhppoted"}
+    simulators = {name.replace("drivers.", "drivers.sim.") for name in DRIVER_MODULES}
+    assert not loaded_by_build & simulators
+
+
+def test_the_run_path_defers_what_its_libraries_load_but_never_use() -> None:
+    # ``python -m gateway`` imports the package (gateway/__init__.py) first.
+    loaded = modules_loaded_by(
+        "import gateway\n"
+        + RUN_PATH.replace(
+            'print(" ".join(sorted(sys.modules)))',
+            "import gateway.uplink.session\n"
+            "real = {n for n, m in sys.modules.items() if type(m).__name__ != '_DeferredModule'}\n"
+            'print(" ".join(sorted(real)))',
+        )
+    )
+    assert "gateway.uplink.session" in loaded  # paho and aiomqtt were imported
+    assert "urllib.request" not in loaded  # paho reads proxies with it only under PySocks
+    assert "importlib.metadata" not in loaded  # pydantic's plugin search is off
+    assert "email" not in packages(loaded)
+
+
+DEFERRED_USE = """
+import sys
+
+import gateway  # defers urllib.request and importlib.metadata
+import urllib.request
+from importlib.metadata import entry_points  # a stand-in: still not loaded
+
+kinds = [type(sys.modules[name]).__name__ for name in ("urllib.request", "importlib.metadata")]
+print(kinds[0], kinds[1])
+print(isinstance(urllib.request.getproxies(), dict), type(sys.modules["urllib.request"]).__name__)
+found = entry_points(group="console_scripts")
+print(type(found).__name__, type(sys.modules["importlib.metadata"]).__name__)
+"""
+
+
+def test_a_deferred_module_is_the_real_one_once_used() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DEFERRED_USE], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "_DeferredModule _DeferredModule",
+        "True module",
+        "EntryPoints module",
+    ]

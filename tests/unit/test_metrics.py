@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.base import DeviceHealth, DeviceState, Driver, Priority, ReadingType, make_reading
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.config import ModbusRtuTransportConfig
-from drivers.transports.modbus import BusPool
 from gateway.config import MetricsConfig
 from gateway.outbox.store import Outbox
 from gateway.runtime.metrics import GatewayCollector, MetricsSources

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
-from drivers.transports.modbus import BusPool, frame_gap_s
+from drivers.transports.modbus import frame_gap_s
 
 
 def rtu(**kwargs: object) -> ModbusRtuTransportConfig:

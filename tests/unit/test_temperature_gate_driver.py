@@ -15,8 +15,9 @@ import pytest
 from drivers.actions import DoorOpen
 from drivers.base import DeviceError, Priority, ReadingType
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
+from drivers.transports.bus_pool import BusPool
 from drivers.transports.errors import TransportError, TransportTimeoutError
-from drivers.transports.modbus import BusPool, BusPriority, ModbusBus, ModbusExceptionError
+from drivers.transports.modbus import BusPriority, ModbusBus, ModbusExceptionError
 from tests.fakes import RecordingSink
 
 VALID_NEW = 0x11
