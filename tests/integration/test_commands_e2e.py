@@ -290,7 +290,7 @@ async def test_command_delivered_after_it_expired_is_rejected(
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert (result["status"], result["reason"]) == ("rejected", "expired")
-        assert r.sim.node.pulses == []
+        assert not r.sim.node.pulses
 
 
 async def test_crash_between_accept_and_finish_never_reopens(
@@ -329,7 +329,7 @@ async def test_crash_between_accept_and_finish_never_reopens(
         polled = r.sim.server.answered
         async with asyncio.timeout(10):
             await r.sim.server.wait_until(lambda: r.sim.server.answered >= polled + 10)
-        assert r.sim.node.pulses == []
+        assert not r.sim.node.pulses
 
 
 HOSTILE = [
