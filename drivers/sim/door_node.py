@@ -292,7 +292,7 @@ class DoorNodeDevice:
         self._relay_timers.clear()
 
     def rearms(self) -> list[NodeWrite]:
-        """The re-arm writes (coil 1016 = 0) received so far."""
+        """The re-arm writes (coil 1016 = 0) among the writes kept (the latest 1,000)."""
         return [
             w
             for w in self.writes

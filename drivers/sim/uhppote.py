@@ -585,6 +585,7 @@ class UhppoteSimulator:
         self.pushes_dropped = 0
         self.frames_received = 0
         self._unanswered: Counter[int] = Counter()
+        self._spared: Counter[int] = Counter()
         self._doors = doors
         self._ambient_cards = ambient_cards
         self._rng = rng or random.Random()
@@ -626,7 +627,9 @@ class UhppoteSimulator:
         self.frames_received += 1
         if not self.answering or self._transport is None:
             return
-        if len(data) > 1 and self._unanswered[data[1]] > 0:
+        if len(data) > 1 and self._spared[data[1]] > 0:
+            self._spared[data[1]] -= 1
+        elif len(data) > 1 and self._unanswered[data[1]] > 0:
             self._unanswered[data[1]] -= 1  # lost on the way: not acted on, not answered
             return
         before = self.state.last_index
@@ -671,9 +674,10 @@ class UhppoteSimulator:
     def resume_answering(self) -> None:
         self.answering = True
 
-    def lose_requests(self, code: int, count: int = 1) -> None:
-        """The next ``count`` requests with function ``code`` are lost on the way in."""
-        self._unanswered[code] += count
+    def lose_requests(self, code: int, count: int = 1, *, after: int = 0) -> None:
+        """After ``after`` more requests with function ``code``, lose the next ``count``."""
+        self._spared[code] = after
+        self._unanswered[code] = count
 
     def set_drop_pushes(self, drop: bool) -> None:
         self.drop_pushes = drop

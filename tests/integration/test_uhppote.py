@@ -274,6 +274,15 @@ async def test_delay_is_restored_when_the_open_door_request_is_lost() -> None:
         assert rig.sim.state.delays[1] == 5  # and card swipes do not get 25 s from now on
 
 
+async def test_a_delay_not_restored_is_set_again_by_the_next_cycle() -> None:
+    async with running() as rig:
+        rig.sim.lose_requests(0x80, count=2, after=1)  # the hold is set, the restore is lost
+        await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=17))
+        assert [(u.door, u.seconds) for u in rig.sim.state.unlocks] == [(1, 17)]
+        async with asyncio.timeout(10):
+            await rig.sim.wait_until(lambda: rig.sim.state.delays[1] == 5)
+
+
 async def test_unanswering_controller_goes_offline_and_comes_back() -> None:
     async with running(catch_up_interval_s=0.3) as rig:
         rig.sim.unplug()
