@@ -660,9 +660,10 @@ class UhppoteDriver:
         """
         if hold == self.config.door_delay_s and self._configured:
             return await self.link.call("open_door", number)  # the delay in force already
-        await self._set_door(number, self._modes[number], hold)
         restored = False
         try:
+            # Inside: a set whose reply was lost may still have been applied.
+            await self._set_door(number, self._modes[number], hold)
             return await self.link.call("open_door", number)
         finally:
             try:

@@ -274,6 +274,15 @@ async def test_delay_is_restored_when_the_open_door_request_is_lost() -> None:
         assert rig.sim.state.delays[1] == 5  # and card swipes do not get 25 s from now on
 
 
+async def test_delay_is_restored_when_setting_the_hold_goes_unanswered() -> None:
+    async with running() as rig:
+        rig.sim.lose_requests(0x80, count=2)  # the hold's set-door-control, twice
+        with pytest.raises(DeviceTimeout):
+            await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=25))
+        assert not rig.sim.state.unlocks
+        assert rig.sim.state.requests[0x80] == 2 + 1  # configure (two doors), the restore
+
+
 async def test_a_delay_not_restored_is_set_again_by_the_next_cycle() -> None:
     async with running() as rig:
         rig.sim.lose_requests(0x80, count=2, after=1)  # the hold is set, the restore is lost
