@@ -178,6 +178,9 @@ class UhppoteDriver:
         self.list_version: int | None = None
         self._next_time_check = 0.0
         self._remote_waiters: dict[int, list[asyncio.Future[int]]] = {}
+        # The unlock delay is the door's, shared: an opening with its own hold
+        # (set, open, restore) must not interleave with another or a mode change.
+        self._door_control = asyncio.Lock()
         self.listen_address: tuple[str, int] | None = None
         self.processed_event = asyncio.Event()  # set whenever readings were made (tests, bench)
         self.card_sync: CardSync | None = None  # set when the gateway has an access list
@@ -304,8 +307,9 @@ class UhppoteDriver:
         host, port = self._advertised()
         await self.link.call("set_listener", ipaddress.IPv4Address(host), port, 0)
         await self.link.call("record_special_events", True)
-        for number in self.config.doors:
-            await self._set_door(number, self._modes[number], self.config.door_delay_s)
+        async with self._door_control:
+            for number in self.config.doors:
+                await self._set_door(number, self._modes[number], self.config.door_delay_s)
         self._next_time_check = 0.0
         self._want_catch_up = True
         self._configured = True
@@ -534,8 +538,9 @@ class UhppoteDriver:
                 await self._open(number, action.hold_seconds)
             elif isinstance(action, SetDoorMode):
                 mode = action.mode
-                await self._set_door(number, MODE_CODES[mode], self.config.door_delay_s)
-                self._modes[number] = MODE_CODES[mode]
+                async with self._door_control:
+                    await self._set_door(number, MODE_CODES[mode], self.config.door_delay_s)
+                    self._modes[number] = MODE_CODES[mode]
                 # Durable before the command is done: a restart re-applies it, not "normal".
                 await self._state.put(self.device_id, f"mode:{number}", mode)
             else:
@@ -545,12 +550,8 @@ class UhppoteDriver:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._remote_waiters.setdefault(number, []).append(waiter)
         try:
-            # The unlock time is the door's delay (0x80): set it for this opening.
-            if hold != self.config.door_delay_s:
-                await self._set_door(number, self._modes[number], hold)
-            reply = await self.link.call("open_door", number)
-            if hold != self.config.door_delay_s:
-                await self._set_door(number, self._modes[number], self.config.door_delay_s)
+            async with self._door_control:
+                reply = await self._open_for(number, hold)
             if not reply.opened:
                 raise DeviceError(self.device_id, f"controller refused to open door {number}")
             self._want_catch_up = True  # the push is a hint: fetch the event if it was lost
@@ -566,6 +567,37 @@ class UhppoteDriver:
             waiters = self._remote_waiters.get(number, [])
             if waiter in waiters:
                 waiters.remove(waiter)
+
+    async def _open_for(self, number: int, hold: int) -> Any:
+        """open-door with the door's unlock delay at ``hold`` for this opening; the reply.
+
+        0x40 has no duration: the controller energises the relay for the delay
+        set by 0x80 (PROTOCOL-UHPPOTE.md), read when it opens. So the delay is
+        set to ``hold`` first and put back to ``door_delay_s`` after, whatever
+        happened; if that fails the next cycle reconfigures every door.
+        """
+        if hold == self.config.door_delay_s and self._configured:
+            return await self.link.call("open_door", number)  # the delay in force already
+        restored = False
+        try:
+            # Inside: a set whose reply was lost may still have been applied.
+            await self._set_door(number, self._modes[number], hold)
+            return await self.link.call("open_door", number)
+        finally:
+            try:
+                await self._set_door(number, self._modes[number], self.config.door_delay_s)
+                restored = True
+            except (TransportError, DeviceError) as exc:
+                _LOGGER.warning(
+                    "uhppote door delay not restored, reconfiguring: device=%s door=%d %s",
+                    self.device_id,
+                    number,
+                    exc,
+                )
+            finally:
+                if not restored:  # also when cancelled: the next cycle sets it again
+                    self._configured = False
+                    self._wake.set()
 
     # ------------------------------------------------------------- health
 

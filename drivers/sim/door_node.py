@@ -18,8 +18,8 @@ Scriptable from tests: ``present_card``, ``open_door`` / ``close_door``,
 monotonic time it reached the simulated node (``pulses``, ``writes``,
 ``beeps``), and so is every read of the card id (``card_reads``) and every
 poll that found a card waiting (``flag_reads``): the card-to-lock benchmark
-measures between those and the pulses. ``wait_until`` and
-``next_pulse`` wait for a fact, not for time.
+measures between those and the pulses. Each is a ``History``: all counted, the
+latest 1,000 kept. ``wait_until`` and ``next_pulse`` wait for a fact, not for time.
 
 Ambient mode (the shipped configuration): every few seconds a resident swipes
 a known card from ``access/cards.txt``; when the lock is released they open the
@@ -58,6 +58,7 @@ from drivers.codecs.door_node_map import (
     encode_card_id,
 )
 from drivers.sim.config import DoorNodeSimConfig
+from drivers.sim.history import History
 from drivers.sim.modbus_line import LineOptions, ModbusLineSimulator
 from drivers.sim.modbus_server import (
     ModbusSimServer,
@@ -133,12 +134,13 @@ class DoorNodeDevice:
         self.server = server
         self.relay_slave = relay_slave
         self.reader_slave = reader_slave
-        self.writes: list[NodeWrite] = []
-        self.pulses: list[Pulse] = []
-        self.beeps: list[BeepRecord] = []
-        self.card_reads: list[float] = []
+        # Bounded (``drivers.sim.history``): ``scripts/run`` keeps a simulator up for months.
+        self.writes: History[NodeWrite] = History()
+        self.pulses: History[Pulse] = History()
+        self.beeps: History[BeepRecord] = History()
+        self.card_reads: History[float] = History()
         """Monotonic times of the reads of the card id registers."""
-        self.flag_reads: list[float] = []
+        self.flag_reads: History[float] = History()
         """Monotonic times of the reads of coil 1016 that answered "new card" (1)."""
         self.card_raised_at: float | None = None
         """Monotonic time of the last ``present_card``."""
@@ -290,7 +292,7 @@ class DoorNodeDevice:
         self._relay_timers.clear()
 
     def rearms(self) -> list[NodeWrite]:
-        """The re-arm writes (coil 1016 = 0) received so far."""
+        """The re-arm writes (coil 1016 = 0) among the writes kept (the latest 1,000)."""
         return [
             w
             for w in self.writes

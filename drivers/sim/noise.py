@@ -29,7 +29,10 @@ class LineNoise:
         self._rng = rng or random.Random()
         self._corrupt = 0
         self._noisy_until = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        # The burst steps still to come, by a running key: a step lets go of
+        # its handle when it fires, so bursts over months do not pile them up.
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._next_step = 0
         self.corrupted = 0
         """Replies broken so far."""
         self.garbage_bytes = 0
@@ -49,9 +52,18 @@ class LineNoise:
         loop = asyncio.get_running_loop()
         self._noisy_until = max(self._noisy_until, time.monotonic() + duration_s)
         steps = max(1, round(duration_s / BURST_EVERY_S))
-        self._timers = [t for t in self._timers if not t.cancelled()]
         for i in range(steps):
-            self._timers.append(loop.call_later(i * BURST_EVERY_S, self.garbage))
+            key, self._next_step = self._next_step, self._next_step + 1
+            self._timers[key] = loop.call_later(i * BURST_EVERY_S, self._step, key)
+
+    def _step(self, key: int) -> None:
+        del self._timers[key]
+        self.garbage()
+
+    @property
+    def scheduled_steps(self) -> int:
+        """Garbage writes of bursts still to come."""
+        return len(self._timers)
 
     def garbage(self, data: bytes | None = None) -> bytes:
         """Write garbage now (random bytes by default); return what was written."""
@@ -77,7 +89,7 @@ class LineNoise:
 
     def cancel(self) -> None:
         """Stop a burst that is still going (simulator stop)."""
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         self._noisy_until = 0.0

@@ -11,7 +11,11 @@ What it keeps, as a controller does: a card table (with tombstones, so
 monotonic indexes in a bounded ring (the oldest events are dropped in chunks:
 ``get-event`` below the oldest answers type 0xFF, index 0), the host's event
 bookmark (0xB2/0xB4), door modes and delays, record-special-events, a clock
-(local wall time, set with 0x30) and the listener. Script verbs: ``swipe``,
+(local wall time, set with 0x30) and the listener. An unlock (open-door 0x40,
+a granted swipe, the exit button) energises the door's relay for the unlock
+delay in force at that moment (0x80): changing the delay later does not
+shorten or stretch it, and the door opening releases it. Every unlock is
+recorded (``ControllerState.unlocks``, bounded). Script verbs: ``swipe``,
 ``open``/``close``/``button`` (door contact and exit button), ``reset``
 (a factory reset: cards, profiles and special-event recording are wiped, a
 reset event is recorded; the event log and listener stay),
@@ -34,6 +38,7 @@ import datetime as dt
 import ipaddress
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +49,7 @@ from uhppoted import decode, encode
 from drivers.sim.ambient import Ambient
 from drivers.sim.base import SimEndpoint
 from drivers.sim.config import UhppoteSimConfig
+from drivers.sim.history import History
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,6 +92,16 @@ class SimCard:
     end: dt.date
     doors: tuple[int, int, int, int]
     pin: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SimUnlock:
+    """One energising of a door's relay: ``seconds`` is the delay it ran for."""
+
+    door: int
+    seconds: int
+    at: float
+    """The controller's monotonic time then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +148,11 @@ class ControllerState:
     delays: dict[int, int] = field(default_factory=lambda: dict.fromkeys(range(1, 5), 5))
     door_open: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(range(1, 5), False))
     buttons: dict[int, bool] = field(default_factory=lambda: dict.fromkeys(range(1, 5), False))
-    relays: int = 0
+    monotonic: Callable[[], float] = time.monotonic
+    unlocked_until: dict[int, float] = field(
+        default_factory=lambda: dict.fromkeys(range(1, 5), 0.0)
+    )  # monotonic time each door's relay lets go
+    unlocks: History[SimUnlock] = field(default_factory=History)
     offset: dt.timedelta = dt.timedelta(0)  # controller clock minus the host clock
     requests: Counter[int] = field(default_factory=Counter)
 
@@ -204,12 +224,21 @@ class ControllerState:
         return profile.linked != 0 and self._profile_allows(profile.linked, now, seen)
 
     def _unlock(self, door: int) -> None:
-        self.relays |= 1 << (door - 1)
+        # The delay is read now: the relay runs for it whatever 0x80 sets next.
+        now, seconds = self.monotonic(), self.delays[door]
+        self.unlocked_until[door] = now + seconds
+        self.unlocks.append(SimUnlock(door, seconds, now))
+
+    @property
+    def relays(self) -> int:
+        """The relay bits now (bit 0 = door 1): those still inside their unlock delay."""
+        now = self.monotonic()
+        return sum(1 << (d - 1) for d, until in self.unlocked_until.items() if now < until)
 
     def contact(self, door: int, *, is_open: bool) -> SimEvent | None:
         self.door_open[door] = is_open
         if is_open:
-            self.relays &= ~(1 << (door - 1))
+            self.unlocked_until[door] = 0.0  # the lock lets go once the door moved
         if not self.special_events:
             return None
         reason = REASON_OPENED if is_open else REASON_CLOSED
@@ -555,6 +584,8 @@ class UhppoteSimulator:
         self.pushes_sent = 0
         self.pushes_dropped = 0
         self.frames_received = 0
+        self._unanswered: Counter[int] = Counter()
+        self._spared: Counter[int] = Counter()
         self._doors = doors
         self._ambient_cards = ambient_cards
         self._rng = rng or random.Random()
@@ -595,6 +626,11 @@ class UhppoteSimulator:
     def on_request(self, data: bytes, addr: tuple[str | None, int]) -> None:
         self.frames_received += 1
         if not self.answering or self._transport is None:
+            return
+        if len(data) > 1 and self._spared[data[1]] > 0:
+            self._spared[data[1]] -= 1
+        elif len(data) > 1 and self._unanswered[data[1]] > 0:
+            self._unanswered[data[1]] -= 1  # lost on the way: not acted on, not answered
             return
         before = self.state.last_index
         reply = self.state.handle(data)
@@ -637,6 +673,11 @@ class UhppoteSimulator:
 
     def resume_answering(self) -> None:
         self.answering = True
+
+    def lose_requests(self, code: int, count: int = 1, *, after: int = 0) -> None:
+        """After ``after`` more requests with function ``code``, lose the next ``count``."""
+        self._spared[code] = after
+        self._unanswered[code] = count
 
     def set_drop_pushes(self, drop: bool) -> None:
         self.drop_pushes = drop

@@ -619,7 +619,7 @@ class Outbox:
         shed, self._shed_while_full = self._shed_while_full, 0
         _LOGGER.warning("outbox: disk space is back, writing resumed: shed_in_memory=%d", shed)
         if shed:
-            # These never got a seq, so no gap shows them: the alarm says so.
+            # These never got a seq: the commit gives them a range (_insert_readings).
             self.put(
                 Reading(
                     device=self._gateway_id,
@@ -740,6 +740,12 @@ class Outbox:
         alarms: list[tuple[int, int, str, str, str, float | None, int | None]] = []
         routine: list[tuple[int, int, str, str, str, int, float | None, int | None]] = []
         for reading in readings:
+            data = reading.data
+            if reading.type is ReadingType.GATEWAY_DROPPED and data.get("from_seq", 0) is None:
+                # Shed in memory on a full disk before they got a seq: spend theirs
+                # now, in this commit, so the gap is there and this notice explains it.
+                data = {**data, "from_seq": seq + 1, "to_seq": seq + data["count"]}
+                seq += data["count"]
             seq += 1
             mono: float | None = None
             boot: int | None = None
@@ -756,7 +762,7 @@ class Outbox:
                 round(wall * 1000),
                 reading.device,
                 reading.type.value,
-                _encode_json(reading.data),
+                _encode_json(data),
             )
             if reading.priority is Priority.ALARM:
                 alarms.append((*row, mono, boot))

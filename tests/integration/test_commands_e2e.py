@@ -308,7 +308,7 @@ async def test_command_delivered_after_it_expired_is_rejected(
         r.daemon.start()
         result = await r.result_for(command["id"])
         assert (result["status"], result["reason"]) == ("rejected", "expired")
-        assert r.sim.node.pulses == []
+        assert not r.sim.node.pulses
 
 
 async def killed_at_its_crash_point(r: Rig) -> None:
@@ -333,7 +333,7 @@ async def test_crash_between_accept_and_finish_never_reopens(
         polled = r.sim.server.answered
         async with asyncio.timeout(20):
             await r.sim.server.wait_until(lambda: r.sim.server.answered >= polled + 10)
-        assert r.sim.node.pulses == []
+        assert not r.sim.node.pulses
 
 
 def stored_results(r: Rig) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 
 from drivers.actions import DoorOpen, SetDoorMode
-from drivers.base import DeviceState, Priority
+from drivers.base import DeviceState, DeviceTimeout, Priority
 from drivers.sim.uhppote import SimCard, UhppoteSimulator
 from tests.uhppote_rig import SERIAL, MemoryState, make_rig, running
 
@@ -236,6 +237,59 @@ async def test_remote_open_is_confirmed_by_its_event_even_with_pushes_dropped() 
         await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=8))
         assert rig.sink.doors("remote_open")[0]["door"] == "gate-east"
         assert rig.sim.state.delays[1] == 5  # restored after the opening
+
+
+async def test_door_open_unlocks_for_hold_seconds_and_puts_the_delay_back() -> None:
+    """0x40 opens for the door's 0x80 delay: the driver sets it to the hold, then restores it."""
+    async with running() as rig:
+        east = rig.driver.doors()["gate-east"]
+        await east.execute(DoorOpen(hold_seconds=12))
+        assert [(u.door, u.seconds) for u in rig.sim.state.unlocks] == [(1, 12)]
+        assert rig.sim.state.relays & 1  # energised: 12 s have not passed
+        assert rig.sim.state.delays[1] == 5  # door_delay_s again, for card swipes
+        await east.execute(DoorOpen(hold_seconds=5))  # the configured delay: no 0x80 needed
+        assert [u.seconds for u in rig.sim.state.unlocks] == [12, 5]
+        assert rig.sim.state.requests[0x80] == 2 + 2  # configure (two doors) + set and restore
+
+
+async def test_concurrent_door_opens_each_get_their_own_hold() -> None:
+    async with running() as rig:
+        doors = rig.driver.doors()
+        await asyncio.gather(
+            doors["gate-east"].execute(DoorOpen(hold_seconds=3)),
+            doors["gate-east"].execute(DoorOpen(hold_seconds=20)),
+            doors["gate-west"].execute(DoorOpen(hold_seconds=9)),
+        )
+        got = sorted((u.door, u.seconds) for u in rig.sim.state.unlocks)
+        assert got == [(1, 3), (1, 20), (2, 9)]
+        assert (rig.sim.state.delays[1], rig.sim.state.delays[2]) == (5, 5)
+
+
+async def test_delay_is_restored_when_the_open_door_request_is_lost() -> None:
+    async with running() as rig:
+        rig.sim.lose_requests(0x40, count=2)  # the first try and the one retry
+        with pytest.raises(DeviceTimeout):
+            await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=25))
+        assert not rig.sim.state.unlocks  # it never opened
+        assert rig.sim.state.delays[1] == 5  # and card swipes do not get 25 s from now on
+
+
+async def test_delay_is_restored_when_setting_the_hold_goes_unanswered() -> None:
+    async with running() as rig:
+        rig.sim.lose_requests(0x80, count=2)  # the hold's set-door-control, twice
+        with pytest.raises(DeviceTimeout):
+            await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=25))
+        assert not rig.sim.state.unlocks
+        assert rig.sim.state.requests[0x80] == 2 + 1  # configure (two doors), the restore
+
+
+async def test_a_delay_not_restored_is_set_again_by_the_next_cycle() -> None:
+    async with running() as rig:
+        rig.sim.lose_requests(0x80, count=2, after=1)  # the hold is set, the restore is lost
+        await rig.driver.doors()["gate-east"].execute(DoorOpen(hold_seconds=17))
+        assert [(u.door, u.seconds) for u in rig.sim.state.unlocks] == [(1, 17)]
+        async with asyncio.timeout(10):
+            await rig.sim.wait_until(lambda: rig.sim.state.delays[1] == 5)
 
 
 async def test_unanswering_controller_goes_offline_and_comes_back() -> None:

@@ -98,3 +98,33 @@ async def test_script_verbs_drive_the_simulator() -> None:
             raise AssertionError("an unknown verb must be refused")
     finally:
         await sim.stop()
+
+
+class _Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_open_door_energises_the_relay_for_the_delay_in_force_then() -> None:
+    """0x40 has no duration: the relay runs for the 0x80 delay read at the opening."""
+    clock = _Monotonic()
+    c = ControllerState(SERIAL, clock=lambda: NOW, monotonic=clock)
+    set_delay_12 = bytearray(frame("set-door-control", "request"))
+    set_delay_12[8:11] = bytes((1, 3, 12))
+    assert c.handle(bytes(set_delay_12)) is not None
+    assert c.handle(frame("open-door", "request")) == frame("open-door")
+    assert c.relays & 1
+    set_delay_12[10] = 2
+    c.handle(bytes(set_delay_12))  # a later delay does not shorten this opening
+    clock.now += 11.9
+    assert c.relays & 1
+    clock.now += 0.1
+    assert not c.relays & 1
+    assert [(u.door, u.seconds) for u in c.unlocks] == [(1, 12)]
+    c.handle(frame("open-door", "request"))  # now 2 s
+    assert [(u.door, u.seconds) for u in c.unlocks][-1] == (1, 2)
+    c.contact(1, is_open=True)  # the door moved: the lock lets go at once
+    assert not c.relays & 1
