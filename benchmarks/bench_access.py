@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import random
@@ -175,7 +176,15 @@ async def one_run(cards_count: int, workdir: Path, *, burst: bool) -> RunResult:
     keys = workdir / "keys"
     public = dict([keygen(keys, key_id=KEY_ID).split(": ")])
     key = load_private_key(keys / f"{KEY_ID}.pem")
-    door = {"id": DOOR, "kind": "door_node", "transport": {"type": "modbus_rtu"}}
+    sign: dict[str, Any] = {"gateway": GW, "key": key, "key_id": KEY_ID, "issued_at": time.time()}
+    # Built and encoded before the simulator starts: it answers from this
+    # process's event loop, and seconds of encoding there would silence the
+    # door node, which the daemon then rations as a dead slave (a swipe
+    # presented meanwhile is of unknown age and discarded: a bench artefact).
+    bodies = encode_all(snapshot_messages(estate(cards_count), PROFILES, version=2, **sign))
+    gc.collect()
+    gc.freeze()  # the bodies are long-lived: no full collection walks them again
+    door: dict[str, Any] = {"id": DOOR, "kind": "door_node", "transport": {"type": "modbus_rtu"}}
     sim = DoorNodeSimulator(DoorNodeConfig.model_validate(door), workdir / "sim", ambient=False)
     endpoint = await sim.start()
     door["transport"] = {"type": "modbus_rtu", "port": endpoint.port}
@@ -191,10 +200,9 @@ async def one_run(cards_count: int, workdir: Path, *, burst: bool) -> RunResult:
     daemon = Daemon(config)
     daemon.start()
     try:
-        daemon.wait_for_log("gateway running")
+        await daemon.wait_for_log("gateway running")
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        sign = {"gateway": GW, "key": key, "key_id": KEY_ID, "issued_at": time.time()}
         async with aiomqtt.Client("127.0.0.1", broker.port) as watcher:
             await watcher.subscribe(f"{ROOT}/access/state", qos=1)
             await wait_state(watcher, 0)  # published once the daemon subscribed to access
@@ -206,8 +214,6 @@ async def one_run(cards_count: int, workdir: Path, *, burst: bool) -> RunResult:
             result.idle_p99_ms = percentile(swiper.latencies_ms, 99)
             result.rss_before_mb = proc_status_kb(pid, "VmRSS") / 1024
 
-            # Encoded before the clock starts: the simulator shares this process.
-            bodies = encode_all(snapshot_messages(estate(cards_count), PROFILES, version=2, **sign))
             apply_swiper = Swiper(sim)
             rss_task = asyncio.create_task(sample_rss(pid, result.rss_samples), name="rss")
             lag_task = asyncio.create_task(loop_lag(result.bench_lags_ms), name="lag")
