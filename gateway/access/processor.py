@@ -12,10 +12,10 @@ Signature checking reuses the command path's helpers (``parse_json_object``,
 
 Every change runs on the store's one writer thread, which also reads and
 parses the message: memory holds at most one message (its bytes, its parsed
-JSON, its checked entries) however many wait. Once the inbox is empty after
-a message, the freed memory is handed back to the system (``gc.collect``,
-then glibc's ``malloc_trim``): the writer thread's malloc arena would
-otherwise keep the pages of a 5,000-entry part for good. The state message
+JSON, its checked entries) however many wait. Once the inbox is empty and
+no snapshot is being gathered, the freed memory is handed back to the
+system (``gc.collect``, then glibc's ``malloc_trim``): the writer thread's
+malloc arena would otherwise keep the pages of a 5,000-entry part for good. The state message
 is marked for publishing after every change, refusal and ignored message,
 and at most once a second while snapshot parts arrive. Each applied change
 is an ``access.changed`` reading. The uplink publishes the state
@@ -174,7 +174,9 @@ class AccessProcessor:
                 # handled again after the restart (versions make that safe).
                 self._inbox.done(path)
                 self.handled += 1
-                if self._inbox.waiting == 0:
+                if self._inbox.waiting == 0 and self._state.pending is None:
+                    # Not between the parts of a snapshot: a full collection
+                    # holds the interpreter lock, and the doors wait for it.
                     await self._write(_release_memory)
         finally:
             if self._part_flush is not None:
