@@ -34,6 +34,7 @@ async def test_messages_not_handled_before_a_restart_are_kept_in_order(tmp_path:
     path = await before.get()
     before.done(path)  # m0 handled; m1 and m2 were received when the daemon died
     (tmp_path / "000000000099.partial").write_bytes(b'{"v": 1, "ty')  # cut short mid-write
+    (tmp_path / "000000000098.msg").write_bytes(b"")  # renamed, its bytes lost to a power cut
     after = AccessInbox(tmp_path)
     assert after.waiting == 2
     after.put(b"m3")
