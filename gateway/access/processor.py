@@ -115,16 +115,11 @@ class AccessProcessor:
         """``receive`` for synchronous callers (the MQTT client's inbound queue).
 
         The uplink's receive path shares this with commands, so a full inbox
-        (or a disk that refuses the file) drops the message, logged.
+        drops the message, logged (a file the disk refuses is logged by the inbox).
         """
-        try:
-            kept = self._inbox.put(payload)
-            why = "inbox full"
-        except OSError as exc:
-            kept, why = False, str(exc)
-        if not kept:
+        if not self._inbox.put(payload):
             self.dropped += 1
-            _LOGGER.error("access message dropped: %s, dropped=%d", why, self.dropped)
+            _LOGGER.error("access inbox full, message dropped: dropped=%d", self.dropped)
 
     def state_json(self) -> str:
         """The retained state message, as of now."""
@@ -183,8 +178,13 @@ class AccessProcessor:
                 self._part_flush.cancel()
 
     def close(self) -> None:
-        """Stop the writer thread; a change it is writing commits or rolls back whole."""
+        """Stop the writer thread; a change it is writing commits or rolls back whole.
+
+        Messages received and not yet handled are written to the inbox first,
+        to be handled after the restart.
+        """
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._inbox.close()
 
     async def _write(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -24,6 +24,7 @@ async def test_messages_come_out_in_arrival_order_and_leave_no_file(tmp_path: Pa
         assert inbox.put(f"message {i}".encode())
     assert inbox.waiting == 12
     assert await drain(inbox) == [f"message {i}".encode() for i in range(12)]
+    inbox.close()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -31,14 +32,17 @@ async def test_messages_not_handled_before_a_restart_are_kept_in_order(tmp_path:
     before = AccessInbox(tmp_path)
     for i in range(3):
         before.put(f"m{i}".encode())
-    path = await before.get()
-    before.done(path)  # m0 handled; m1 and m2 were received when the daemon died
+    async with asyncio.timeout(5):
+        path = await before.get()
+    before.done(path)  # m0 handled; m1 and m2 were received when the daemon stopped
+    before.close()  # writes what its thread had not written yet
     (tmp_path / "000000000099.partial").write_bytes(b'{"v": 1, "ty')  # cut short mid-write
     (tmp_path / "000000000098.msg").write_bytes(b"")  # renamed, its bytes lost to a power cut
     after = AccessInbox(tmp_path)
     assert after.waiting == 2
     after.put(b"m3")
     assert await drain(after) == [b"m1", b"m2", b"m3"]
+    after.close()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -50,6 +54,8 @@ async def test_a_full_inbox_keeps_nothing_more(tmp_path: Path) -> None:
     assert inbox.put(b"ab")
     assert not inbox.put(b""), "over the message bound"
     assert (inbox.waiting, inbox.waiting_bytes) == (3, 10)
-    assert len(list(tmp_path.iterdir())) == 3
-    await drain(inbox)
+    assert await drain(inbox) == [b"1234", b"5678", b"ab"]
     assert inbox.put(b"abc"), "room again once handled"
+    assert await drain(inbox) == [b"abc"]
+    inbox.close()
+    assert list(tmp_path.iterdir()) == []
