@@ -42,6 +42,8 @@ INBOX_MAX_BYTES = 1100 * 1024 * 1024
 """Bytes waiting on disk: a 1,000-part snapshot of 1 MiB parts, with room to spare."""
 UNWRITTEN_MAX_BYTES = 4 * 1024 * 1024
 """Bytes received and not yet in their file (a few parts): all the memory a burst costs."""
+CLOSE_TIMEOUT_S = 3.0
+"""How long shutdown waits for the unwritten messages (at most 4 MiB) to reach their files."""
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
 
@@ -140,7 +142,7 @@ class AccessInbox:
             self._closed = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=10.0)
+            self._thread.join(timeout=CLOSE_TIMEOUT_S)
 
     # -- the file-writing thread ------------------------------------------------------
 
