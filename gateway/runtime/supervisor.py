@@ -36,6 +36,7 @@ from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, 
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.bus_pool import BusPool
+from gateway.access.inbox import INBOX_DIRNAME, AccessInbox
 from gateway.access.message import MAX_MESSAGE_BYTES as ACCESS_MAX_MESSAGE_BYTES
 from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
@@ -264,6 +265,7 @@ class Gateway:
                     skew_s=self.config.commands.skew_s,
                 ),
                 writer=AccessWriter(self.loaded.data_dir / ACCESS_DB),
+                inbox=AccessInbox(self.loaded.data_dir / INBOX_DIRNAME),
                 readings=self.outbox,
                 clock=self.clock,
                 trusted=self.trusted,

@@ -44,6 +44,7 @@ from gateway.runtime.clock import SleepingClock
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import BrokerUrl, Topics, make_tls_context
 from gateway.uplink.drain import Drain, LaneSource
+from gateway.uplink.inbound_queue import access_first_queue
 from gateway.uplink.mqtt_adapter import PUBACK_FAILURE, PahoAdapter, connect_properties
 from gateway.uplink.stats import UplinkStats
 from gateway.version import GATEWAY_VERSION
@@ -64,6 +65,10 @@ class AccessHandler(Protocol):
 
     async def receive(self, payload: bytes) -> None:
         """Take one message from the access topic; never waits (commands share the loop)."""
+        ...
+
+    def take(self, payload: bytes) -> None:
+        """``receive``, called from inside the client's read (``inbound_queue``)."""
         ...
 
     def state_json(self) -> str:
@@ -200,6 +205,8 @@ class Uplink:
         if broker.tls:
             ca, cert, key = self._tls_files
             kwargs["tls_context"] = make_tls_context(ca, cert, key)
+        if self._access is not None:
+            kwargs["queue_type"] = access_first_queue(self.topics.access, self._access.take)
         return aiomqtt.Client(
             broker.host,
             broker.port,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,17 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.access_rules import WallTime
 from drivers.base import Reading, ReadingType
 from gateway.access.build import card, snapshot_messages
-from gateway.access.processor import (
-    PART_STATE_INTERVAL_S,
-    QUEUE_MAX,
-    AccessProcessor,
-    AccessSettings,
-)
+from gateway.access.inbox import AccessInbox
+from gateway.access.processor import PART_STATE_INTERVAL_S, AccessProcessor, AccessSettings
 from gateway.access.store import DB_FILENAME, AccessStore, AccessWriter
 from gateway.cli.operator_tools import public_key_b64
 from tests.fakes import FakeClock
 
 KEY = Ed25519PrivateKey.generate()
+INBOX_MAX = 8
 GW = "north-gate-1"
 
 
@@ -60,6 +58,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     processor = AccessProcessor(
         AccessSettings(gateway_id=GW, public_keys={"k": raw}, key_ids=frozenset({"k"}), skew_s=30),
         writer=writer,
+        inbox=AccessInbox(tmp_path / "inbox", max_messages=INBOX_MAX),
         readings=sink,
         clock=clock,
         trusted=WallTime(clock),
@@ -127,8 +126,42 @@ async def test_refused_and_ignored_messages_change_only_the_state(rig: Rig) -> N
     assert rig.trusted == [1_795_000_000.0 - 30] * 2, "only verified messages are trusted"
 
 
-async def test_receive_never_waits_and_drops_beyond_the_queue(rig: Rig) -> None:
+async def test_receive_never_waits_and_drops_beyond_the_inbox(rig: Rig) -> None:
     async with asyncio.timeout(5):
-        for _ in range(QUEUE_MAX + 2):
+        for _ in range(INBOX_MAX + 2):
             await rig.processor.receive(b"{}")
     assert rig.processor.dropped == 2
+
+
+async def test_run_handles_what_the_inbox_kept_across_a_restart(tmp_path: Path) -> None:
+    inbox_dir = tmp_path / "inbox"
+    kept = AccessInbox(inbox_dir)
+    for message in parts(3, 4):  # received and acknowledged, then the daemon died
+        assert kept.put(json.dumps(message).encode())
+    store = AccessStore.open(tmp_path)
+    writer = AccessWriter(tmp_path / DB_FILENAME)
+    clock = FakeClock()
+    raw = base64.b64decode(public_key_b64(KEY))
+    processor = AccessProcessor(
+        AccessSettings(gateway_id=GW, public_keys={"k": raw}, key_ids=frozenset({"k"}), skew_s=30),
+        writer=writer,
+        inbox=AccessInbox(inbox_dir),
+        readings=ListSink(),
+        clock=clock,
+        trusted=WallTime(clock),
+    )
+    task = asyncio.create_task(processor.run(), name="access")
+    try:
+        async with asyncio.timeout(10):
+            while processor.state.version != 4:
+                processor.state_changed.clear()
+                await processor.state_changed.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        processor.close()
+        writer.close()
+        store.close()
+    assert processor.state.cards == 3
+    assert list(inbox_dir.iterdir()) == []
