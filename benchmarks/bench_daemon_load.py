@@ -21,12 +21,10 @@ injected card, bike and temperature reading came out as exactly one reading.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
 import sqlite3
-import statistics
 import sys
 import time
 from collections import Counter
@@ -35,8 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    bench_parser,
     cpu_seconds,
+    median_of,
     proc_status_kb,
+    repeat_runs,
     shipped_config,
     temp_dir,
 )
@@ -268,17 +269,14 @@ def check_lost(sub: Subscriber, daemon: Daemon, injected: Injected) -> list[str]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=60, help="measured window per run")
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = []
-    for n in range(1, args.runs + 1):
-        r = asyncio.run(one_run(args.seconds, n))
-        results.append(r)
+
+    def describe(r: RunResult) -> str:
         inj = r.injected
-        print(
-            f"run {n}: CPU {r.cpu_pct:.2f} % of one core over {r.window_s:.1f} s, "
+        return (
+            f"CPU {r.cpu_pct:.2f} % of one core over {r.window_s:.1f} s, "
             f"peak RSS {r.rss_mb:.1f} MB; {r.readings_in_window} readings in the window "
             f"({r.readings_in_window / r.window_s:.1f}/s), {r.readings} in the run; "
             f"injected {inj.cards} cards, {inj.bikes} bikes, {inj.temperatures} temperatures, "
@@ -286,8 +284,10 @@ def main() -> int:
             f"{r.produced['ebike.pass']} ebike.pass, {r.produced['temperature.body']} "
             f"temperature.body; " + ("nothing lost" if not r.lost else "LOST: " + "; ".join(r.lost))
         )
-    cpu = statistics.median(r.cpu_pct for r in results)
-    rss = statistics.median(r.rss_mb for r in results)
+
+    results = repeat_runs(args.runs, lambda n: asyncio.run(one_run(args.seconds, n)), describe)
+    cpu = median_of(results, lambda r: r.cpu_pct)
+    rss = median_of(results, lambda r: r.rss_mb)
     print(
         f"median: CPU {cpu:.2f} % of one core (target <= {TARGET_CPU_PCT:g} % -> "
         f"{cpu / TARGET_CPU_PCT:.2f}x); peak RSS {rss:.1f} MB (target <= {TARGET_RSS_MB:g} MB "
