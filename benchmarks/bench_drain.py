@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmarks.common import (
     backlog,
     bench_parser,
-    median_of,
+    medians,
     prefill,
     proc_status_kb,
     repeat_runs,
@@ -66,8 +66,7 @@ def main() -> None:
         lambda _: one_run(args.readings),
         lambda r: f"{r[0]:,.0f} readings/s drained, peak RSS {r[1]:.1f} MB",
     )
-    rate = median_of(results, lambda r: r[0])
-    rss = median_of(results, lambda r: r[1])
+    rate, rss = medians(results)
     print(
         f"median: {rate:,.0f} readings/s (target 100,000/s -> {rate / 100_000:.2f}x); "
         f"peak RSS {rss:.1f} MB (target 60 MB -> {rss / 60:.2f}x)"

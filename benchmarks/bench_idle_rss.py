@@ -28,7 +28,7 @@ import yaml
 
 from benchmarks.common import (
     bench_parser,
-    median_of,
+    medians,
     proc_status_kb,
     repeat_runs,
     shipped_config,
@@ -87,7 +87,7 @@ def main() -> None:
         lambda _: one_run(args.settle),
         lambda r: f"idle RSS {r[0]:.1f} MB (peak so far {r[1]:.1f} MB)",
     )
-    median = median_of(results, lambda r: r[0])
+    median, _ = medians(results)
     print(
         f"median idle RSS {median:.1f} MB over {args.runs} starts; "
         f"target <= {TARGET_MB:.0f} MB: {median / TARGET_MB:.2f}x of the target"

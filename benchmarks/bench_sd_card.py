@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import bench_parser, median_of, proc_io, repeat_runs, temp_dir
+from benchmarks.common import bench_parser, medians, proc_io, repeat_runs, temp_dir
 from tests.broker import Mosquitto
 
 SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range", "msync", "syncfs")
@@ -104,8 +104,7 @@ def main() -> None:
         lambda _: one_run(args.seconds, args.rate),
         lambda r: f"{r[2]:.1f} readings/s, {r[0]:.2f} syncs/s, written/encoded {r[1]:.2f}x",
     )
-    syncs = median_of(results, lambda r: r[0])
-    ratio = median_of(results, lambda r: r[1])
+    syncs, ratio, _ = medians(results)
     print(
         f"median: {syncs:.2f} syncs/s (target <= 1.2), bytes written {ratio:.2f}x the "
         f"readings' encoded size (target <= 3x)"

@@ -44,6 +44,11 @@ def median_of(results: Iterable[_Result], key: Callable[[_Result], float]) -> fl
     return statistics.median(key(result) for result in results)
 
 
+def medians(results: Iterable[tuple[float, ...]]) -> list[float]:
+    """For runs that return a tuple of figures: the median of each figure, in order."""
+    return [statistics.median(figure) for figure in zip(*results, strict=True)]
+
+
 def proc_status_kb(pid: int, field: str) -> int:
     """A ``/proc/PID/status`` field in kB (VmHWM: peak RSS, VmRSS: current)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
