@@ -46,6 +46,7 @@ from drivers.access_file import FileAccessList
 from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
+from drivers.registry import attach
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
@@ -84,10 +85,8 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
         }
     )
     sim = DoorNodeSimulator(config, workdir, ambient=False, wire_timing=wire_timing)
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
+    config = attach(config, await sim.start())
+    assert isinstance(config, DoorNodeConfig)
     pool = BusPool()
     access = DoorAccess(FileAccessList(cards), WallTime(SystemClock()), UTC)
     driver = build_driver(
