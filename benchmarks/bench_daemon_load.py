@@ -9,12 +9,14 @@ The four simulators run in this process with ``ambient=False``, each on its own
 pty, driven through their injection APIs; the real daemon process (``python -m
 gateway run``) is attached to the ptys (the shipped ``config.yaml`` devices,
 ``simulate: false`` and the simulator's port) and syncs to a local mosquitto
-started here. The CPU figure is the daemon's alone: ``utime + stime`` of its
-``/proc/PID/stat`` over the measured window (after a warm-up), divided by the
-window. Peak RSS is its ``VmHWM`` at the end. Afterwards the load stops, the
-last e-bike passes close, and the run checks that nothing was lost: the outbox
-is empty, every seq from 1 to the last one arrived at the subscriber, and each
-injected card, bike and temperature reading came out as exactly one reading.
+started here. The shipped config's UHPPOTE controller gets its simulator here
+too (UDP on loopback), idle: it is online, not loaded. The CPU figure is the
+daemon's alone: ``utime + stime`` of its ``/proc/PID/stat`` over the measured
+window (after a warm-up), divided by the window. Peak RSS is its ``VmHWM`` at
+the end. Afterwards the load stops, the last e-bike passes close, and the run
+checks that nothing was lost: the outbox is empty, every seq from 1 to the
+last one arrived at the subscriber, and each injected card, bike and
+temperature reading came out as exactly one reading.
 
     .venv/bin/python -m benchmarks.bench_daemon_load [--seconds 60] [--runs 3]
 """
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from benchmarks.common import (
     bench_parser,
     cpu_seconds,
@@ -41,14 +45,13 @@ from benchmarks.common import (
     shipped_config,
     temp_dir,
 )
-from drivers.ble_receiver import BleReceiverConfig
-from drivers.door_node import DoorNodeConfig
+from drivers.config.uhppote import UhppoteConfig
+from drivers.registry import AnyDeviceConfig, DeviceConfig, attach, make_simulator
+from drivers.sim.base import SimEndpoint, Simulator
 from drivers.sim.ble_receiver import BleReceiverSimulator
 from drivers.sim.door_node import AMBIENT_CARDS, AMBIENT_UNKNOWN_CARD, DoorNodeSimulator
 from drivers.sim.temperature_gate import TemperatureGateSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
-from drivers.temperature_gate import TemperatureGateConfig
-from drivers.uhf_reader import UhfReaderConfig
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 from tests.fakes import wait_until
@@ -71,14 +74,6 @@ BIKE_DURATION_S = 0.6
 WARMUP_S = 5.0
 SETTLE_S = 30.0
 """Upper bound for the end: last e-bike passes close (collapse window) and the outbox drains."""
-
-KINDS = {
-    "door_node": (DoorNodeConfig, DoorNodeSimulator),
-    "uhf_reader": (UhfReaderConfig, UhfReaderSimulator),
-    "temperature_gate": (TemperatureGateConfig, TemperatureGateSimulator),
-    "ble_receiver": (BleReceiverConfig, BleReceiverSimulator),
-}
-
 
 @dataclass
 class Injected:
@@ -142,14 +137,27 @@ async def generate(sims: dict[str, Any], injected: Injected, run: int) -> None:
         await asyncio.sleep(max(0.0, start + tick * TICK_S - loop.time()))
 
 
-def device_entries(workdir: Path) -> list[tuple[dict[str, Any], Any]]:
-    """The shipped config's devices, each with its simulator (not yet started)."""
+def device_entries(workdir: Path) -> list[tuple[dict[str, Any], AnyDeviceConfig, Simulator]]:
+    """The shipped config's devices, parsed as simulated, each with its simulator (not started).
+
+    The registry knows each kind's config and simulator (the UHPPOTE controller's too).
+    """
+    parse: TypeAdapter[AnyDeviceConfig] = TypeAdapter(DeviceConfig)
     out = []
     for entry in shipped_config()["devices"]:
-        config_type, sim_type = KINDS[entry["kind"]]
-        config = config_type.model_validate({**entry, "simulate": True})
-        out.append((entry, sim_type(config, workdir, ambient=False)))
+        config = parse.validate_python({**entry, "simulate": True})
+        out.append((entry, config, make_simulator(config, workdir, ambient=False)))
     return out
+
+
+def on_endpoint(entry: dict[str, Any], config: AnyDeviceConfig, endpoint: SimEndpoint) -> Any:
+    """The daemon's entry for a device whose simulator runs here: not simulated, pointed at it."""
+    attached = attach(config, endpoint)
+    if isinstance(attached, UhppoteConfig):  # UDP: the controller's address, listen on any port
+        where: dict[str, Any] = {"address": attached.address, "listen": attached.listen}
+    else:
+        where = {"transport": attached.transport.model_dump(mode="json")}
+    return {**entry, "simulate": False, **where}
 
 
 async def one_run(seconds: float, run: int) -> RunResult:
@@ -163,11 +171,10 @@ async def one_run(seconds: float, run: int) -> RunResult:
         daemon: Daemon | None = None
         load: asyncio.Task[None] | None = None
         try:
-            for entry, sim in device_entries(root / "sim"):
+            for entry, device, sim in device_entries(root / "sim"):
                 endpoint = await sim.start()
                 sims[entry["kind"]] = sim
-                transport = {**entry["transport"], "port": endpoint.port}
-                devices.append({**entry, "simulate": False, "transport": transport})
+                devices.append(on_endpoint(entry, device, endpoint))
             config = write_config(
                 root / "gw" / "config.yaml", brokers=[broker.url], devices=devices
             )
