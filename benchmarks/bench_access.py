@@ -31,7 +31,6 @@ rightly discards a card presented while it rations polls to a silent slave.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -47,7 +46,14 @@ from zoneinfo import ZoneInfo
 
 import aiomqtt
 
-from benchmarks.common import percentile, proc_status_kb, temp_dir
+from benchmarks.common import (
+    bench_parser,
+    median_of,
+    percentile,
+    proc_status_kb,
+    repeat_runs,
+    temp_dir,
+)
 from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig
@@ -287,9 +293,8 @@ def lookups(data_dir: Path, cards_count: int, n: int = 20_000) -> tuple[float, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_parser(__doc__, runs=1)
     parser.add_argument("--cards", type=int, default=200_000)
-    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument(
         "--burst",
         action="store_true",
@@ -297,13 +302,14 @@ def main() -> None:
         "access-push's window",
     )
     args = parser.parse_args()
-    results = []
-    for run in range(1, args.runs + 1):
+
+    def run_in_temp_dir(_: int) -> RunResult:
         with temp_dir("bench-access-") as tmp:
-            r = asyncio.run(one_run(args.cards, Path(tmp), burst=args.burst))
-        results.append(r)
-        print(
-            f"run {run}: snapshot {r.snapshot_s:.2f} s, RSS before {r.rss_before_mb:.1f} MB "
+            return asyncio.run(one_run(args.cards, Path(tmp), burst=args.burst))
+
+    def describe(r: RunResult) -> str:
+        return (
+            f"snapshot {r.snapshot_s:.2f} s, RSS before {r.rss_before_mb:.1f} MB "
             f"peak {r.rss_peak_mb:.1f} MB "
             f"after {r.rss_after_mb:.1f} MB, card-to-pulse p99 idle {r.idle_p99_ms:.1f} ms "
             f"during apply {r.apply_p99_ms:.1f} ms ({r.apply_swipes} swipes, "
@@ -313,15 +319,13 @@ def main() -> None:
             f"{max(r.bench_lags_ms):.0f} ms"
         )
 
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
-
-    snap = med([r.snapshot_s for r in results])
-    rss = med([r.rss_peak_mb for r in results])
-    idle = med([r.idle_p99_ms for r in results])
-    during = med([r.apply_p99_ms for r in results])
-    delta = med([r.delta_s for r in results])
-    lookup = med([r.lookup_p99_ms for r in results])
+    results = repeat_runs(args.runs, run_in_temp_dir, describe)
+    snap = median_of(results, lambda r: r.snapshot_s)
+    rss = median_of(results, lambda r: r.rss_peak_mb)
+    idle = median_of(results, lambda r: r.idle_p99_ms)
+    during = median_of(results, lambda r: r.apply_p99_ms)
+    delta = median_of(results, lambda r: r.delta_s)
+    lookup = median_of(results, lambda r: r.lookup_p99_ms)
     print(f"median of {len(results)} run(s):")
     figures = [
         ("snapshot s", snap, TARGET_SNAPSHOT_S),

@@ -17,9 +17,7 @@ Run from the repository root, on demand (not part of the test gate):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import bench_parser, median_of, repeat_runs
 from drivers.base import SystemClock
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
@@ -101,23 +100,22 @@ async def one_run(duration_s: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     wire_limit, device_limit = limits()
-    results = []
-    for run in range(1, args.runs + 1):
-        result = asyncio.run(one_run(args.duration))
-        results.append(result)
-        print(
-            f"run {run}: {result['tps']:.2f} transactions/s = "
+
+    def describe(result: dict[str, float]) -> str:
+        return (
+            f"{result['tps']:.2f} transactions/s = "
             f"{100 * result['tps'] / wire_limit:.1f} % of the wire limit, "
             f"{100 * result['tps'] / device_limit:.1f} % with the 5 ms reply delay; "
             f"timeouts {result['timeouts']:.0f}, fairness min/max {result['fairness']:.2f}, "
             f"CPU {result['cpu_pct']:.1f} % (gateway and simulator together)"
         )
-    tps = statistics.median(r["tps"] for r in results)
+
+    results = repeat_runs(args.runs, lambda _: asyncio.run(one_run(args.duration)), describe)
+    tps = median_of(results, lambda r: r["tps"])
     print(
         f"median of {args.runs}: {tps:.2f} transactions/s; wire limit {wire_limit:.2f}/s "
         f"({1000 / wire_limit:.1f} ms per transaction): {100 * tps / wire_limit:.1f} %; "

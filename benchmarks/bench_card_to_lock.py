@@ -41,10 +41,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import bench_parser, median_of, repeat_runs
 from drivers.access_file import FileAccessList
 from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import SystemClock
 from drivers.door_node import DoorNodeConfig, build_driver
+from drivers.registry import attach
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
@@ -83,10 +85,8 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
         }
     )
     sim = DoorNodeSimulator(config, workdir, ambient=False, wire_timing=wire_timing)
-    endpoint = await sim.start()
-    config = config.model_copy(
-        update={"transport": config.transport.model_copy(update={"port": endpoint.port})}
-    )
+    config = attach(config, await sim.start())
+    assert isinstance(config, DoorNodeConfig)
     pool = BusPool()
     access = DoorAccess(FileAccessList(cards), WallTime(SystemClock()), UTC)
     driver = build_driver(
@@ -132,14 +132,14 @@ async def one_run(swipes: int, poll_ms: int, wire_timing: bool, workdir: Path) -
     return RunResult(read_to_pulse, flag_to_pulse, raise_to_pulse)
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    results: list[RunResult] = []
-    for run in range(args.runs):
+def run_all(args: argparse.Namespace) -> int:
+    def run_in_temp_dir(_: int) -> RunResult:
         with tempfile.TemporaryDirectory(prefix="bench-door-") as tmp:
-            result = await one_run(args.swipes, args.poll_ms, args.wire_timing, Path(tmp))
-        results.append(result)
-        print(
-            f"run {run + 1}: read-to-pulse p50 {p(result.read_to_pulse_ms, 50):.2f} ms"
+            return asyncio.run(one_run(args.swipes, args.poll_ms, args.wire_timing, Path(tmp)))
+
+    def describe(result: RunResult) -> str:
+        return (
+            f"read-to-pulse p50 {p(result.read_to_pulse_ms, 50):.2f} ms"
             f" p99 {p(result.read_to_pulse_ms, 99):.2f} ms"
             f" | flag-to-pulse p50 {p(result.flag_to_pulse_ms, 50):.2f}"
             f" p99 {p(result.flag_to_pulse_ms, 99):.2f} ms"
@@ -147,8 +147,10 @@ async def main_async(args: argparse.Namespace) -> int:
             f" p99 {p(result.raise_to_pulse_ms, 99):.1f} ms"
         )
 
-    def median_of(name: str, q: int) -> float:
-        return statistics.median(p(getattr(r, name), q) for r in results)
+    results = repeat_runs(args.runs, run_in_temp_dir, describe)
+
+    def median_p(name: str, q: int) -> float:
+        return median_of(results, lambda r: p(getattr(r, name), q))
 
     mode = "9600 8N1 wire time emulated" if args.wire_timing else "pty, no wire time"
     print(
@@ -160,31 +162,30 @@ async def main_async(args: argparse.Namespace) -> int:
         ("flag_to_pulse_ms", "flag-to-pulse "),
         ("raise_to_pulse_ms", "raise-to-pulse"),
     ):
-        print(f"  {label}  p50 {median_of(name, 50):7.2f} ms   p99 {median_of(name, 99):7.2f} ms")
+        print(f"  {label}  p50 {median_p(name, 50):7.2f} ms   p99 {median_p(name, 99):7.2f} ms")
     if args.wire_timing:
         # The software target does not apply on an emulated line; PROTOCOLS.md's does.
-        p99 = median_of("flag_to_pulse_ms", 99)
+        p99 = median_p("flag_to_pulse_ms", 99)
         verdict = "meets" if p99 <= PROTOCOL_BUDGET_MS else "MISSES"
         print(
             f"flag-to-pulse p99 {p99:.2f} ms {verdict} PROTOCOLS.md's "
             f"{PROTOCOL_BUDGET_MS:.0f} ms card-to-relay budget"
         )
     else:
-        p99 = median_of("read_to_pulse_ms", 99)
+        p99 = median_p("read_to_pulse_ms", 99)
         verdict = "meets" if p99 <= TARGET_P99_MS else "MISSES"
         print(f"read-to-pulse p99 {p99:.2f} ms {verdict} the {TARGET_P99_MS:.0f} ms target")
     return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--swipes", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--poll-ms", type=int, default=200, help="driver poll interval")
     parser.add_argument(
         "--wire-timing", action="store_true", help="emulate 9600 8N1 wire time in the simulator"
     )
-    return asyncio.run(main_async(parser.parse_args()))
+    return run_all(parser.parse_args())
 
 
 if __name__ == "__main__":

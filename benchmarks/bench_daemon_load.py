@@ -9,24 +9,24 @@ The four simulators run in this process with ``ambient=False``, each on its own
 pty, driven through their injection APIs; the real daemon process (``python -m
 gateway run``) is attached to the ptys (the shipped ``config.yaml`` devices,
 ``simulate: false`` and the simulator's port) and syncs to a local mosquitto
-started here. The CPU figure is the daemon's alone: ``utime + stime`` of its
-``/proc/PID/stat`` over the measured window (after a warm-up), divided by the
-window. Peak RSS is its ``VmHWM`` at the end. Afterwards the load stops, the
-last e-bike passes close, and the run checks that nothing was lost: the outbox
-is empty, every seq from 1 to the last one arrived at the subscriber, and each
-injected card, bike and temperature reading came out as exactly one reading.
+started here. The shipped config's UHPPOTE controller gets its simulator here
+too (UDP on loopback), idle: it is online, not loaded. The CPU figure is the
+daemon's alone: ``utime + stime`` of its ``/proc/PID/stat`` over the measured
+window (after a warm-up), divided by the window. Peak RSS is its ``VmHWM`` at
+the end. Afterwards the load stops, the last e-bike passes close, and the run
+checks that nothing was lost: the outbox is empty, every seq from 1 to the
+last one arrived at the subscriber, and each injected card, bike and
+temperature reading came out as exactly one reading.
 
     .venv/bin/python -m benchmarks.bench_daemon_load [--seconds 60] [--runs 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
 import sqlite3
-import statistics
 import sys
 import time
 from collections import Counter
@@ -34,20 +34,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from benchmarks.common import (
+    bench_parser,
     cpu_seconds,
+    median_of,
     proc_status_kb,
+    repeat_runs,
     shipped_config,
     temp_dir,
 )
-from drivers.ble_receiver import BleReceiverConfig
-from drivers.door_node import DoorNodeConfig
+from drivers.config.uhppote import UhppoteConfig
+from drivers.registry import AnyDeviceConfig, DeviceConfig, attach, make_simulator
+from drivers.sim.base import SimEndpoint, Simulator
 from drivers.sim.ble_receiver import BleReceiverSimulator
 from drivers.sim.door_node import AMBIENT_CARDS, AMBIENT_UNKNOWN_CARD, DoorNodeSimulator
 from drivers.sim.temperature_gate import TemperatureGateSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
-from drivers.temperature_gate import TemperatureGateConfig
-from drivers.uhf_reader import UhfReaderConfig
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 from tests.fakes import wait_until
@@ -70,14 +74,6 @@ BIKE_DURATION_S = 0.6
 WARMUP_S = 5.0
 SETTLE_S = 30.0
 """Upper bound for the end: last e-bike passes close (collapse window) and the outbox drains."""
-
-KINDS = {
-    "door_node": (DoorNodeConfig, DoorNodeSimulator),
-    "uhf_reader": (UhfReaderConfig, UhfReaderSimulator),
-    "temperature_gate": (TemperatureGateConfig, TemperatureGateSimulator),
-    "ble_receiver": (BleReceiverConfig, BleReceiverSimulator),
-}
-
 
 @dataclass
 class Injected:
@@ -141,14 +137,27 @@ async def generate(sims: dict[str, Any], injected: Injected, run: int) -> None:
         await asyncio.sleep(max(0.0, start + tick * TICK_S - loop.time()))
 
 
-def device_entries(workdir: Path) -> list[tuple[dict[str, Any], Any]]:
-    """The shipped config's devices, each with its simulator (not yet started)."""
+def device_entries(workdir: Path) -> list[tuple[dict[str, Any], AnyDeviceConfig, Simulator]]:
+    """The shipped config's devices, parsed as simulated, each with its simulator (not started).
+
+    The registry knows each kind's config and simulator (the UHPPOTE controller's too).
+    """
+    parse: TypeAdapter[AnyDeviceConfig] = TypeAdapter(DeviceConfig)
     out = []
     for entry in shipped_config()["devices"]:
-        config_type, sim_type = KINDS[entry["kind"]]
-        config = config_type.model_validate({**entry, "simulate": True})
-        out.append((entry, sim_type(config, workdir, ambient=False)))
+        config = parse.validate_python({**entry, "simulate": True})
+        out.append((entry, config, make_simulator(config, workdir, ambient=False)))
     return out
+
+
+def on_endpoint(entry: dict[str, Any], config: AnyDeviceConfig, endpoint: SimEndpoint) -> Any:
+    """The daemon's entry for a device whose simulator runs here: not simulated, pointed at it."""
+    attached = attach(config, endpoint)
+    if isinstance(attached, UhppoteConfig):  # UDP: the controller's address, listen on any port
+        where: dict[str, Any] = {"address": attached.address, "listen": attached.listen}
+    else:
+        where = {"transport": attached.transport.model_dump(mode="json")}
+    return {**entry, "simulate": False, **where}
 
 
 async def one_run(seconds: float, run: int) -> RunResult:
@@ -162,11 +171,10 @@ async def one_run(seconds: float, run: int) -> RunResult:
         daemon: Daemon | None = None
         load: asyncio.Task[None] | None = None
         try:
-            for entry, sim in device_entries(root / "sim"):
+            for entry, device, sim in device_entries(root / "sim"):
                 endpoint = await sim.start()
                 sims[entry["kind"]] = sim
-                transport = {**entry["transport"], "port": endpoint.port}
-                devices.append({**entry, "simulate": False, "transport": transport})
+                devices.append(on_endpoint(entry, device, endpoint))
             config = write_config(
                 root / "gw" / "config.yaml", brokers=[broker.url], devices=devices
             )
@@ -268,17 +276,14 @@ def check_lost(sub: Subscriber, daemon: Daemon, injected: Injected) -> list[str]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=60, help="measured window per run")
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = []
-    for n in range(1, args.runs + 1):
-        r = asyncio.run(one_run(args.seconds, n))
-        results.append(r)
+
+    def describe(r: RunResult) -> str:
         inj = r.injected
-        print(
-            f"run {n}: CPU {r.cpu_pct:.2f} % of one core over {r.window_s:.1f} s, "
+        return (
+            f"CPU {r.cpu_pct:.2f} % of one core over {r.window_s:.1f} s, "
             f"peak RSS {r.rss_mb:.1f} MB; {r.readings_in_window} readings in the window "
             f"({r.readings_in_window / r.window_s:.1f}/s), {r.readings} in the run; "
             f"injected {inj.cards} cards, {inj.bikes} bikes, {inj.temperatures} temperatures, "
@@ -286,8 +291,10 @@ def main() -> int:
             f"{r.produced['ebike.pass']} ebike.pass, {r.produced['temperature.body']} "
             f"temperature.body; " + ("nothing lost" if not r.lost else "LOST: " + "; ".join(r.lost))
         )
-    cpu = statistics.median(r.cpu_pct for r in results)
-    rss = statistics.median(r.rss_mb for r in results)
+
+    results = repeat_runs(args.runs, lambda n: asyncio.run(one_run(args.seconds, n)), describe)
+    cpu = median_of(results, lambda r: r.cpu_pct)
+    rss = median_of(results, lambda r: r.rss_mb)
     print(
         f"median: CPU {cpu:.2f} % of one core (target <= {TARGET_CPU_PCT:g} % -> "
         f"{cpu / TARGET_CPU_PCT:.2f}x); peak RSS {rss:.1f} MB (target <= {TARGET_RSS_MB:g} MB "

@@ -51,7 +51,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchmarks.common import percentile, temp_dir
+from benchmarks.common import bench_parser, percentile, repeat_runs, temp_dir
 from drivers.sim.door_node import DoorNodeDevice
 from drivers.sim.modbus_server import LineTiming, ModbusSimServer
 from drivers.sim.temperature_gate import TemperatureGateDevice
@@ -294,9 +294,8 @@ def summary(values: list[float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--commands", type=int, default=200, help="commands per run")
-    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--gates", type=int, default=4, help="temperature gates on the bus")
     parser.add_argument("--cli", type=int, default=3, help="extra commands via send-command")
     parser.add_argument("--baudrate", type=int, default=9600)
@@ -304,22 +303,23 @@ def main() -> int:
         "--wire-timing", action="store_true", help="emulate the line's wire time in the simulator"
     )
     args = parser.parse_args()
-    results: list[RunResult] = []
-    for n in range(1, args.runs + 1):
-        r = asyncio.run(one_run(args, n))
-        results.append(r)
+
+    def describe(r: RunResult) -> str:
         cli = ", ".join(f"{x:.1f}" for x in r.cli_round_trips_ms) or "none"
-        print(
-            f"run {n}: {len(r.pulse_ms)} commands done; bus {r.bus_requests_per_s:.1f} req/s, "
-            f"longest silence on it {r.bus_max_gap_ms:.1f} ms; this process's loop lag "
-            f"max {max(r.own_lag_ms, default=0):.1f} ms"
+        return "\n".join(
+            [
+                f"{len(r.pulse_ms)} commands done; bus {r.bus_requests_per_s:.1f} req/s, "
+                f"longest silence on it {r.bus_max_gap_ms:.1f} ms; this process's loop lag "
+                f"max {max(r.own_lag_ms, default=0):.1f} ms",
+                f"  publish -> pulse   {summary(r.pulse_ms)}",
+                f"  publish -> result  {summary(r.result_ms)}",
+                f"  daemon latency_ms  {summary(r.daemon_ms)}",
+                f"  send-command --wait round trips: {cli} ms",
+                *(f"  FAILED {failure}" for failure in r.failures[:10]),
+            ]
         )
-        print(f"  publish -> pulse   {summary(r.pulse_ms)}")
-        print(f"  publish -> result  {summary(r.result_ms)}")
-        print(f"  daemon latency_ms  {summary(r.daemon_ms)}")
-        print(f"  send-command --wait round trips: {cli} ms")
-        for failure in r.failures[:10]:
-            print(f"  FAILED {failure}")
+
+    results = repeat_runs(args.runs, lambda n: asyncio.run(one_run(args, n)), describe)
 
     def med(name: str, q: int) -> float:
         runs = [getattr(r, name) for r in results if len(getattr(r, name)) >= 2]

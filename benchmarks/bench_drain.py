@@ -9,13 +9,19 @@ is timed from the first reading leaving the outbox to the last one.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import time
 from pathlib import Path
 
-from benchmarks.common import backlog, prefill, proc_status_kb, temp_dir
+from benchmarks.common import (
+    backlog,
+    bench_parser,
+    medians,
+    prefill,
+    proc_status_kb,
+    repeat_runs,
+    temp_dir,
+)
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 
@@ -52,15 +58,15 @@ def one_run(readings: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = bench_parser(__doc__)
     parser.add_argument("--readings", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = [one_run(args.readings) for _ in range(args.runs)]
-    for n, (rate, rss) in enumerate(results, 1):
-        print(f"run {n}: {rate:,.0f} readings/s drained, peak RSS {rss:.1f} MB")
-    rate = statistics.median(r for r, _ in results)
-    rss = statistics.median(m for _, m in results)
+    results = repeat_runs(
+        args.runs,
+        lambda _: one_run(args.readings),
+        lambda r: f"{r[0]:,.0f} readings/s drained, peak RSS {r[1]:.1f} MB",
+    )
+    rate, rss = medians(results)
     print(
         f"median: {rate:,.0f} readings/s (target 100,000/s -> {rate / 100_000:.2f}x); "
         f"peak RSS {rss:.1f} MB (target 60 MB -> {rss / 60:.2f}x)"

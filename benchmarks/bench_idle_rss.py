@@ -19,16 +19,21 @@ with ``PYTHONDONTWRITEBYTECODE=1``) leaves about 1 MB more behind in the heap.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import compileall
-import statistics
 import time
 from pathlib import Path
 
 import yaml
 
-from benchmarks.common import proc_status_kb, shipped_config, temp_dir
+from benchmarks.common import (
+    bench_parser,
+    medians,
+    proc_status_kb,
+    repeat_runs,
+    shipped_config,
+    temp_dir,
+)
 from tests.broker import Mosquitto, free_port
 from tests.daemon import REPO, Daemon
 
@@ -68,8 +73,7 @@ def one_run(settle_s: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = bench_parser(__doc__)
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before reading")
     parser.add_argument(
         "--no-compile", action="store_true", help="leave the modules uncompiled (as a checkout)"
@@ -78,12 +82,12 @@ def main() -> None:
     if not args.no_compile:
         for package in ("gateway", "drivers"):
             compileall.compile_dir(REPO / package, quiet=1)
-    rss_runs: list[float] = []
-    for n in range(1, args.runs + 1):
-        rss, hwm = one_run(args.settle)
-        rss_runs.append(rss)
-        print(f"run {n}: idle RSS {rss:.1f} MB (peak so far {hwm:.1f} MB)", flush=True)
-    median = statistics.median(rss_runs)
+    results = repeat_runs(
+        args.runs,
+        lambda _: one_run(args.settle),
+        lambda r: f"idle RSS {r[0]:.1f} MB (peak so far {r[1]:.1f} MB)",
+    )
+    median, _ = medians(results)
     print(
         f"median idle RSS {median:.1f} MB over {args.runs} starts; "
         f"target <= {TARGET_MB:.0f} MB: {median / TARGET_MB:.2f}x of the target"

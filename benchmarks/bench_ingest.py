@@ -40,7 +40,7 @@ from typing import Any
 import aio_pika
 import psycopg
 
-from benchmarks.common import cpu_seconds, temp_dir
+from benchmarks.common import bench_parser, cpu_seconds, temp_dir
 from central import amqp
 from central.report import build_report
 from tests.cluster import RabbitCluster
@@ -244,11 +244,10 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, runs=1)
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100, help="readings per batch envelope")
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--group-max", type=int, default=200, help="messages per transaction")
     parser.add_argument(
         "--prefetch", type=int, default=0, help="messages per worker (default: 3 groups)"

@@ -34,6 +34,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import bench_parser, repeat_runs
 from drivers.base import Reading, ReadingType, SystemClock
 from drivers.temperature_gate import TemperatureGateConfig, TemperatureGateDriver, build_driver
 from drivers.transports.bus_pool import BusPool
@@ -189,9 +190,8 @@ def run_child(duration_s: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per run")
-    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,17 +201,17 @@ def main() -> None:
     if args.one:
         print(json.dumps(asyncio.run(one_run(args.one))))
         return
-    results = []
-    for run in range(1, args.runs + 1):
-        r = run_child(args.duration)
-        results.append(r)
-        print(
-            f"run {run}: CPU {r['cpu_pct']:.2f} % of a core; polls {r['polls']:.0f} of "
+
+    def describe(r: dict[str, float]) -> str:
+        return (
+            f"CPU {r['cpu_pct']:.2f} % of a core; polls {r['polls']:.0f} of "
             f"{r['expected']:.0f} expected ({100 * r['polls'] / r['expected']:.1f} %, "
             f"slowest gate {r['min_gate_polls']:.0f}), failures {r['failures']:.0f}; readings "
             f"{r['reported']:.0f} reported + {r['missed']:.0f} in gaps = {r['accounted']:.0f} "
             f"of {r['produced']:.0f} made; peak RSS {r['rss_mb']:.1f} MB"
         )
+
+    results = repeat_runs(args.runs, lambda _: run_child(args.duration), describe)
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
     print(
         f"median of {args.runs}: CPU {med['cpu_pct']:.2f} % of a core (target <= 5 %); "

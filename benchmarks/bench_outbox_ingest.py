@@ -7,14 +7,12 @@ Target (backbone issue): >= 100,000 readings/s on this 2-core machine.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import bench_outbox
+from benchmarks.common import bench_outbox, bench_parser, median_of, repeat_runs
 from drivers.base import ReadingType, SystemClock, make_reading
 
 
@@ -40,15 +38,16 @@ async def one_run(readings: int, chunk: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = bench_parser(__doc__, runs=5)
     parser.add_argument("--readings", type=int, default=300_000)
     parser.add_argument("--chunk", type=int, default=1000, help="readings put per loop turn")
-    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    rates = [asyncio.run(one_run(args.readings, args.chunk)) for _ in range(args.runs)]
-    for n, rate in enumerate(rates, 1):
-        print(f"run {n}: {rate:,.0f} readings/s")
-    median = statistics.median(rates)
+    rates = repeat_runs(
+        args.runs,
+        lambda _: asyncio.run(one_run(args.readings, args.chunk)),
+        lambda rate: f"{rate:,.0f} readings/s",
+    )
+    median = median_of(rates, float)
     print(f"median: {median:,.0f} readings/s durable; target 100,000/s -> {median / 100_000:.2f}x")
 
 

@@ -13,14 +13,12 @@ readings").
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import temp_dir
+from benchmarks.common import bench_parser, median_of, repeat_runs, temp_dir
 from tests.broker import Mosquitto
 from tests.powercut import PowerCutReport, run_power_cuts
 
@@ -37,24 +35,26 @@ async def one_run(cuts: int, seed: int) -> PowerCutReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, runs=1)
     parser.add_argument("--cuts", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    problems = 0
-    seen: list[float] = []
-    for run in range(args.runs):
+
+    def timed_run(n: int) -> tuple[PowerCutReport, float]:
         started = time.monotonic()
-        report = asyncio.run(one_run(args.cuts, args.seed + run))
-        took = time.monotonic() - started
-        print(f"run {run + 1}: {report.summary()} ({took:.0f} s)")
-        for problem in report.problems[:10]:
-            print(f"  {problem}")
-        problems += len(report.problems)
-        seen.append(report.readings_seen)
+        report = asyncio.run(one_run(args.cuts, args.seed + n - 1))
+        return report, time.monotonic() - started
+
+    def describe(run: tuple[PowerCutReport, float]) -> str:
+        report, took = run
+        lines = [f"{report.summary()} ({took:.0f} s)"]
+        return "\n".join(lines + [f"  {problem}" for problem in report.problems[:10]])
+
+    results = repeat_runs(args.runs, timed_run, describe)
+    problems = sum(len(report.problems) for report, _ in results)
+    seen = median_of(results, lambda run: run[0].readings_seen)
     print(
-        f"median readings seen per run: {statistics.median(seen):.0f}; "
+        f"median readings seen per run: {seen:.0f}; "
         f"problems: {problems} (target 0)"
     )
     return 1 if problems else 0

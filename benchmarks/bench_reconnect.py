@@ -24,7 +24,6 @@ delay_s=...`` during the outage: the delays must stay within
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import statistics
@@ -33,7 +32,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import backlog, log_lines, shipped_config, temp_dir
+from benchmarks.common import (
+    backlog,
+    bench_parser,
+    log_lines,
+    median_of,
+    repeat_runs,
+    shipped_config,
+    temp_dir,
+)
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
 from tests.fakes import wait_until
@@ -136,23 +143,23 @@ def describe_backoff(r: RunResult) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--down-seconds", type=float, default=60, help="broker outage per run")
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = []
-    for n in range(1, args.runs + 1):
-        r = asyncio.run(one_run(args.down_seconds))
-        results.append(r)
+
+    def describe(r: RunResult) -> str:
         connected = "n/a" if r.connected_s is None else f"{r.connected_s:.2f} s"
-        print(
-            f"run {n}: broker down {args.down_seconds:g} s, {r.backlog_at_restart} readings "
-            f"waiting; first new batch {r.first_batch_s:.2f} s after the broker was back "
-            f"(daemon logged 'mqtt connected' after {connected})"
+        return "\n".join(
+            [
+                f"broker down {args.down_seconds:g} s, {r.backlog_at_restart} readings "
+                f"waiting; first new batch {r.first_batch_s:.2f} s after the broker was back "
+                f"(daemon logged 'mqtt connected' after {connected})",
+                *describe_backoff(r),
+            ]
         )
-        for line in describe_backoff(r):
-            print(line)
-    median = statistics.median(r.first_batch_s for r in results)
+
+    results = repeat_runs(args.runs, lambda _: asyncio.run(one_run(args.down_seconds)), describe)
+    median = median_of(results, lambda r: r.first_batch_s)
     worst = max(r.first_batch_s for r in results)
     capped = all(max((d for _, d in r.attempts), default=0) <= r.cap_s for r in results)
     jittered = all(len({d for _, d in r.attempts}) > 1 for r in results)

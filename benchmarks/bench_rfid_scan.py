@@ -17,11 +17,9 @@ Run from the repository root (never part of the test gate)::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import bench_parser, median_of, repeat_runs
 from drivers.base import SystemClock
 from drivers.codecs.chafon_uhf import TagPushed
 from drivers.sim.uhf_reader import UhfReaderSimulator
@@ -124,8 +123,7 @@ async def one_run(warmup_s: float, measure_s: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--serve-sim", nargs=2, metavar=("WORKDIR", "SECONDS"))
@@ -137,19 +135,21 @@ def main() -> None:
         f"scan mode, {BAUD} baud 8N1, {FRAME_BYTES}-byte push frames, {N_TAGS} EPCs; "
         f"wire limit {WIRE_LIMIT_FPS:.1f} frames/s"
     )
-    results = []
-    for i in range(args.runs):
-        r = asyncio.run(one_run(args.warmup, args.seconds))
-        results.append(r)
-        print(
-            f"run {i + 1}: {r['fps']:.1f} frames/s "
+
+    def describe(r: dict[str, float]) -> str:
+        return (
+            f"{r['fps']:.1f} frames/s "
             f"({100 * r['fps'] / WIRE_LIMIT_FPS:.1f}% of wire), "
             f"driver CPU {r['cpu_s']:.3f} s over {r['wall_s']:.2f} s "
             f"({100 * r['cpu_share']:.1f}% of a core), discarded {r['discarded']:.0f}"
         )
-    fps = statistics.median(r["fps"] for r in results)
-    cpu = statistics.median(r["cpu_s"] for r in results)
-    share = statistics.median(r["cpu_share"] for r in results)
+
+    results = repeat_runs(
+        args.runs, lambda _: asyncio.run(one_run(args.warmup, args.seconds)), describe
+    )
+    fps = median_of(results, lambda r: r["fps"])
+    cpu = median_of(results, lambda r: r["cpu_s"])
+    share = median_of(results, lambda r: r["cpu_share"])
     per_frame_us = 1e6 * share / fps if fps else float("nan")
     print(
         f"median of {args.runs}: {fps:.1f} frames/s = {100 * fps / WIRE_LIMIT_FPS:.1f}% of the "

@@ -10,15 +10,13 @@ draining to a local mosquitto as they would at a gate with a healthy link.
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import proc_io, temp_dir
+from benchmarks.common import bench_parser, medians, proc_io, repeat_runs, temp_dir
 from tests.broker import Mosquitto
 
 SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range", "msync", "syncfs")
@@ -95,18 +93,18 @@ def one_run(seconds: float, rate: float) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rate", type=float, default=50)
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("strace") is None:
         sys.exit("strace is needed: apt-get install strace")
-    results = [one_run(args.seconds, args.rate) for _ in range(args.runs)]
-    for n, (syncs, ratio, rate) in enumerate(results, 1):
-        print(f"run {n}: {rate:.1f} readings/s, {syncs:.2f} syncs/s, written/encoded {ratio:.2f}x")
-    syncs = statistics.median(r[0] for r in results)
-    ratio = statistics.median(r[1] for r in results)
+    results = repeat_runs(
+        args.runs,
+        lambda _: one_run(args.seconds, args.rate),
+        lambda r: f"{r[2]:.1f} readings/s, {r[0]:.2f} syncs/s, written/encoded {r[1]:.2f}x",
+    )
+    syncs, ratio, _ = medians(results)
     print(
         f"median: {syncs:.2f} syncs/s (target <= 1.2), bytes written {ratio:.2f}x the "
         f"readings' encoded size (target <= 3x)"

@@ -16,14 +16,12 @@ skips an index).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
-import statistics
 import time
 from pathlib import Path
 
-from benchmarks.common import percentile, temp_dir
+from benchmarks.common import bench_parser, median_of, percentile, repeat_runs, temp_dir
 from drivers.sim.uhppote import UhppoteSimulator
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
@@ -94,26 +92,26 @@ async def one_run(events: int, interval: float, gates: int, drop: float) -> list
         return [(arrived[i] - t) * 1000 for i, t in recorded.items()]
 
 
-async def main(events: int, runs: int, interval: float, gates: int, drop: float) -> None:
-    p99s: list[float] = []
-    for n in range(1, runs + 1):
-        latencies = await one_run(events, interval, gates, drop)
+def main(events: int, runs: int, interval: float, gates: int, drop: float) -> None:
+    def describe(latencies: list[float]) -> str:
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        p99s.append(p99)
-        print(
-            f"run {n}: {len(latencies)} events, record to broker p50 {p50:.1f} ms, "
+        return (
+            f"{len(latencies)} events, record to broker p50 {p50:.1f} ms, "
             f"p99 {p99:.1f} ms, max {max(latencies):.1f} ms"
         )
-    median = statistics.median(p99s)
+
+    results = repeat_runs(
+        runs, lambda _: asyncio.run(one_run(events, interval, gates, drop)), describe
+    )
+    median = median_of(results, lambda latencies: percentile(latencies, 99))
     print(f"median p99: {median:.1f} ms ({median / TARGET_P99_MS:.2f}x of {TARGET_P99_MS:g} ms)")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--events", type=int, default=300)
-    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--gates", type=int, default=2)
     parser.add_argument("--drop", type=float, default=0.0)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.runs, args.interval, args.gates, args.drop))
+    main(args.events, args.runs, args.interval, args.gates, args.drop)

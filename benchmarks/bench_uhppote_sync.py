@@ -13,11 +13,10 @@ difference written, plus the count check and the read-back sample).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import statistics
 import time
 
+from benchmarks.common import bench_parser, median_of, repeat_runs
 from drivers.access_rules import CardEntry
 from tests.integration.test_uhppote_cards import DAY, make_list
 from tests.uhppote_rig import ListedAccess, running
@@ -45,22 +44,21 @@ async def one_run(cards: int) -> tuple[float, int, int, int]:
     return elapsed, full_sent, full_received, delta
 
 
-async def main(cards: int, runs: int) -> None:
-    times: list[float] = []
-    for n in range(1, runs + 1):
-        elapsed, sent, received, delta = await one_run(cards)
-        times.append(elapsed)
-        print(
-            f"run {n}: {cards} cards in {elapsed:.1f} s ({cards / elapsed:,.0f} cards/s), "
+def main(cards: int, runs: int) -> None:
+    def describe(r: tuple[float, int, int, int]) -> str:
+        elapsed, sent, received, delta = r
+        return (
+            f"{cards} cards in {elapsed:.1f} s ({cards / elapsed:,.0f} cards/s), "
             f"frames sent {sent} (simulator received {received}, "
             f"{sent / cards:.2f} per card); 1-card change: {delta} frames"
         )
-    print(f"median full sync: {statistics.median(times):.1f} s for {cards} cards")
+
+    results = repeat_runs(runs, lambda _: asyncio.run(one_run(cards)), describe)
+    print(f"median full sync: {median_of(results, lambda r: r[0]):.1f} s for {cards} cards")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--cards", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.cards, args.runs))
+    main(args.cards, args.runs)

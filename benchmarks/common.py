@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sqlite3
+import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.base import Clock, ReadingType, SystemClock, make_reading
 from gateway.outbox.store import Outbox
 from gateway.runtime.clock import TrustedClockSync
 from tests.outboxes import site_outbox
+
+_Result = TypeVar("_Result")
+
+
+def bench_parser(doc: str | None, *, runs: int = 3) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first paragraph and ``--runs``."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=runs, help="repetitions; medians are printed")
+    return parser
+
+
+def repeat_runs(
+    runs: int, one_run: Callable[[int], _Result], describe: Callable[[_Result], str]
+) -> list[_Result]:
+    """Call ``one_run(n)`` for n = 1..runs, printing ``run n: <describe(result)>`` after each."""
+    results: list[_Result] = []
+    for n in range(1, runs + 1):
+        result = one_run(n)
+        results.append(result)
+        print(f"run {n}: {describe(result)}", flush=True)
+    return results
+
+
+def median_of(results: Iterable[_Result], key: Callable[[_Result], float]) -> float:
+    """The median over runs of one figure of each run."""
+    return statistics.median(key(result) for result in results)
+
+
+def medians(results: Iterable[tuple[float, ...]]) -> list[float]:
+    """For runs that return a tuple of figures: the median of each figure, in order."""
+    return [statistics.median(figure) for figure in zip(*results, strict=True)]
 
 
 def proc_status_kb(pid: int, field: str) -> int:

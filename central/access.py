@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.wire import contract_ts
+from gateway.access.build import snapshot_messages
 from gateway.cli.operator_tools import encode_command, sign_command
 from gateway.commands.model import canonical_bytes
 from gateway.timefmt import rfc3339
@@ -172,27 +173,16 @@ def snapshot(
     key_id: str,
 ) -> list[dict[str, Any]]:
     """The unsigned parts of an ``access.snapshot`` (one empty part for an empty list)."""
-    ordered = sorted(cards, key=lambda e: str(e["card"]))
-    chunks = [
-        ordered[i : i + SNAPSHOT_PART_CARDS] for i in range(0, len(ordered), SNAPSHOT_PART_CARDS)
-    ] or [[]]
-    parts = []
-    for number, chunk in enumerate(chunks, start=1):
-        part: dict[str, Any] = {
-            "v": 1,
-            "type": "access.snapshot",
-            "gateway": gateway,
-            "version": version,
-            "part": number,
-            "parts": len(chunks),
-            "issued_at": _now(),
-            "cards": chunk,
-            "key_id": key_id,
-        }
-        if number == 1:
-            part["profiles"] = dict(profiles)
-        parts.append(part)
-    return parts
+    return snapshot_messages(
+        sorted(cards, key=lambda e: str(e["card"])),
+        profiles,
+        gateway=gateway,
+        version=version,
+        key=None,
+        key_id=key_id,
+        issued_at=time.time(),
+        part_size=SNAPSHOT_PART_CARDS,
+    )
 
 
 def sign(message: Mapping[str, Any], private_key: Ed25519PrivateKey) -> bytes:

@@ -146,7 +146,9 @@ class UhppoteDriver:
         state: DeviceStateStore,
         zone: dt.tzinfo,
         clock_trusted: Callable[[], bool],
+        access: AccessList | None = None,
     ) -> None:
+        """With ``access``, the driver also keeps the controller's card table (``CardSync``)."""
         self.config = config
         self.device_id = config.id
         self.health = DeviceHealth(config.id, sink, clock)
@@ -183,7 +185,9 @@ class UhppoteDriver:
         self._door_control = asyncio.Lock()
         self.listen_address: tuple[str, int] | None = None
         self.processed_event = asyncio.Event()  # set whenever readings were made (tests, bench)
-        self.card_sync: CardSync | None = None  # set when the gateway has an access list
+        self.card_sync: CardSync | None = None
+        if access is not None:  # the gateway has an access list: keep the card table
+            self.card_sync = CardSync(self, access, check_interval_s=config.card_check_s)
 
     # ---------------------------------------------------------------- api
 
@@ -628,20 +632,5 @@ def _status_data(detail: str, event: ControllerEvent) -> dict[str, Any]:
     return {"state": "online", "detail": detail, "event_index": event.index}
 
 
-def build_driver(
-    config: UhppoteConfig,
-    *,
-    sink: ReadingSink,
-    clock: Clock,
-    state: DeviceStateStore,
-    zone: dt.tzinfo,
-    clock_trusted: Callable[[], bool],
-    access: AccessList | None = None,
-) -> UhppoteDriver:
-    """The driver of one configured controller; with ``access``, it keeps the card table."""
-    driver = UhppoteDriver(
-        config, sink=sink, clock=clock, state=state, zone=zone, clock_trusted=clock_trusted
-    )
-    if access is not None:
-        driver.card_sync = CardSync(driver, access, check_interval_s=config.card_check_s)
-    return driver
+build_driver = UhppoteDriver
+"""The registry's factory for one configured controller: the constructor itself."""

@@ -20,6 +20,7 @@ from drivers.access_rules import DoorAccess, WallTime
 from drivers.base import DeviceState, Reading, ReadingType, SystemClock
 from drivers.door_node import DoorNodeConfig, DoorNodeDriver
 from drivers.door_node import build_driver as build_door
+from drivers.registry import attach
 from drivers.sim.door_node import DoorNodeSimulator
 from drivers.sim.uhf_reader import UhfReaderSimulator
 from drivers.transports.bus_pool import BusPool
@@ -92,14 +93,9 @@ async def gate(
     )
     door_sim = DoorNodeSimulator(door_config, tmp_path, ambient=False)
     uhf_sim = UhfReaderSimulator(uhf_config, tmp_path, ambient=False, seed=9)
-    door_port = (await door_sim.start()).port
-    uhf_port = (await uhf_sim.start()).port
-    door_config = door_config.model_copy(
-        update={"transport": door_config.transport.model_copy(update={"port": door_port})}
-    )
-    uhf_config = uhf_config.model_copy(
-        update={"transport": uhf_config.transport.model_copy(update={"port": uhf_port})}
-    )
+    door_config = attach(door_config, await door_sim.start())
+    uhf_config = attach(uhf_config, await uhf_sim.start())
+    assert isinstance(door_config, DoorNodeConfig) and isinstance(uhf_config, UhfReaderConfig)
     sink = RecordingSink()
     pool = BusPool()
     door_driver = build_door(

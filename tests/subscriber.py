@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,3 +96,14 @@ class Subscriber:
 
     def unique_seqs(self) -> list[int]:
         return sorted({int(r["seq"]) for r in self.readings()})
+
+
+@contextlib.asynccontextmanager
+async def subscribed(port: int, root: str, **options: Any) -> AsyncIterator[Subscriber]:
+    """A started ``Subscriber``, stopped on the way out (also when the test fails)."""
+    sub = Subscriber(port, root, **options)
+    await sub.start()
+    try:
+        yield sub
+    finally:
+        await sub.stop()

@@ -33,12 +33,16 @@ def snapshot_messages(
     *,
     gateway: str,
     version: int,
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | None,
     key_id: str,
     issued_at: float,
     part_size: int = MAX_ENTRIES,
 ) -> list[dict[str, Any]]:
-    """A whole list as signed snapshot parts (one empty part for an empty list)."""
+    """A whole list as snapshot parts (one empty part for an empty list), cards in order given.
+
+    Signed with ``key``; ``key=None`` leaves them unsigned, for the platform
+    (central/access.py), which signs each part as it sends it.
+    """
     chunks = [cards[i : i + part_size] for i in range(0, len(cards), part_size)] or [[]]
     messages = []
     for index, chunk in enumerate(chunks, start=1):
@@ -55,7 +59,7 @@ def snapshot_messages(
         }
         if index == 1:
             message["profiles"] = dict(profiles)
-        messages.append(sign(message, key))
+        messages.append(message if key is None else sign(message, key))
     return messages
 
 

@@ -140,32 +140,41 @@ class GatewayCollector:
         age = 0.0
         if self._oldest_unsent is not None:
             age = max(0.0, time.time() - parse_rfc3339(self._oldest_unsent))
-        yield GaugeMetricFamily(
-            PREFIX + "outbox_oldest_unsent_age_seconds",
-            "Age of the oldest reading not yet PUBACKed (0 when none waits).",
-            value=age,
-        )
-        yield GaugeMetricFamily(
-            PREFIX + "outbox_last_seq", "Last seq given out in this epoch.", value=stats.last_seq
-        )
-        yield CounterMetricFamily(
-            PREFIX + "outbox_dropped",
-            "Routine readings shed by the size cap (each gap is explained by gateway.dropped).",
-            value=stats.dropped,
-        )
-        yield CounterMetricFamily(
-            PREFIX + "outbox_syncs", "fdatasync calls on the WAL.", value=stats.syncs
-        )
-        yield GaugeMetricFamily(
-            PREFIX + "outbox_dead_letter",
-            "Messages the broker refused (or that cannot be published), kept aside.",
-            value=stats.dead_letter,
-        )
-        yield GaugeMetricFamily(
-            PREFIX + "outbox_size_bytes",
-            "Size of the outbox database and its WAL on disk.",
-            value=_file_sizes(outbox.path),
-        )
+        family: Callable[..., Metric]
+        for family, name, help_text, value in (
+            (
+                GaugeMetricFamily,
+                "outbox_oldest_unsent_age_seconds",
+                "Age of the oldest reading not yet PUBACKed (0 when none waits).",
+                age,
+            ),
+            (
+                GaugeMetricFamily,
+                "outbox_last_seq",
+                "Last seq given out in this epoch.",
+                stats.last_seq,
+            ),
+            (
+                CounterMetricFamily,
+                "outbox_dropped",
+                "Routine readings shed by the size cap (each gap is explained by gateway.dropped).",
+                stats.dropped,
+            ),
+            (CounterMetricFamily, "outbox_syncs", "fdatasync calls on the WAL.", stats.syncs),
+            (
+                GaugeMetricFamily,
+                "outbox_dead_letter",
+                "Messages the broker refused (or that cannot be published), kept aside.",
+                stats.dead_letter,
+            ),
+            (
+                GaugeMetricFamily,
+                "outbox_size_bytes",
+                "Size of the outbox database and its WAL on disk.",
+                _file_sizes(outbox.path),
+            ),
+        ):
+            yield family(PREFIX + name, help_text, value=value)
         if stats.last_ack_at is not None:
             yield GaugeMetricFamily(
                 PREFIX + "outbox_last_ack_timestamp_seconds",

@@ -23,12 +23,10 @@ from drivers.transports.bus_pool import BusPool
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPriority, ModbusBus
 from tests.devices import stop_tasks
-from tests.fakes import RecordingSink, typed
+from tests.fakes import WAIT_S, RecordingSink, typed
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
-"""Generous: a shared 2-core machine. Tests wait for facts, never for time."""
 KNOWN = "04A1B2C3"
 UNKNOWN = "0BADC0DE"
 DOOR = "door-east-1"

@@ -20,7 +20,7 @@ import pytest
 from drivers.access import mask_card
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, simulated_devices, write_config
-from tests.subscriber import Subscriber
+from tests.subscriber import Subscriber, subscribed
 
 pytestmark = pytest.mark.integration
 
@@ -72,21 +72,19 @@ async def test_identifiers_are_never_logged_whole_at_debug(
         },
     )
     daemon = Daemon(config)
-    sub = Subscriber(broker.port, "estates/changqing/gateways/north-gate-1")
-    await sub.start()
-    daemon.start()
-    try:
-        # Each kind's DEBUG line is written, so the check below has something to bite on.
-        await daemon.wait_for_log("door card: device=door-east-1", timeout=WAIT_S)
-        await daemon.wait_for_log("pass device=ebike-reader-1", timeout=WAIT_S)
-        await daemon.wait_for_log("band heard device=band-receiver-1", timeout=WAIT_S)
-        await sub.wait_for(lambda: published(sub, "door.event", "card"), timeout=WAIT_S)
-        await sub.wait_for(lambda: published(sub, "ebike.pass", "epc"), timeout=WAIT_S)
-        daemon.signal(signal.SIGTERM)  # a clean stop flushes every reading to the outbox
-        assert await asyncio.to_thread(daemon.wait, 30) == 0, daemon.output()
-    finally:
-        daemon.stop()
-        await sub.stop()
+    async with subscribed(broker.port, "estates/changqing/gateways/north-gate-1") as sub:
+        daemon.start()
+        try:
+            # Each kind's DEBUG line is written, so the check below has something to bite on.
+            await daemon.wait_for_log("door card: device=door-east-1", timeout=WAIT_S)
+            await daemon.wait_for_log("pass device=ebike-reader-1", timeout=WAIT_S)
+            await daemon.wait_for_log("band heard device=band-receiver-1", timeout=WAIT_S)
+            await sub.wait_for(lambda: published(sub, "door.event", "card"), timeout=WAIT_S)
+            await sub.wait_for(lambda: published(sub, "ebike.pass", "epc"), timeout=WAIT_S)
+            daemon.signal(signal.SIGTERM)  # a clean stop flushes every reading to the outbox
+            assert await asyncio.to_thread(daemon.wait, 30) == 0, daemon.output()
+        finally:
+            daemon.stop()
     log = daemon.output()
     cards = recorded(sub, daemon.database, "door.event", "card")
     epcs = recorded(sub, daemon.database, "ebike.pass", "epc")

@@ -21,11 +21,10 @@ from drivers.transports.bus_pool import BusPool
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from drivers.transports.errors import TransportError, TransportTimeoutError
 from drivers.transports.modbus import BusPriority, ModbusBus, ModbusExceptionError
+from tests.fakes import WAIT_S
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
-"""Generous bound on any fact we wait for (shared 2-core machine)."""
 BUS_OPTIONS = {
     "reconnect_initial_s": 0.05,
     "reconnect_max_s": 0.2,

@@ -21,12 +21,11 @@ from drivers.transports.backoff import Backoff
 from drivers.transports.config import ModbusRtuTransportConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import ModbusBus, frame_gap_s
-from tests.fakes import SteppedClock
+from tests.fakes import WAIT_S, SteppedClock
 
 pytestmark = pytest.mark.integration
 
 SEED = 11
-WAIT_S = 10.0
 
 
 @contextlib.asynccontextmanager

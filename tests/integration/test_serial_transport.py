@@ -13,10 +13,9 @@ from drivers.transports.backoff import Backoff
 from drivers.transports.config import SerialTransportConfig
 from drivers.transports.errors import TransportError
 from drivers.transports.serial import SerialTransport, run_serial
+from tests.fakes import WAIT_S
 
 pytestmark = pytest.mark.integration
-
-WAIT_S = 10.0
 
 
 def config(path: Path) -> SerialTransportConfig:

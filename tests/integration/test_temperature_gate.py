@@ -26,11 +26,10 @@ from drivers.sim.temperature_gate import (
 from drivers.temperature_gate import TemperatureGateConfig, build_driver
 from drivers.transports.bus_pool import BusPool
 from tests.devices import stop_tasks
-from tests.fakes import RecordingSink, typed
+from tests.fakes import WAIT_S, RecordingSink, typed
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
 BUS_OPTIONS = {
     "reconnect_initial_s": 0.05,
     "reconnect_max_s": 0.2,

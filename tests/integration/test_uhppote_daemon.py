@@ -21,7 +21,7 @@ from drivers.sim.uhppote import UhppoteSimulator
 from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
-from tests.subscriber import Subscriber
+from tests.subscriber import Subscriber, subscribed
 from tests.uhppote_rig import SERIAL, controller_entry
 
 pytestmark = pytest.mark.integration
@@ -62,21 +62,19 @@ async def gateway(
             },
         },
     )
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
     daemon = Daemon(config)
-    daemon.start()
-    try:
-        await sub.wait_for(
-            lambda: any(
-                r["type"] == "device.status" and r["data"]["state"] == "online"
-                for r in sub.readings()
+    async with subscribed(broker.port, ROOT) as sub:
+        daemon.start()
+        try:
+            await sub.wait_for(
+                lambda: any(
+                    r["type"] == "device.status" and r["data"]["state"] == "online"
+                    for r in sub.readings()
+                )
             )
-        )
-        yield daemon, sub
-    finally:
-        daemon.stop()
-        await sub.stop()
+            yield daemon, sub
+        finally:
+            daemon.stop()
 
 
 async def test_events_reach_the_broker_once_and_door_open_by_door_id(

@@ -26,7 +26,7 @@ from gateway.uplink.drain import LaneSource
 from gateway.uplink.session import Uplink
 from tests.broker import Mosquitto, free_port, make_tls_files
 from tests.fakes import FakeClock, FakeClockSync, wait_until
-from tests.subscriber import Subscriber
+from tests.subscriber import Subscriber, subscribed
 
 pytestmark = pytest.mark.integration
 
@@ -162,15 +162,15 @@ async def wait_connected(uplink: Uplink, timeout: float = 10) -> None:
 async def test_readings_arrive_batched_gapless_and_leave_the_outbox(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
-    async with gateway(tmp_path, [broker.url]) as (outbox, _uplink, _):
+    async with (
+        subscribed(broker.port, ROOT) as sub,
+        gateway(tmp_path, [broker.url]) as (outbox, _uplink, _),
+    ):
         put_routine(outbox, 1000)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 1000)
         async with asyncio.timeout(5):
             while outbox.stats.backlog[Lane.ROUTINE]:
                 await asyncio.sleep(0.05)
-    await sub.stop()
     batches = sub.on("readings")
     assert 5 <= len(batches) < 1000  # batched, bounded by batch_max_readings=200
     envelope = batches[0].json()
@@ -216,14 +216,14 @@ async def test_outage_loses_nothing_and_alarms_drain_first(
 
 async def test_fails_over_to_the_second_broker(tmp_path: Path, broker: Mosquitto) -> None:
     dead = f"mqtt://127.0.0.1:{free_port()}"
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
-    async with gateway(tmp_path, [dead, broker.url]) as (outbox, uplink, _):
+    async with (
+        subscribed(broker.port, ROOT) as sub,
+        gateway(tmp_path, [dead, broker.url]) as (outbox, uplink, _),
+    ):
         await wait_connected(uplink)
         assert uplink.stats.broker == broker.url
         put_routine(outbox, 10)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 10)
-    await sub.stop()
 
 
 async def test_commands_reach_the_handler_with_response_topic(
@@ -324,9 +324,10 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
 ) -> None:
     clock = FakeClock(wall=946_684_800.0)  # a Pi booted offline, believing it is 2000
     sync = FakeClockSync(synced=False)
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
-    async with gateway(tmp_path, [broker.url], clock=clock, clock_sync=sync) as (outbox, uplink, _):
+    async with (
+        subscribed(broker.port, ROOT) as sub,
+        gateway(tmp_path, [broker.url], clock=clock, clock_sync=sync) as (outbox, uplink, _),
+    ):
         await wait_connected(uplink)
         # Sent while unsynced: it cannot be vouched for, and says so.
         outbox.put(
@@ -363,7 +364,6 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
         # The subscriber reconnects by itself (a second one with the same client
         # id would take its session over, and the two would keep kicking each other).
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 3, timeout=30)
-    await sub.stop()
     by_seq: dict[int, dict[str, Any]] = {}
     for r in sub.readings():  # first arrival: seq 1 may come again, corrected, after the outage
         by_seq.setdefault(r["seq"], r)
@@ -375,14 +375,14 @@ async def test_readings_from_before_the_clock_sync_arrive_corrected(
 
 
 async def test_mqtt_3_1_1_by_option(tmp_path: Path, broker: Mosquitto) -> None:
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
-    async with gateway(tmp_path, [broker.url], protocol="3.1.1") as (outbox, uplink, commands):
+    async with (
+        subscribed(broker.port, ROOT) as sub,
+        gateway(tmp_path, [broker.url], protocol="3.1.1") as (outbox, uplink, commands),
+    ):
         put_routine(outbox, 20)
         await sub.wait_for(lambda: len(sub.unique_seqs()) == 20)
         async with platform_client(broker, uplink, v5=False) as platform:
             await platform.publish(f"{ROOT}/commands", b'{"v":1}', qos=1)
         async with asyncio.timeout(10):
             await commands.event.wait()
-    await sub.stop()
     assert commands.got == [(b'{"v":1}', None, None)]

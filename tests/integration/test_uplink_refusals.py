@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ from tests.integration.test_uplink import (
     put_routine,
     queue_durably,
 )
-from tests.subscriber import Subscriber
+from tests.subscriber import subscribed
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +47,6 @@ def mosquitto(tmp_path: Path, *extra: str) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
-
-
-@contextlib.asynccontextmanager
-async def subscribed(broker: Mosquitto) -> AsyncIterator[Subscriber]:
-    sub = Subscriber(broker.port, ROOT)
-    await sub.start()
-    try:
-        yield sub
-    finally:
-        await sub.stop()
 
 
 def dead_letters(outbox: Outbox) -> list[tuple[str, str | None, int, str]]:
@@ -85,7 +75,7 @@ async def test_acl_refusal_sets_the_row_aside_and_the_session_stays_up(tmp_path:
     store = CommandStore.open(tmp_path / "data", clock=SystemClock())
     with mosquitto(tmp_path, acl_file(tmp_path)) as broker:
         async with (
-            subscribed(broker) as sub,
+            subscribed(broker.port, ROOT) as sub,
             gateway(tmp_path, [broker.url], results=store.results) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)
@@ -127,7 +117,7 @@ async def test_batch_too_large_for_the_broker_is_split_and_one_huge_reading_set_
     # allow there: paho drops the connection, see README "Broker settings".)
     with mosquitto(tmp_path, "max_packet_size 4096") as broker:
         async with (
-            subscribed(broker) as sub,
+            subscribed(broker.port, ROOT) as sub,
             gateway(tmp_path, [broker.url]) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)
@@ -162,7 +152,7 @@ async def test_a_batch_the_broker_answers_by_disconnecting_is_split_then_set_asi
 ) -> None:
     with mosquitto(tmp_path, limit) as broker:
         async with (
-            subscribed(broker) as sub,
+            subscribed(broker.port, ROOT) as sub,
             gateway(tmp_path, [broker.url], protocol=protocol) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)
@@ -186,7 +176,7 @@ async def test_a_result_that_cannot_be_published_at_all_is_set_aside(tmp_path: P
     store = CommandStore.open(tmp_path / "data", clock=SystemClock())
     with mosquitto(tmp_path) as broker:
         async with (
-            subscribed(broker) as sub,
+            subscribed(broker.port, ROOT) as sub,
             gateway(tmp_path, [broker.url], results=store.results) as (outbox, uplink, _),
         ):
             await until(lambda: uplink.stats.connected)

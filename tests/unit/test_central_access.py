@@ -75,6 +75,7 @@ def test_a_snapshot_is_split_in_parts_with_profiles_in_the_first_only() -> None:
     assert [p["part"] for p in parts] == [1, 2, 3] and {p["parts"] for p in parts} == {3}
     assert "profiles" in parts[0] and all("profiles" not in p for p in parts[1:])
     assert sum(len(p["cards"]) for p in parts) == len(cards)
+    assert all("sig" not in p for p in parts)  # unsigned: signed as each part is sent
     [empty] = access.snapshot("g1", version=1, cards=[], profiles={}, key_id="k")
     assert empty["cards"] == [] and empty["parts"] == 1
 
