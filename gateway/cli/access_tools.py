@@ -20,13 +20,13 @@ within the timeout, 4 MQTT error.
 card file) and prints its version, digest and counts; with ``--card`` it
 prints what each door of the config would decide for that card now, and why.
 
-Longer than 400 lines because both tools, their file formats and their
-argparse registration live together, as ``operator_tools`` does for commands.
+Longer than 400 lines because both tools and their file formats live
+together, as ``operator_tools`` does for commands. Their arguments are
+``access_commands``, which the daemon's parser loads without this module.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import json
@@ -45,6 +45,7 @@ from gateway.access.build import delta_message, snapshot_messages
 from gateway.access.message import AccessRefused, parse_message
 from gateway.access.sources import file_door_access
 from gateway.access.store import DB_FILENAME, AccessStore
+from gateway.cli.access_commands import DEFAULT_TIMEOUT_S
 from gateway.cli.operator_tools import (
     EXIT_MQTT,
     EXIT_NOT_DONE,
@@ -53,13 +54,11 @@ from gateway.cli.operator_tools import (
     EXIT_USAGE,
     _load_inputs,
 )
-from gateway.cli.publisher import add_publisher_arguments, publisher_args
 from gateway.config import ConfigError, load_config
 from gateway.runtime.clock import make_clock_sync
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import topic_root
 
-DEFAULT_TIMEOUT_S = 60.0
 PART_WINDOW = 8
 """Snapshot parts published ahead of what the gateway's state says it has received."""
 CSV_COLUMNS = ("card", "holder", "doors", "from", "until", "profile")
@@ -364,45 +363,3 @@ def _entry_text(entry: CardEntry) -> str:
         "profile": entry.profile,
     }
     return " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-
-
-# --- CLI registration --------------------------------------------------------------
-
-
-def add_access_subcommands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Register ``access-push`` (sets ``run_async``) and ``access-show`` (sets ``run``)."""
-    push = subparsers.add_parser(
-        "access-push", help="sign and publish an access list (snapshot or delta), wait for it"
-    )
-    add_publisher_arguments(push, ca_flag="--ca-file", timeout_s=DEFAULT_TIMEOUT_S)
-    what = push.add_mutually_exclusive_group(required=True)
-    what.add_argument("--snapshot", type=Path, help="the whole list (CSV or JSON)")
-    what.add_argument("--delta", type=Path, help="changes against --base (CSV or JSON)")
-    push.add_argument("--base", type=int, help="the version a delta applies to")
-    push.add_argument("--version", type=int, required=True, help="the version this makes")
-    push.set_defaults(run_async=run_access_push)
-
-    show = subparsers.add_parser(
-        "access-show", help="the access list this gateway holds; a card's decision now"
-    )
-    show.add_argument("-c", "--config", type=Path, required=True)
-    show.add_argument("--card", default=None, help="a card id (hex)")
-    show.set_defaults(run=run_access_show)
-
-
-async def run_access_push(args: argparse.Namespace) -> int:
-    if (args.delta is not None) != (args.base is not None):
-        print("access-push: --base goes with --delta (and only with it)", file=sys.stderr)
-        return EXIT_USAGE
-    return await access_push(
-        **publisher_args(args),
-        list_file=args.delta if args.delta is not None else args.snapshot,
-        version=args.version,
-        base=args.base,
-    )
-
-
-def run_access_show(args: argparse.Namespace) -> int:
-    return access_show(args.config, args.card)

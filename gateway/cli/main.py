@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from gateway.cli import access_tools, operator_tools
+from gateway.cli import access_commands, operator_tools
 from gateway.config import ConfigError, LoadedConfig, load_config
 from gateway.outbox.report import NoDatabaseError, read_report
 from gateway.runtime.logfmt import setup_logging
@@ -128,8 +130,32 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+class _TerminalWidthFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the width so that it does not import shutil.
+
+    ``HelpFormatter`` asks ``shutil`` for the terminal size, and every parser
+    makes one per ``add_argument``: shutil loads bz2 and lzma, kept resident
+    for the daemon's whole life (issue 8's idle memory).
+    """
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+        except (ValueError, OSError):
+            columns = 80
+        super().__init__(prog, width=max(columns - 2, 20))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser (subcommands too: they take their parent's class) uses that formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _TerminalWidthFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="estate-gateway", description="Edge gateway for smart residential estates."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(run=cmd_simulate)
 
     operator_tools.add_operator_subcommands(sub)
-    access_tools.add_access_subcommands(sub)
+    access_commands.add_access_subcommands(sub)
     return parser
 
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drivers.access_rules import DoorAccess
 from drivers.base import DeviceState, Driver, SystemClock
@@ -36,12 +35,7 @@ from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, 
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.bus_pool import BusPool
-from gateway.access.inbox import INBOX_DIRNAME, AccessInbox
-from gateway.access.message import MAX_MESSAGE_BYTES as ACCESS_MAX_MESSAGE_BYTES
-from gateway.access.processor import AccessProcessor, AccessSettings
 from gateway.access.sources import file_door_access
-from gateway.access.store import DB_FILENAME as ACCESS_DB
-from gateway.access.store import AccessStore, AccessWriter
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.queue import CommandQueue
 from gateway.commands.results import ResultMessage
@@ -59,10 +53,17 @@ from gateway.runtime.clock import (
 from gateway.runtime.device_state import OutboxDeviceState
 from gateway.runtime.metrics import GatewayCollector, MetricsSources
 from gateway.runtime.metrics_server import MetricsServer
+from gateway.runtime.private_dir import make_private_dir, remove_tree
 from gateway.runtime.reload import plan_reload
 from gateway.runtime.targets import CommandTargets
 from gateway.timefmt import rfc3339
 from gateway.uplink.session import Uplink
+
+if TYPE_CHECKING:
+    # The platform's access lists load only with ``access.source: platform``
+    # (``_platform_access``): a file-source gate keeps them out of memory.
+    from gateway.access.processor import AccessProcessor
+    from gateway.access.store import AccessStore
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -151,9 +152,11 @@ class Gateway:
         self.access_store: AccessStore | None = None
         self.access_processor: AccessProcessor | None = None
         if cfg.access.source == "platform":
+            from gateway.access.store import AccessStore  # noqa: PLC0415 - see TYPE_CHECKING
+
             self.access_store = AccessStore.open(loaded.data_dir)
         self._access = self._access_list(self.config)
-        self._sim_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._sim_dir: Path | None = None
         # Task bookkeeping, so a reload can stop one device and start another
         # in the running group (Python 3.11's TaskGroup cannot cancel one child).
         self._group: asyncio.TaskGroup | None = None
@@ -163,13 +166,34 @@ class Gateway:
 
     # ------------------------------------------------------------- assembly
 
+    def _platform_access(self) -> AccessProcessor:
+        """The processor of the platform's access lists (loaded only for ``source: platform``)."""
+        from gateway.access.inbox import INBOX_DIRNAME, AccessInbox  # noqa: PLC0415 - TYPE_CHECKING
+        from gateway.access.processor import AccessProcessor, AccessSettings  # noqa: PLC0415
+        from gateway.access.store import DB_FILENAME, AccessWriter  # noqa: PLC0415
+
+        return AccessProcessor(
+            AccessSettings(
+                gateway_id=self.config.gateway.id,
+                public_keys=self.config.commands.public_key_bytes(),
+                key_ids=self.config.access.key_ids,
+                skew_s=self.config.commands.skew_s,
+            ),
+            writer=AccessWriter(self.loaded.data_dir / DB_FILENAME),
+            inbox=AccessInbox(self.loaded.data_dir / INBOX_DIRNAME),
+            readings=self.outbox,
+            clock=self.clock,
+            trusted=self.trusted,
+            observe_trusted=self.trusted.observe_trusted,
+        )
+
     async def _start_simulator(self, device: AnyDeviceConfig) -> AnyDeviceConfig:
         """Start the device's simulator; return the device's config attached to it."""
         if self._sim_dir is None:
-            self._sim_dir = tempfile.TemporaryDirectory(prefix="estate-gateway-sim-")
+            self._sim_dir = make_private_dir("estate-gateway-sim-")
         # The same path again when a reload restarts the device: to its bus (or
         # port) this looks like an adapter unplugged and plugged back.
-        workdir = Path(self._sim_dir.name) / device.id
+        workdir = self._sim_dir / device.id
         workdir.mkdir(exist_ok=True)
         simulator = make_simulator(device, workdir)
         endpoint = await simulator.start()
@@ -257,20 +281,7 @@ class Gateway:
             processor, report_interval_s=self.config.commands.unverified_report_s
         )
         if self.access_store is not None:
-            self.access_processor = AccessProcessor(
-                AccessSettings(
-                    gateway_id=self.config.gateway.id,
-                    public_keys=self.config.commands.public_key_bytes(),
-                    key_ids=self.config.access.key_ids,
-                    skew_s=self.config.commands.skew_s,
-                ),
-                writer=AccessWriter(self.loaded.data_dir / ACCESS_DB),
-                inbox=AccessInbox(self.loaded.data_dir / INBOX_DIRNAME),
-                readings=self.outbox,
-                clock=self.clock,
-                trusted=self.trusted,
-                observe_trusted=self.trusted.observe_trusted,
-            )
+            self.access_processor = self._platform_access()
         mqtt = self.config.mqtt
         password = mqtt.password(self.loaded.base_dir)
         tls = mqtt.tls
@@ -553,7 +564,7 @@ class Gateway:
         for device_id in list(self.simulators):
             await self._stop_simulator(device_id)
         if self._sim_dir is not None:
-            self._sim_dir.cleanup()
+            remove_tree(self._sim_dir)
 
 
 MQTT_FRAMING_BYTES = 1024
@@ -573,7 +584,9 @@ def max_inbound_bytes(config: Config) -> int:
     """
     limit = config.commands.max_payload_bytes
     if config.access.source == "platform":
-        limit = max(limit, ACCESS_MAX_MESSAGE_BYTES + ACCESS_OVERSIZE_MARGIN_BYTES)
+        from gateway.access.message import MAX_MESSAGE_BYTES  # noqa: PLC0415 - see TYPE_CHECKING
+
+        limit = max(limit, MAX_MESSAGE_BYTES + ACCESS_OVERSIZE_MARGIN_BYTES)
     return limit + MQTT_FRAMING_BYTES
 
 

@@ -85,6 +85,12 @@ def test_the_run_path_loads_no_rich_cryptography_prometheus_client_or_simulators
     assert "prometheus_client" not in packages(loaded)  # gateway.runtime.exposition writes it
     # Simulators load when a device asks for one (drivers.registry.make_simulator).
     assert not {name for name in loaded if name.startswith("drivers.sim.door_node")}
+    # The shipped config reads its cards from a file: the platform's list
+    # machinery (and access-push's builder) stays out (gateway.cli.access_commands).
+    assert not {
+        n for n in loaded if n.startswith("gateway.access.") and n != "gateway.access.sources"
+    }
+    assert "gateway.cli.access_tools" not in loaded
 
 
 def test_a_configured_key_loads_cryptography() -> None:
@@ -171,6 +177,8 @@ def test_the_run_path_defers_what_its_libraries_load_but_never_use() -> None:
     assert "urllib.request" not in loaded  # paho reads proxies with it only under PySocks
     assert "importlib.metadata" not in loaded  # pydantic's plugin search is off
     assert "email" not in packages(loaded)
+    # argparse's own formatter would import shutil, and with it bz2 and lzma.
+    assert "shutil" not in loaded
 
 
 DEFERRED_USE = """
