@@ -124,10 +124,17 @@ INSERT INTO gateway_status (site, gateway, state, at, body) VALUES (%s, %s, %s, 
 ON CONFLICT (site, gateway) DO UPDATE SET state = EXCLUDED.state, at = EXCLUDED.at,
     body = EXCLUDED.body, received_at = now()
 """
+# Two workers can commit a gate's states out of order (each holds a group for
+# a moment): an older ``at`` seconds behind the stored one is such a reorder
+# and must not undo the newer state, or the reconciler plans from a stale
+# version or digest. A higher version always wins, and an ``at`` far behind
+# (a clock set back, a reinstalled gate) is taken as the gate's new truth.
 _ACCESS_STATE = """
 INSERT INTO access_state (site, gateway, version, digest, at, body) VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (site, gateway) DO UPDATE SET version = EXCLUDED.version, digest = EXCLUDED.digest,
     at = EXCLUDED.at, body = EXCLUDED.body, received_at = now()
+WHERE EXCLUDED.version > access_state.version OR EXCLUDED.at >= access_state.at
+    OR EXCLUDED.at < access_state.at - interval '5 minutes'
 """
 _RESULT = """
 INSERT INTO command_results (id, site, gateway, body) VALUES (%s, %s, %s, %s)

@@ -18,6 +18,7 @@ from central.access import digest
 from central.cards import gate_list
 from gateway.cli.operator_tools import keygen
 from tests.cluster import RabbitCluster
+from tests.fakes import wait_until
 from tests.fleet.access_gate import AccessGate
 from tests.fleet.processes import CentralProcess
 from tests.fleet.test_ingest import start_workers
@@ -41,6 +42,15 @@ def import_cards(workdir: Path, name: str, listing: object, site: str, dsn: str)
     path = workdir / f"{name}.json"
     path.write_text(json.dumps(listing))
     return cli(workdir, name, "cards", "import", str(path), "--site", site, "--db", dsn)
+
+
+def reported_digest(dsn: str, site: str, gateway: str) -> str | None:
+    """The digest the platform last stored from the gate's ``access/state``."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT digest FROM access_state WHERE site = %s AND gateway = %s", (site, gateway)
+        ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def assert_digests(dsn: str, site: str, gates: list[AccessGate]) -> None:
@@ -106,6 +116,9 @@ async def test_cards_reach_every_gate_by_snapshot_then_delta(
         await g2.stop()
         g2.digest_override = "0" * 64
         await g2.start()
+        # The next change must find that report stored (an ingest worker writes
+        # it), or the reconciler rightly plans a delta from what it last sent.
+        await wait_until(lambda: reported_digest(dsn, site, "g2") == "0" * 64, 30, every=0.2)
         # g1 is away while the next change is made: its session keeps the message.
         await g1.stop()
         listing["cards"] = listing["cards"][1:]  # drops 04A1B2C3 (gone already): no change

@@ -254,3 +254,32 @@ async def test_seq_ranges_compact_to_the_same_report(dsn: str) -> None:
     assert after == before
     merged = [(1, 20), (30, 41), (45, 50), (60, 60)]
     assert rows == [(gw, lo, hi) for gw in ("g1", "g2") for lo, hi in merged]
+
+
+def access_state(version: int, digest: str, at: float) -> bytes:
+    state = {"v": 1, "version": version, "cards": 1, "digest": digest, "at": rfc3339(at)}
+    return json.dumps(state | {"pending": None, "ignored": 0, "last_error": None}).encode()
+
+
+async def test_a_gates_older_access_state_committed_late_does_not_undo_the_newer(
+    dsn: str,
+) -> None:
+    # Two workers may commit one gate's states out of order; the reconciler
+    # must keep planning from the newest (central/store.py, _ACCESS_STATE).
+    key = "estates.s.gateways.g1.access.state"
+    now = time.time()
+    steps = [
+        (access_state(2, "b" * 64, now), "b"),  # the newest, committed first
+        (access_state(2, "a" * 64, now - 2), "b"),  # an older one, late: ignored
+        (access_state(3, "c" * 64, now - 3), "c"),  # a higher version wins anyway
+        (access_state(1, "d" * 64, now - 3600), "d"),  # far behind: a clock set back
+    ]
+    async with await psycopg.AsyncConnection.connect(dsn) as db:
+        with psycopg.connect(dsn) as conn:
+            migrate(conn)
+        store = IngestStore(db)
+        for body, held in steps:
+            await store.commit([(key, body)])
+            with psycopg.connect(dsn) as conn:
+                row = conn.execute("SELECT digest FROM access_state").fetchone()
+            assert row == (held * 64,)
