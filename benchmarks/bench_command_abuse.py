@@ -42,7 +42,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from benchmarks.common import proc_status_kb, temp_dir
-from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
+from gateway.cli.operator_tools import build_command, keygen, load_private_key
+from gateway.commands.model import sign
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 from tests.subscriber import Subscriber
@@ -106,7 +107,7 @@ def signed(keys: Path, *, action: str, device: str, params: dict[str, Any]) -> d
         issued_at=time.time(),
         ttl_s=30,
     )
-    return sign_command(unsigned, load_private_key(keys / f"{KEY_ID}.pem"))
+    return sign(unsigned, load_private_key(keys / f"{KEY_ID}.pem"))
 
 
 async def start(

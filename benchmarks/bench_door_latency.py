@@ -60,8 +60,8 @@ from gateway.cli.operator_tools import (
     encode_command,
     keygen,
     load_private_key,
-    sign_command,
 )
+from gateway.commands.model import sign
 from tests.broker import Mosquitto
 from tests.daemon import REPO, Daemon, send_command_argv, write_config
 from tests.fakes import wait_until
@@ -240,7 +240,7 @@ async def one_command(
     result: RunResult,
 ) -> None:
     command_id = str(uuid.uuid4())
-    command = sign_command(
+    command = sign(
         build_command(
             command_id=command_id,
             gateway="north-gate-1",

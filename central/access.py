@@ -5,7 +5,7 @@ contract's six keys; ``digest`` is the contract's (SHA-256 of the canonical
 JSON of ``{"cards": [...sorted by card], "profiles": {...}}``), computed with
 the same canonical form as signatures (gateway/commands/model.py), so the
 platform can compare a gate's reported digest with what it sent.
-Signing is the operator tool's ``sign_command``: the same canonical form
+Signing is ``gateway.commands.model.sign``: the same canonical form
 without ``sig``, Ed25519, base64.
 """
 
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.wire import contract_ts
 from gateway.access.build import snapshot_messages
-from gateway.cli.operator_tools import encode_command, sign_command
-from gateway.commands.model import canonical_bytes
+from gateway.cli.operator_tools import encode_command
+from gateway.commands.model import canonical_bytes, sign
 from gateway.timefmt import rfc3339
 
 MAX_ENTRIES = 5000  # cards (and profile changes) in one message
@@ -185,9 +185,9 @@ def snapshot(
     )
 
 
-def sign(message: Mapping[str, Any], private_key: Ed25519PrivateKey) -> bytes:
+def signed_payload(message: Mapping[str, Any], private_key: Ed25519PrivateKey) -> bytes:
     """Signed and encoded; raise ValueError past the contract's 1 MiB."""
-    payload = encode_command(sign_command(message, private_key))
+    payload = encode_command(sign(message, private_key))
     if len(payload) > MAX_BYTES:
         raise ValueError("access message over 1 MiB")
     return payload

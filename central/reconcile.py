@@ -222,12 +222,12 @@ class Reconciler:
                     delete_profiles=[p for p in changed_profiles if p not in profiles],
                     key_id=self._key_id,
                 )
-                payload = access.sign(message, self._key)
+                payload = access.signed_payload(message, self._key)
                 return Send(site, gateway, version, want_digest, "delta", (payload,))
             except ValueError:
                 pass  # too large for one delta: a snapshot instead
         parts = access.snapshot(
             gateway, version=version, cards=cards, profiles=profiles, key_id=self._key_id
         )
-        payloads = tuple(access.sign(part, self._key) for part in parts)
+        payloads = tuple(access.signed_payload(part, self._key) for part in parts)
         return Send(site, gateway, version, want_digest, "snapshot", payloads)

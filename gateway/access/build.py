@@ -8,23 +8,15 @@ over ``canonical_bytes`` of the message without ``sig``.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.access.message import MAX_ENTRIES
-from gateway.commands.model import canonical_bytes
+from gateway.commands.model import sign
 from gateway.timefmt import rfc3339
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-
-def sign(message: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
-    """The message with its ``sig`` (base64 Ed25519 over the canonical form)."""
-    unsigned = {k: v for k, v in message.items() if k != "sig"}
-    signature = key.sign(canonical_bytes(unsigned))
-    return {**unsigned, "sig": base64.b64encode(signature).decode("ascii")}
 
 
 def snapshot_messages(

@@ -12,8 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.cli.operator_tools import EXIT_USAGE
-from gateway.cli.publisher import add_publisher_arguments, publisher_args
+from gateway.cli.publisher import EXIT_USAGE, add_publisher_arguments, publisher_args
 
 DEFAULT_TIMEOUT_S = 60.0
 

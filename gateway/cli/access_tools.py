@@ -46,14 +46,8 @@ from gateway.access.message import AccessRefused, parse_message
 from gateway.access.sources import file_door_access
 from gateway.access.store import DB_FILENAME, AccessStore
 from gateway.cli.access_commands import DEFAULT_TIMEOUT_S
-from gateway.cli.operator_tools import (
-    EXIT_MQTT,
-    EXIT_NOT_DONE,
-    EXIT_OK,
-    EXIT_TIMEOUT,
-    EXIT_USAGE,
-    _load_inputs,
-)
+from gateway.cli.operator_tools import _load_inputs
+from gateway.cli.publisher import EXIT_MQTT, EXIT_NOT_DONE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 from gateway.config import ConfigError, load_config
 from gateway.runtime.clock import make_clock_sync
 from gateway.timefmt import rfc3339

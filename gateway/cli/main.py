@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import access_commands, operator_tools
+from gateway.cli import access_commands, operator_commands
 from gateway.config import ConfigError, LoadedConfig, load_config
 from gateway.outbox.report import NoDatabaseError, read_report
 from gateway.runtime.logfmt import setup_logging
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     simulate.set_defaults(run=cmd_simulate)
 
-    operator_tools.add_operator_subcommands(sub)
+    operator_commands.add_operator_subcommands(sub)
     access_commands.add_access_subcommands(sub)
     return parser
 

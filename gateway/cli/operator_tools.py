@@ -20,19 +20,12 @@ Exit codes of ``send_command``: 0 sent (or, with ``wait``, status ``done``),
 1 result ``rejected`` or ``failed``, 2 bad arguments or key, 3 no result
 within the timeout, 4 MQTT error (broker unreachable, refused).
 
-``add_operator_subcommands`` registers both on the CLI's argparse
-subparsers. Sync handlers are set as ``run`` (``run(args) -> int``), async
-ones as ``run_async`` (``await run_async(args) -> int``): ``cli.py`` owns
-``asyncio.run``.
-
-Longer than 400 lines because both operator tools are here with their argument parsing
-and the MQTT round trip of ``send-command --wait``; they share the key and command
-helpers that the tests sign with.
+Their arguments are registered by ``operator_commands``, which imports this
+module only when one of them runs (the daemon's start builds the same parser).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -52,11 +45,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.base import Clock, SystemClock
-from gateway.cli.publisher import add_publisher_arguments, publisher_args
+from gateway.cli.operator_commands import DEFAULT_KEY_ID, DEFAULT_TIMEOUT_S, DEFAULT_TTL_S
+from gateway.cli.publisher import EXIT_MQTT, EXIT_NOT_DONE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 from gateway.commands.model import (
     KEY_ID_PATTERN,
     NAME_PATTERN,
-    canonical_bytes,
+    sign,
 )
 from gateway.timefmt import rfc3339_ms
 from gateway.uplink.broker import (
@@ -73,15 +67,6 @@ if TYPE_CHECKING:
 # ``cryptography`` (about 7 MB resident) is imported in the functions that use
 # keys: ``python -m gateway run`` builds this module's parsers and must not pay for it.
 
-DEFAULT_KEY_ID = "operator"
-DEFAULT_TTL_S = 30.0  # well inside the gateway's default max_ttl_s of 60
-DEFAULT_TIMEOUT_S = 10.0
-
-EXIT_OK = 0
-EXIT_NOT_DONE = 1
-EXIT_USAGE = 2
-EXIT_TIMEOUT = 3
-EXIT_MQTT = 4
 
 _INT_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$", re.ASCII)
@@ -219,7 +204,7 @@ class CommandOrder:
         self, private_key: Ed25519PrivateKey, *, command_id: str, issued_at: float
     ) -> dict[str, Any]:
         """The command object issued at ``issued_at``, signed with ``private_key``."""
-        return sign_command(self.unsigned(command_id=command_id, issued_at=issued_at), private_key)
+        return sign(self.unsigned(command_id=command_id, issued_at=issued_at), private_key)
 
 
 def build_command(
@@ -236,14 +221,6 @@ def build_command(
     """The unsigned command object (CONTRACT.md), timestamps in whole milliseconds."""
     order = CommandOrder(gateway, action, device, params, key_id, ttl_s)
     return order.unsigned(command_id=command_id, issued_at=issued_at)
-
-
-def sign_command(command: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
-    """Return the command with ``sig``: Ed25519 over its canonical form, base64."""
-    signature = private_key.sign(canonical_bytes(command))
-    signed = {key: value for key, value in command.items() if key != "sig"}
-    signed["sig"] = base64.b64encode(signature).decode("ascii")
-    return signed
 
 
 def encode_command(command: Mapping[str, Any]) -> bytes:
@@ -386,61 +363,3 @@ def _load_inputs(
 def _check_name(what: str, value: str) -> None:
     if not _NAME_RE.fullmatch(value):
         raise ValueError(f"{what} must match {NAME_PATTERN}")
-
-
-# --- CLI registration --------------------------------------------------------------
-
-
-def add_operator_subcommands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Register ``keygen`` (sets ``run``) and ``send-command`` (sets ``run_async``)."""
-    keygen_parser = subparsers.add_parser(
-        "keygen", help="make an Ed25519 key pair for signing commands"
-    )
-    keygen_parser.add_argument("--out", required=True, type=Path, help="directory for the keys")
-    keygen_parser.add_argument(
-        "--key-id", default=DEFAULT_KEY_ID, help="name of the key in commands.public_keys"
-    )
-    keygen_parser.set_defaults(run=run_keygen)
-
-    send = subparsers.add_parser("send-command", help="sign and publish one command")
-    add_publisher_arguments(send, ca_flag="--ca", timeout_s=DEFAULT_TIMEOUT_S)
-    send.add_argument("--action", required=True, help="door.open, door.set_mode, gateway.ping")
-    send.add_argument("--device", required=True, help="device id (the gateway id for a ping)")
-    send.add_argument(
-        "--param", action="append", default=[], metavar="K=V", help="parameter, repeatable"
-    )
-    send.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="lifetime, seconds")
-    send.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    send.set_defaults(run_async=run_send_command)
-
-
-def run_keygen(args: argparse.Namespace) -> int:
-    """``keygen`` subcommand: print the public_keys line."""
-    try:
-        line = keygen(args.out, key_id=args.key_id)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"private key: {Path(args.out) / (args.key_id + '.pem')} (keep it off the gateway)")
-    print("add to the gateway config under commands.public_keys:")
-    print(f"  {line}")
-    return EXIT_OK
-
-
-async def run_send_command(args: argparse.Namespace) -> int:
-    """``send-command`` subcommand."""
-    try:
-        params = parse_params(args.param)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return await send_command(
-        **publisher_args(args),
-        action=args.action,
-        device=args.device,
-        params=params,
-        ttl_s=args.ttl,
-        wait=args.wait,
-    )

@@ -13,6 +13,13 @@ from typing import TypedDict
 
 from gateway.uplink.broker import DEFAULT_TOPIC_ROOT
 
+# Exit codes of the publishing tools (``send-command``, ``access-push``).
+EXIT_OK = 0
+EXIT_NOT_DONE = 1  # the gateway answered rejected or failed
+EXIT_USAGE = 2  # bad arguments or key
+EXIT_TIMEOUT = 3  # no answer in time
+EXIT_MQTT = 4  # broker unreachable or refused
+
 
 class PublisherArgs(TypedDict):
     """Where a signing tool publishes, and with which key (``send_command``, ``access_push``)."""

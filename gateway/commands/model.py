@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -57,6 +57,10 @@ from drivers.actions import (
 )
 from gateway.outbox.wire import result_json
 from gateway.timefmt import rfc3339
+
+if TYPE_CHECKING:
+    # Only signers (operator tools, the platform's side, tests) hold a private key.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # Ids and names that end up in logs, results and the audit table: printable
 # ASCII only, so a hostile payload cannot inject control characters anywhere.
@@ -162,6 +166,16 @@ def canonical_bytes(obj: Mapping[str, Any]) -> bytes:
         unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     return text.encode("utf-8")
+
+
+def sign(message: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The message with its ``sig``: base64 Ed25519 over ``canonical_bytes`` of the rest.
+
+    Commands and access-list messages are signed alike; the gateway only verifies.
+    """
+    unsigned = {k: v for k, v in message.items() if k != "sig"}
+    signature = key.sign(canonical_bytes(unsigned))
+    return {**unsigned, "sig": base64.b64encode(signature).decode("ascii")}
 
 
 def json_depth(value: object, limit: int) -> int:

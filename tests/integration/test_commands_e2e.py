@@ -29,7 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from drivers.sim.door_node import DoorNodeSimulator
-from gateway.cli.operator_tools import build_command, load_private_key, sign_command
+from gateway.cli.operator_tools import build_command, load_private_key
+from gateway.commands.model import sign
 from gateway.runtime.faults import ENV_VAR
 from tests.broker import SharedBroker
 from tests.daemon import REPO, Daemon, send_command_argv
@@ -73,7 +74,7 @@ class Rig:
             issued_at=time.time() if issued_at is None else issued_at,
             ttl_s=ttl_s,
         )
-        return sign_command(unsigned, load_private_key(self.keys / f"{key_id}.pem"))
+        return sign(unsigned, load_private_key(self.keys / f"{key_id}.pem"))
 
     async def publish(
         self, payload: bytes | dict[str, Any], *, response_topic: str | None = None

@@ -18,7 +18,8 @@ import aiomqtt
 import pytest
 
 from drivers.sim.uhppote import UhppoteSimulator
-from gateway.cli.operator_tools import build_command, keygen, load_private_key, sign_command
+from gateway.cli.operator_tools import build_command, keygen, load_private_key
+from gateway.commands.model import sign
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
 from tests.subscriber import Subscriber, subscribed
@@ -98,7 +99,7 @@ async def test_events_reach_the_broker_once_and_door_open_by_door_id(
                 issued_at=time.time(),
                 ttl_s=30,
             )
-            command = sign_command(unsigned, load_private_key(tmp_path / "keys" / f"{KEY_ID}.pem"))
+            command = sign(unsigned, load_private_key(tmp_path / "keys" / f"{KEY_ID}.pem"))
             async with aiomqtt.Client("127.0.0.1", broker.port) as client:
                 await client.publish(f"{ROOT}/commands", json.dumps(command).encode(), qos=1)
             await sub.wait_for(

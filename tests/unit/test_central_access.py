@@ -107,7 +107,7 @@ def test_messages_are_signed_over_the_canonical_form_without_sig() -> None:
         delete_profiles=[],
         key_id="platform",
     )
-    signed = json.loads(access.sign(message, key))
+    signed = json.loads(access.signed_payload(message, key))
     sig = base64.b64decode(signed.pop("sig"))
     canonical = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     key.public_key().verify(sig, canonical.encode())

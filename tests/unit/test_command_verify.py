@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.actions import DoorOpen, OtherAction, Ping
-from gateway.cli.operator_tools import build_command, public_key_b64, sign_command
+from gateway.cli.operator_tools import build_command, public_key_b64
 from gateway.commands.model import (
     CommandRejected,
     CommandsConfig,
     RejectReason,
     VerifiedCommand,
     canonical_bytes,
+    sign,
 )
 from gateway.commands.verify import CommandVerifier
 from tests.fakes import FakeClock
@@ -107,7 +108,7 @@ def command(
         ttl_s=ttl_s,
     )
     base.update(fields)
-    signed = sign_command(base, key)
+    signed = sign(base, key)
     if tamper is not None:
         tamper(signed)
     return signed

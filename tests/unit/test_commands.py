@@ -32,10 +32,15 @@ from gateway.cli.operator_tools import (
     build_command,
     encode_command,
     public_key_b64,
-    sign_command,
 )
 from gateway.commands.inbound import InboundCommand
-from gateway.commands.model import CommandsConfig, CommandStatus, RejectReason, VerifiedCommand
+from gateway.commands.model import (
+    CommandsConfig,
+    CommandStatus,
+    RejectReason,
+    VerifiedCommand,
+    sign,
+)
 from gateway.commands.processor import CommandProcessor
 from gateway.commands.store import CommandStore
 from gateway.commands.unverified import RESULT_BURST, RESULTS_PER_S
@@ -163,7 +168,7 @@ def payload(
         issued_at=T0,
         ttl_s=30,
     )
-    return encode_command(sign_command(command, KEY))
+    return encode_command(sign(command, KEY))
 
 
 def inbound(data: bytes, **kwargs: Any) -> InboundCommand:

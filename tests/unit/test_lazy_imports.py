@@ -77,7 +77,7 @@ def packages(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-def test_the_run_path_loads_no_rich_cryptography_prometheus_client_or_simulators() -> None:
+def test_the_run_path_loads_no_rich_cryptography_prometheus_client_simulators_or_tools() -> None:
     loaded = modules_loaded_by(RUN_PATH)
     assert "gateway.runtime.supervisor" in loaded  # the probe did walk the path
     assert "rich" not in packages(loaded)  # only ``status --live`` draws with it
@@ -91,6 +91,8 @@ def test_the_run_path_loads_no_rich_cryptography_prometheus_client_or_simulators
         n for n in loaded if n.startswith("gateway.access.") and n != "gateway.access.sources"
     }
     assert "gateway.cli.access_tools" not in loaded
+    # keygen and send-command run on an operator's machine (gateway.cli.operator_commands).
+    assert "gateway.cli.operator_tools" not in loaded
 
 
 def test_a_configured_key_loads_cryptography() -> None:

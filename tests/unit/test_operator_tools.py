@@ -14,9 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.actions import OtherAction
+from gateway.cli.operator_commands import add_operator_subcommands
 from gateway.cli.operator_tools import (
-    EXIT_USAGE,
-    add_operator_subcommands,
     build_command,
     encode_command,
     keygen,
@@ -24,9 +23,9 @@ from gateway.cli.operator_tools import (
     parse_param,
     parse_params,
     send_command,
-    sign_command,
 )
-from gateway.commands.model import CommandRejected, CommandsConfig, RejectReason
+from gateway.cli.publisher import EXIT_USAGE
+from gateway.commands.model import CommandRejected, CommandsConfig, RejectReason, sign
 from gateway.commands.verify import CommandVerifier
 from gateway.uplink.broker import BrokerUrl, parse_broker_url, topic_root
 from tests.fakes import FakeClock
@@ -85,7 +84,7 @@ def test_sign_then_verify_round_trip(tmp_path: Path) -> None:
         clock=FakeClock(wall=T0 + 1),
     )
     params = parse_params(["text=北门 ✓", "count=3", "ratio=0.5", "on=true"])
-    command = sign_command(
+    command = sign(
         build_command(
             command_id="c-1",
             gateway="north-gate-1",
