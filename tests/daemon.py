@@ -112,8 +112,9 @@ class Daemon:
     itself, not on a polling interval.
     """
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, cwd: Path = REPO) -> None:
         self.config = config
+        self.cwd = cwd  # the checkout whose code runs (``python -m gateway`` from there)
         self.log = config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: list[str] = []
@@ -127,7 +128,7 @@ class Daemon:
         self._ended = False
         self.proc = subprocess.Popen(
             self.command(),
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
