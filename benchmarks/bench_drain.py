@@ -1,6 +1,7 @@
 """Drain a 1,000,000-reading backlog to a local mosquitto, with PUBACKs; peak RSS.
 
-Targets (backbone issue): >= 100,000 readings/s; peak RSS of the daemon <= 60 MB.
+Targets: >= 100,000 readings/s (backbone issue); peak RSS of the daemon <= 55 MB (issue 8,
+which lowered the backbone's 60 MB).
 The real daemon process (no devices) starts on a pre-filled outbox; the drain
 is timed from the first reading leaving the outbox to the last one.
 
@@ -24,6 +25,8 @@ from benchmarks.common import (
 )
 from tests.broker import Mosquitto
 from tests.daemon import Daemon, write_config
+
+PEAK_TARGET_MB = 55.0
 
 
 def one_run(readings: int) -> tuple[float, float]:
@@ -69,7 +72,7 @@ def main() -> None:
     rate, rss = medians(results)
     print(
         f"median: {rate:,.0f} readings/s (target 100,000/s -> {rate / 100_000:.2f}x); "
-        f"peak RSS {rss:.1f} MB (target 60 MB -> {rss / 60:.2f}x)"
+        f"peak RSS {rss:.1f} MB (target {PEAK_TARGET_MB:.0f} MB -> {rss / PEAK_TARGET_MB:.2f}x)"
     )
 
 
