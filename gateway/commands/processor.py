@@ -62,8 +62,8 @@ one, a finished command's, a refusal's, an unverified message's), the result
 is still sent, from memory (``ResultQueue.hold``): not durable, so a restart
 before the broker takes it loses it, and logged at ERROR as such. A command
 that ran but whose finished mark failed stays "accepted" in the store, so a
-restart also reports it failed / ``timeout``; the platform keeps the first
-result it gets for an id.
+restart also reports it failed / ``timeout``: a second result for that id,
+after the real one.
 
 Longer than 400 lines because every step of a command's life (verify, durable accept,
 execute, audit, result, and the report of commands left unfinished by a crash) stays

@@ -99,7 +99,7 @@ async def test_store_failing_after_the_door_ran_still_answers_done(
         assert "audit row lost, result sent from memory (not durable) id=cmd-1" in caplog.text
         assert rig.readings.readings[-1].data["status"] == "done"
         # Its finished mark is lost with the audit row: a restart reports it
-        # failed / timeout too, and the platform keeps the first answer.
+        # failed / timeout too, after this real answer.
         assert [u.id for u in rig.store.unfinished()] == ["cmd-1"]
     finally:
         rig.store.close()
