@@ -77,7 +77,8 @@ def messages(
 
 
 class ResultQueue:
-    """The ``result`` table of the command store, as a lane the uplink drains."""
+    """The ``result`` table of the command store, as a lane the uplink drains,
+    with the results the store could not write held in memory ahead of it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -93,7 +94,8 @@ class ResultQueue:
         # The highest held id fetch handed out: a message held later, mid-session
         # (its id below the drain's cursor), is still fetched once.
         self._held_fetched = HELD_FIRST_ID - 1
-        # Ids the open transaction's inserts took, for rolled_back to forget.
+        # committed() before the open transaction's first insert: where
+        # rolled_back puts it back.
         self._uncommitted_from: int | None = None
         self.held_dropped = 0
         """Held messages dropped for the bound: results the platform never got."""
