@@ -21,7 +21,8 @@ rate-limited result, and one aggregate ``audit.command`` reading per interval
    reading to the ``ReadingSink``. A kill at any point after that commit
    still delivers the result, once, after the restart.
 
-Every authentic command, executed or not, gets an audit row, a reading and a result.
+Every authentic command, executed or not, gets an audit row, a reading and a result
+(the result from memory when the store fails, see below).
 
 Outcome mapping of ``Driver.execute``:
 
@@ -53,9 +54,16 @@ are never run again. The same applies when the processor is cancelled
 ``gateway.ping`` is addressed to the gateway itself: its ``device`` is the
 gateway's own id, and it must be granted under that id in ``permissions``.
 
-When the store itself fails (disk error) before a command runs, the command
-is not run (its id could not be made durable) and fails with
-``device_error``: the contract has no reason for the gateway's own faults.
+When the store itself fails (``sqlite3.Error``: a full disk, an I/O error, a
+corrupt file) before a command runs, the command is not run (its id could not
+be made durable) and fails with ``device_error``: the contract has no reason
+for the gateway's own faults. Whenever the store cannot write a result (that
+one, a finished command's, a refusal's, an unverified message's), the result
+is still sent, from memory (``ResultQueue.hold``): not durable, so a restart
+before the broker takes it loses it, and logged at ERROR as such. A command
+that ran but whose finished mark failed stays "accepted" in the store, so a
+restart also reports it failed / ``timeout``: a second result for that id,
+after the real one.
 
 Longer than 400 lines because every step of a command's life (verify, durable accept,
 execute, audit, result, and the report of commands left unfinished by a crash) stays
@@ -230,7 +238,11 @@ class CommandProcessor:
         except sqlite3.Error:
             # The id cannot be checked or made durable: running the command
             # could run it twice, so it is not run.
-            _LOGGER.exception("command store failed; command not run")
+            _LOGGER.exception(
+                "command store failed; command not run, its result sent from memory "
+                "(not durable) id=%s",
+                message.id,
+            )
             result = self._result(
                 message.id,
                 CommandStatus.FAILED,
@@ -288,10 +300,15 @@ class CommandProcessor:
         )
         # Results topic only, and no sync of its own: run_syncs makes it durable
         # (one sync for a whole burst).
+        answer = messages(result.to_json().decode(), None, None)
         try:
-            self._store.queue_result(messages(result.to_json().decode(), None, None))
+            self._store.queue_result(answer)
         except sqlite3.Error:
-            _LOGGER.exception("command store failed; result of an unverified message lost")
+            _LOGGER.exception(
+                "command store failed; result of an unverified message sent from memory "
+                "(not durable)"
+            )
+            self._store.results.hold(answer)
             return
         self._sync_wanted.set()
 
@@ -457,7 +474,10 @@ class CommandProcessor:
         keep_id_until: float | None = None,
         detail: str = "",
     ) -> None:
-        """Audit row with the result (one transaction), then the audit reading."""
+        """Audit row with the result (one transaction), then the audit reading.
+
+        ``store`` False: the store just failed, the result goes from memory.
+        """
         record = AuditRecord(
             id=result.id,
             action=action,
@@ -470,19 +490,24 @@ class CommandProcessor:
             at=result.at,
         )
         answer = messages(result.to_json().decode(), reply.response_topic, reply.correlation_data)
-        try:
-            if not store:
-                self._store.queue_result(answer)
-                self._sync_wanted.set()
-            elif finish:
-                self._store.finish(record, answer)
-                # Test-only: where a kill used to lose the result (it was queued
-                # in the outbox after this commit).
-                faults.crash_point("command-finished")
-            else:
-                self._store.record(record, answer, keep_id_until=keep_id_until)
-        except sqlite3.Error:
-            _LOGGER.exception("command store failed; audit row and result lost id=%s", result.id)
+        if not store:
+            self._store.results.hold(answer)  # not durable, but not lost either
+        else:
+            try:
+                if finish:
+                    self._store.finish(record, answer)
+                    # Test-only: where a kill used to lose the result (it was
+                    # queued in the outbox after this commit).
+                    faults.crash_point("command-finished")
+                else:
+                    self._store.record(record, answer, keep_id_until=keep_id_until)
+            except sqlite3.Error:
+                _LOGGER.exception(
+                    "command store failed; audit row lost, result sent from memory "
+                    "(not durable) id=%s",
+                    result.id,
+                )
+                self._store.results.hold(answer)
         self.outcomes[
             result.status.value, "none" if result.reason is None else result.reason.value
         ] += 1
@@ -516,4 +541,3 @@ class CommandProcessor:
                 Priority.ROUTINE,
             )
         )
-

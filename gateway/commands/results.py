@@ -18,21 +18,43 @@ The table lives on the command store's connection, owned by the event loop's
 thread (STYLE.md §4): every call here is one short statement and none syncs;
 the command processor syncs on its worker thread and then calls
 ``durable_through``.
+
+When the store cannot write a result (``sqlite3.Error``: a full disk, an I/O
+error, a corrupt file), the processor ``hold``s it here in memory instead: the
+contract promises every command a result, and an answer that cannot be durable
+is still better sent than lost. Held messages are sent before the table's rows
+and never touch the database (it may be what is failing); they survive a lost
+connection, not a restart, and at most ``MAX_HELD_MESSAGES`` wait (the oldest
+dropped beyond, logged and counted). Their ids sit far below every table id,
+from ``HELD_FIRST_ID`` up, so the drain's cursor, starting at
+``BEFORE_ANY_ROW``, meets them first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+from collections import deque
 from dataclasses import dataclass
 
-from gateway.outbox.store import Batch, Lane
+from gateway.outbox.store import BEFORE_ANY_ROW, Batch, Lane
+
+_LOGGER = logging.getLogger(__name__)
 
 TABLE = "result"
 CREATE_TABLE = (
     "CREATE TABLE result (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT,"
     " correlation BLOB, body TEXT NOT NULL)"
 )
+
+# Ids of held messages count up from here: far above the drain's first cursor
+# and below the table's (positive) ids, which 2**62 of them never reach.
+HELD_FIRST_ID = BEFORE_ANY_ROW // 2
+# Held results waiting for the broker, at most (messages, two per command with
+# a response topic): a broken store with the link down must not grow memory
+# without bound. Beyond it the oldest is dropped: its command is long past.
+MAX_HELD_MESSAGES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +77,8 @@ def messages(
 
 
 class ResultQueue:
-    """The ``result`` table of the command store, as a lane the uplink drains."""
+    """The ``result`` table of the command store, as a lane the uplink drains,
+    with the results the store could not write held in memory ahead of it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -64,10 +87,23 @@ class ResultQueue:
         # open syncs once and then calls durable_through(committed()).
         self._durable = 0
         self.new_data = asyncio.Event()
-        """Set when more rows became durable (the uplink waits on it)."""
+        """Set when more rows became durable or were held (the uplink waits on it)."""
+        # Results the store could not write, sent from memory: (id, message).
+        self._held: deque[tuple[int, ResultMessage]] = deque()
+        self._next_held_id = HELD_FIRST_ID
+        # The highest held id fetch handed out: a message held later, mid-session
+        # (its id below the drain's cursor), is still fetched once.
+        self._held_fetched = HELD_FIRST_ID - 1
+        # committed() before the open transaction's first insert: where
+        # rolled_back puts it back.
+        self._uncommitted_from: int | None = None
+        self.held_dropped = 0
+        """Held messages dropped for the bound: results the platform never got."""
 
     def insert(self, rows: list[ResultMessage]) -> None:
         """Queue ``rows`` inside the caller's open transaction."""
+        if self._uncommitted_from is None:
+            self._uncommitted_from = self._committed
         for row in rows:
             cursor = self._conn.execute(
                 "INSERT INTO result (topic, correlation, body) VALUES (?, ?, ?)",
@@ -75,9 +111,37 @@ class ResultQueue:
             )
             self._committed = max(self._committed, int(cursor.lastrowid or 0))
 
+    def transaction_done(self) -> None:
+        """The caller's transaction committed: what ``insert`` counted is there."""
+        self._uncommitted_from = None
+
     def rolled_back(self) -> None:
-        """The caller's transaction failed: what ``insert`` counted is not there."""
-        self._committed = self._max_id()
+        """The caller's transaction failed: what ``insert`` counted is not there.
+
+        Without reading the table: the database may be what failed.
+        """
+        if self._uncommitted_from is not None:
+            self._committed = self._uncommitted_from
+            self._uncommitted_from = None
+
+    def hold(self, rows: list[ResultMessage]) -> None:
+        """Send ``rows`` from memory: the store could not write them (not durable)."""
+        for row in rows:
+            if len(self._held) >= MAX_HELD_MESSAGES:
+                dropped_id, dropped = self._held.popleft()
+                self.held_dropped += 1
+                _LOGGER.error(
+                    "command result dropped: %d results held in memory already "
+                    "(the command store is failing and the broker has not taken them) "
+                    "held_id=%d topic=%s dropped_total=%d",
+                    MAX_HELD_MESSAGES,
+                    dropped_id,
+                    dropped.topic,
+                    self.held_dropped,
+                )
+            self._held.append((self._next_held_id, row))
+            self._next_held_id += 1
+        self.new_data.set()
 
     def committed(self) -> int:
         """The last row id committed so far (take it before a sync starts)."""
@@ -95,8 +159,24 @@ class ResultQueue:
             self.new_data.set()
 
     async def fetch(self, lane: Lane, after: int, max_count: int, max_bytes: int) -> Batch | None:
-        """The next durable row after ``after``, as a one-message batch (the outbox's signature)."""
+        """The next message after ``after``, as a one-message batch (the outbox's signature).
+
+        Held messages first, without touching the database; then the next
+        durable row of the table.
+        """
         del lane, max_count, max_bytes  # one row is one message, whatever its size
+        held_after = min(after, self._held_fetched)
+        for held_id, held in self._held:
+            if held_id > held_after:
+                self._held_fetched = max(self._held_fetched, held_id)
+                return Batch(
+                    Lane.RESULT,
+                    held_id,
+                    held_id,
+                    [held.body],
+                    topic=held.topic,
+                    correlation=held.correlation,
+                )
         row = self._conn.execute(
             "SELECT id, topic, correlation, body FROM result WHERE id > ? AND id <= ?"
             " ORDER BY id LIMIT 1",
@@ -110,19 +190,30 @@ class ResultQueue:
         """The broker PUBACKed (or the outbox set aside) ``batch``: delete its row.
 
         Not synced: a delete lost to a power cut sends the result again, which
-        the platform drops by its ``id``.
+        the platform drops by its ``id``. A held message just leaves memory.
         """
+        if batch.first < 0:  # held: table ids are positive
+            self._held = deque(m for m in self._held if not batch.first <= m[0] <= batch.last)
+            return
         self._conn.execute("DELETE FROM result WHERE id BETWEEN ? AND ?", (batch.first, batch.last))
 
     @property
     def backlog(self) -> int:
-        """Result messages not yet acknowledged by the broker."""
-        return int(self._conn.execute("SELECT count(*) FROM result").fetchone()[0])
+        """Result messages not yet acknowledged by the broker, held ones included."""
+        table = int(self._conn.execute("SELECT count(*) FROM result").fetchone()[0])
+        return len(self._held) + table
+
+    @property
+    def held(self) -> int:
+        """Result messages waiting in memory (the store could not write them)."""
+        return len(self._held)
 
     def pending(self) -> list[ResultMessage]:
-        """Every queued message, durable or not, oldest first (for inspection and tests)."""
+        """Every queued message, durable or not, in sending order: held ones, then
+        the table's oldest first (for inspection and tests)."""
         rows = self._conn.execute("SELECT body, topic, correlation FROM result ORDER BY id")
-        return [ResultMessage(body, topic, corr) for body, topic, corr in rows.fetchall()]
+        table = [ResultMessage(body, topic, corr) for body, topic, corr in rows.fetchall()]
+        return [message for _, message in self._held] + table
 
     def _max_id(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM result").fetchone()[0])

@@ -391,9 +391,12 @@ class CommandStore:
             yield self._conn
             self._conn.execute("COMMIT")  # inside: a failed commit must roll back too
         except BaseException:
-            rollback(self._conn)  # SQLite may have rolled back already (disk full)
+            # The result ids counted inside are not there: forgotten first and
+            # without a query, since the failing database may fail the rollback too.
             self.results.rolled_back()
+            rollback(self._conn)  # SQLite may have rolled back already (disk full)
             raise
+        self.results.transaction_done()
 
 
 def _value(reason: RejectReason | None) -> str | None:

@@ -120,6 +120,12 @@ class Lane(StrEnum):
     ROUTINE = "routine"
 
 
+# A fetch cursor below every row of every lane (SQLite's smallest integer):
+# where each drain session starts. The outbox's seqs are positive; the result
+# lane's messages held in memory have negative ids (``gateway.commands.results``).
+BEFORE_ANY_ROW = -(1 << 63)
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Rows fetched for one MQTT message. ``first``/``last`` bound the rows to delete."""
@@ -535,9 +541,7 @@ class Outbox:
         rows = [(key, value) for key, value, _ in state]
         try:
             await self._call(
-                functools.partial(
-                    self._commit_sync, readings, acks, urgent, trusted, state=rows
-                )
+                functools.partial(self._commit_sync, readings, acks, urgent, trusted, state=rows)
             )
         except sqlite3.OperationalError as exc:
             if not is_disk_full(exc):

@@ -25,7 +25,8 @@ forgotten.
 The result lane is not in the outbox: results live in the command store,
 committed with the command's finished mark (``gateway.commands.results``).
 The drain reads and acknowledges that lane through the same ``Lane`` interface
-(``LaneSource``), so results keep their place ahead of alarms.
+(``LaneSource``), so results keep their place ahead of alarms; results the
+store could not write come from memory on that lane, first.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from paho.mqtt.properties import Properties
 
 from drivers.base import Clock
 from gateway.config import MqttConfig
-from gateway.outbox.store import Batch, Lane, Outbox, first_of
+from gateway.outbox.store import BEFORE_ANY_ROW, Batch, Lane, Outbox, first_of
 from gateway.outbox.wire import BatchEnvelope
 from gateway.timefmt import rfc3339
 from gateway.uplink.broker import Topics
@@ -122,13 +123,16 @@ class Drain:
         # After a loss with batches in flight, one at a time until the suspects
         # are through: then a loss points at exactly one batch.
         inflight = asyncio.Semaphore(1 if self._suspects else self._config.max_inflight)
-        # Fresh cursors each session: whatever was not PUBACKed is sent again.
-        cursors = dict.fromkeys(Lane, 0)
+        # Fresh cursors each session: whatever was not PUBACKed is sent again
+        # (results held in memory too: their ids are negative).
+        cursors = dict.fromkeys(Lane, BEFORE_ANY_ROW)
         async with asyncio.TaskGroup() as group:
             while True:
                 await inflight.acquire()
                 batch = await self._next_batch(cursors)
-                cursors[batch.lane] = batch.last
+                # Never back: a result held mid-session comes with an id below
+                # the cursor, and the rows already sent must not come again.
+                cursors[batch.lane] = max(cursors[batch.lane], batch.last)
                 group.create_task(self._send(batch, inflight), name="uplink-send")
 
     def _max_bytes(self) -> int:

@@ -4,6 +4,7 @@ Issue 9 item 5: a full disk must not crash the outbox or the command store;
 readings wait in memory and are shed by the size cap's rules (oldest routine
 first, never alarms), a ``gateway.dropped`` alarm says so, and writing resumes
 when space returns. A database is never moved aside for a full disk or a lock.
+A command whose result cannot be written still gets it, sent from memory.
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from drivers.actions import DeviceAction, DoorOpen
 from drivers.base import Priority, ReadingType, make_reading
+from gateway.commands.store import DB_FILENAME as COMMANDS_DB
 from gateway.commands.store import CommandStore
 from gateway.outbox.store import DB_NAME, MAX_HELD_WHILE_FULL, Lane, Outbox
 from gateway.storage.sqlite import is_disk_full
+from tests.broker import Mosquitto
 from tests.fakes import FakeClock, wait_until
+from tests.integration.test_uplink import ROOT, gateway, wait_connected
 from tests.outboxes import site_outbox
+from tests.subscriber import subscribed
 from tests.unit.test_command_store import make_command
+from tests.unit.test_commands import RECEIVED_MONO, T0, FakeDoor, inbound, make_rig, payload
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +169,75 @@ async def test_a_locked_outbox_is_not_moved_aside(tmp_path: Path) -> None:
     await third.open()
     assert third.stats.epoch == epoch, "a lock must not start a new epoch"
     await third.close()
+
+
+def fill_past_the_wal(directory: Path) -> Path:
+    """Empty the command store's WAL, then fill the disk: its next commit cannot be written."""
+    other = sqlite3.connect(directory / COMMANDS_DB)
+    try:  # a WAL that still had room would take one more transaction
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        other.close()
+    return fill(directory)
+
+
+class FillingDoor(FakeDoor):
+    """A door that opens while its directory's disk fills up, once ``fill_dir`` is set."""
+
+    fill_dir: Path | None = None
+    filler: Path | None = None
+
+    async def execute(self, action: DeviceAction) -> None:
+        await super().execute(action)
+        if self.fill_dir is not None:
+            self.filler = fill_past_the_wal(self.fill_dir)
+
+
+async def test_a_full_disk_still_answers_every_command_from_memory(
+    small_fs: Path, tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the result of a command the full store could not record was lost:
+    the platform never heard of it, even of a door that had opened."""
+    clock = FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
+    door = FillingDoor("door-east-1", clock)
+    rig = make_rig(small_fs, clock, door=door)
+    store = rig.store
+    caplog.set_level("ERROR")
+    try:
+        async with (
+            subscribed(broker.port, ROOT) as sub,
+            gateway(tmp_path, [broker.url], results=store.results) as (_, uplink, _),
+        ):
+            await wait_connected(uplink)
+
+            def answered() -> list[tuple[str, str, str | None]]:
+                bodies = [m.json() for m in sub.on("commands/results")]
+                return [(b["id"], b["status"], b["reason"]) for b in bodies]
+
+            await rig.processor.process(inbound(payload(command_id="cmd-1")))
+            await sub.wait_for(lambda: len(answered()) == 1)  # durable, from the table
+
+            # The disk is full before the command: it is not run, and says so.
+            filler = fill_past_the_wal(small_fs)
+            await rig.processor.process(inbound(payload(command_id="cmd-2")))
+            assert "database or disk is full" in caplog.text
+            await sub.wait_for(lambda: len(answered()) == 2)
+            assert len(door.calls) == 1
+            filler.unlink()
+
+            # The disk fills while the door opens: it opened, and says so.
+            door.fill_dir = small_fs
+            await rig.processor.process(inbound(payload(command_id="cmd-3")))
+            await sub.wait_for(lambda: len(answered()) == 3)
+            assert door.calls == [DoorOpen(hold_seconds=5)] * 2
+            assert answered() == [
+                ("cmd-1", "done", None),
+                ("cmd-2", "failed", "device_error"),
+                ("cmd-3", "done", None),
+            ]
+            await wait_until(lambda: store.results.held == 0)  # PUBACKed
+    finally:
+        if door.filler is not None:
+            door.filler.unlink()
+        store.close()
+    assert caplog.text.count("result sent from memory (not durable)") == 2

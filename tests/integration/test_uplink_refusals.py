@@ -22,6 +22,7 @@ from gateway.commands.results import messages
 from gateway.commands.store import CommandStore
 from gateway.outbox.report import read_report
 from gateway.outbox.store import Lane, Outbox
+from gateway.uplink.drain import SET_ASIDE_AFTER_LOSSES
 from tests.broker import Mosquitto
 from tests.integration.test_uplink import (
     ROOT,
@@ -246,3 +247,33 @@ async def test_a_message_whose_handling_raises_does_not_end_the_session(tmp_path
             assert commands.got == [(b"second", None, None)]
             assert uplink.stats.inbound_failures == 1
             assert uplink.stats.connects == 1
+
+
+async def test_a_held_result_not_pubacked_goes_again_on_the_next_connection(
+    tmp_path: Path,
+) -> None:
+    """A result held in memory (the command store could not write it) is sent
+    again by each new connection until PUBACKed, like a row of the table: here
+    the broker drops the connection for it every time, so it ends set aside."""
+    store = CommandStore.open(tmp_path / "data", clock=SystemClock())
+    with mosquitto(tmp_path, "max_packet_size 40960") as broker:
+        async with (
+            subscribed(broker.port, ROOT) as sub,
+            gateway(tmp_path, [broker.url], results=store.results, protocol="3.1.1") as (
+                outbox,
+                uplink,
+                _,
+            ),
+        ):
+            await until(lambda: uplink.stats.connected)
+            huge = '{"v":1,"id":"huge","pad":"' + "x" * 60_000 + '"}'
+            store.results.hold(messages(huge, None, None))
+            store.results.hold(messages('{"v":1,"id":"c3"}', None, None))
+            await until(lambda: store.results.held == 0, timeout=60)
+            await sub.wait_for(lambda: bool(sub.on("commands/results")))
+            assert uplink.stats.connects > SET_ASIDE_AFTER_LOSSES
+        [(lane, _topic, rows, reason)] = dead_letters(outbox)
+        assert (lane, rows) == ("result", 1)
+        assert "connection dropped" in reason
+        assert {m.json()["id"] for m in sub.on("commands/results")} == {"c3"}
+    store.close()

@@ -125,10 +125,16 @@ def make_config(**overrides: Any) -> CommandsConfig:
     return CommandsConfig.model_validate(raw)
 
 
-def make_rig(tmp_path: Path, clock: FakeClock | None = None, **overrides: Any) -> Rig:
+def make_rig(
+    tmp_path: Path,
+    clock: FakeClock | None = None,
+    *,
+    door: FakeDoor | None = None,
+    **overrides: Any,
+) -> Rig:
     # The message arrived 1 ms ago.
     clock = clock or FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
-    door = FakeDoor("door-east-1", clock)
+    door = door or FakeDoor("door-east-1", clock)
     store = CommandStore.open(tmp_path, clock=clock)
     readings, results = RecordingSink(), StoredResults(store)
     drivers: dict[str, Driver] = {"door-east-1": door}
@@ -457,10 +463,11 @@ async def test_store_failure_fails_without_running(rig: Rig) -> None:
     result = await rig.processor.process(inbound(payload()))
     assert result is not None
     assert (result.status, result.reason) == (CommandStatus.FAILED, RejectReason.DEVICE_ERROR)
-    # The store holds results too: with it failing, none is queued (the
-    # platform sees no answer and may retry: the id was never spent).
     assert rig.door.calls == []
     assert rig.readings.readings[0].data["reason"] == "device_error"
+    # The store holds results too: with it failing, the result goes from memory
+    # (tests/unit/test_commands_unstored.py).
+    assert rig.store.results.held == 1
 
 
 async def test_signature_never_logged(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
