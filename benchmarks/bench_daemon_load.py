@@ -75,6 +75,7 @@ WARMUP_S = 5.0
 SETTLE_S = 30.0
 """Upper bound for the end: last e-bike passes close (collapse window) and the outbox drains."""
 
+
 @dataclass
 class Injected:
     cards: int = 0

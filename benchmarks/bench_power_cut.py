@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     results = repeat_runs(args.runs, timed_run, describe)
     problems = sum(len(report.problems) for report, _ in results)
     seen = median_of(results, lambda run: run[0].readings_seen)
-    print(
-        f"median readings seen per run: {seen:.0f}; "
-        f"problems: {problems} (target 0)"
-    )
+    print(f"median readings seen per run: {seen:.0f}; problems: {problems} (target 0)")
     return 1 if problems else 0
 
 

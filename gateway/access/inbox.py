@@ -100,8 +100,10 @@ class AccessInbox:
 
     def put(self, payload: bytes) -> bool:
         """Hand one message to the file-writing thread; False (nothing kept) when full."""
-        if self._closed or len(self._sizes) >= self._max_messages or (
-            self._waiting_bytes + len(payload) > self._max_bytes
+        if (
+            self._closed
+            or len(self._sizes) >= self._max_messages
+            or (self._waiting_bytes + len(payload) > self._max_bytes)
         ):
             return False
         seq = self._seq
