@@ -98,6 +98,7 @@ class ResultQueue:
         # rolled_back puts it back.
         self._uncommitted_from: int | None = None
         self.held_dropped = 0
+        self._table_backlog = 0  # the table's row count when it was last read
         """Held messages dropped for the bound: results the platform never got."""
 
     def insert(self, rows: list[ResultMessage]) -> None:
@@ -199,9 +200,19 @@ class ResultQueue:
 
     @property
     def backlog(self) -> int:
-        """Result messages not yet acknowledged by the broker, held ones included."""
-        table = int(self._conn.execute("SELECT count(*) FROM result").fetchone()[0])
-        return len(self._held) + table
+        """Result messages not yet acknowledged by the broker, held ones included.
+
+        While the store fails, the table's last count stands in for it: a
+        metrics scrape must not fail with the store it reports on (the
+        failure itself is logged where a write failed).
+        """
+        try:
+            self._table_backlog = int(
+                self._conn.execute("SELECT count(*) FROM result").fetchone()[0]
+            )
+        except sqlite3.Error:
+            _LOGGER.debug("result backlog: table unreadable, its last count used", exc_info=True)
+        return len(self._held) + self._table_backlog
 
     @property
     def held(self) -> int:

@@ -68,6 +68,9 @@ class MetricsSources:
     command_store_syncs: Callable[[], int] = lambda: 0
     # Results wait in the command store (gateway.commands.results), not the outbox.
     command_results_backlog: Callable[[], int] = lambda: 0
+    # Results the store could not write, sent from memory (ResultQueue.hold).
+    command_results_held: Callable[[], int] = lambda: 0
+    command_results_held_dropped: Callable[[], int] = lambda: 0
 
 
 class GatewayCollector:
@@ -235,6 +238,16 @@ class GatewayCollector:
             PREFIX + "command_store_syncs",
             "fdatasync calls on the command store's WAL.",
             value=self._src.command_store_syncs(),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "command_results_held",
+            "Command results the command store could not write, waiting in memory (not durable).",
+            value=self._src.command_results_held(),
+        )
+        yield CounterMetricFamily(
+            PREFIX + "command_results_held_dropped",
+            "Held command results dropped beyond the in-memory bound: never sent.",
+            value=self._src.command_results_held_dropped(),
         )
 
     def _devices(self) -> Iterable[Metric]:

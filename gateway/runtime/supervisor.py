@@ -367,6 +367,8 @@ class Gateway:
             commands_dropped=lambda: queue.overflowed,
             command_store_syncs=lambda: store.syncs,
             command_results_backlog=lambda: store.results.backlog,
+            command_results_held=lambda: store.results.held,
+            command_results_held_dropped=lambda: store.results.held_dropped,
         )
         return MetricsServer(self.config.metrics, GatewayCollector(sources))
 

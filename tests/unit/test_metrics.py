@@ -97,6 +97,8 @@ async def test_collector_reports_every_source(outbox: Outbox) -> None:
         buses=buses,
         command_outcomes=Counter({("done", "none"): 4, ("rejected", "expired"): 1}),
         commands_dropped=lambda: 7,
+        command_results_held=lambda: 2,
+        command_results_held_dropped=lambda: 1,
     )
     server = MetricsServer(MetricsConfig(), GatewayCollector(sources, started_at=123.0))
     got = samples((await server.render()).decode())
@@ -119,6 +121,8 @@ async def test_collector_reports_every_source(outbox: Outbox) -> None:
     assert value("commands_total", status="done", reason="none") == 4
     assert value("commands_total", status="rejected", reason="expired") == 1
     assert value("commands_dropped_total") == 7
+    assert value("command_results_held") == 2
+    assert value("command_results_held_dropped_total") == 1
     assert value("device_online", device="door-east-1") == 1
     assert value("device_online", device="temp-gate-1") == 0
     assert value("device_state", device="temp-gate-1", state="unknown") == 1
