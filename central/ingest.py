@@ -98,8 +98,10 @@ class IngestWorker:
                 await queue.cancel(tag)
             return node
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await conn.close()
+            except Exception:  # the node may be gone already: closing is best effort
+                _LOGGER.debug("closing the AMQP connection failed", exc_info=True)
             await db.close()
 
     async def _loop(
