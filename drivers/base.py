@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.actions import DeviceAction
 from drivers.transports.errors import TransportError, TransportTimeoutError
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class ReadingType(StrEnum):
@@ -179,12 +182,23 @@ class DeviceHealth:
     """Extra facts for the device's status entry (a door's ``mode``)."""
 
     def set_state(self, state: DeviceState, detail: str = "") -> bool:
-        """Record the state; return True (and emit a reading) when it changed."""
+        """Record the state; return True (and emit a reading) when it changed.
+
+        Every driver's state changes are logged here, in one format:
+        ``device online: device=ID``, ``device offline: device=ID detail=...``.
+        """
         if state is self.state:
             self.detail = detail
             return False
         self.state = state
         self.detail = detail
+        _LOGGER.log(
+            logging.INFO if state is DeviceState.ONLINE else logging.WARNING,
+            "device %s: device=%s%s",
+            state.value,
+            self.device,
+            f" detail={detail}" if detail else "",
+        )
         priority = Priority.ALARM if state is DeviceState.OFFLINE else Priority.ROUTINE
         self.sink.put(
             make_reading(

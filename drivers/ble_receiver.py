@@ -306,7 +306,6 @@ class BleReceiverDriver(SerialDeviceDriver):
             now - self._last_bytes,
             self.config.silent_offline_s,
             detail="receiver silent",
-            reason="silent",
         )
 
     def _handle(self, event: GprpReport | Ignored | Discarded) -> None:

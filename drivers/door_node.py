@@ -421,14 +421,12 @@ class DoorNodeDriver:
             # The node answered, but with a Modbus exception or an impossible value.
             self._answered()
             self.health.count("device_errors")
-            if self.health.set_state(DeviceState.ERROR, str(exc)):
-                _LOGGER.warning("door node error: device=%s %s", self.device_id, exc)
+            self.health.set_state(DeviceState.ERROR, str(exc))
         except TransportError as exc:
             self._failed(exc)
         else:
             self._answered()
-            if self.health.set_state(DeviceState.ONLINE):
-                _LOGGER.info("door node online: device=%s", self.device_id)
+            self.health.set_state(DeviceState.ONLINE)
 
     async def _poll_reader(self) -> None:
         request = self._map.poll_new_card()
@@ -543,8 +541,7 @@ class DoorNodeDriver:
         if self._liveness.failed(self._clock.monotonic()):
             # Write the relay to match the mode again once the node is back.
             self._hold_synced = False
-            if self.health.set_state(DeviceState.OFFLINE, str(exc)):
-                _LOGGER.warning("door node offline: device=%s %s", self.device_id, exc)
+            self.health.set_state(DeviceState.OFFLINE, str(exc))
 
     async def execute(self, action: DeviceAction) -> None:
         """``door.open`` or ``door.set_mode``, parameters already checked by the command layer.

@@ -54,21 +54,14 @@ class SerialDeviceDriver:
 
     def _on_down(self, reason: str) -> None:
         self.health.count("port_down")
-        if self.health.set_state(DeviceState.OFFLINE, f"port: {reason}"):
-            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)
+        self.health.set_state(DeviceState.OFFLINE, f"port: {reason}")
 
     def _online(self, detail: str) -> bool:
         """The device spoke: record it; True (and an INFO line) when it was not online."""
         self.health.seen()
-        if self.health.set_state(DeviceState.ONLINE, detail):
-            _LOGGER.info("device online device=%s", self.device_id)
-            return True
-        return False
+        return self.health.set_state(DeviceState.ONLINE, detail)
 
-    def _offline_when_silent(
-        self, silent_s: float, limit_s: float, *, detail: str, reason: str
-    ) -> None:
+    def _offline_when_silent(self, silent_s: float, limit_s: float, *, detail: str) -> None:
         """Go offline (once) when the device has been silent ``limit_s`` or longer."""
         if silent_s >= limit_s and self.health.state is not DeviceState.OFFLINE:
             self.health.set_state(DeviceState.OFFLINE, f"{detail} for {silent_s:.0f} s")
-            _LOGGER.warning("device offline device=%s reason=%s", self.device_id, reason)

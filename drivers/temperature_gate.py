@@ -31,7 +31,6 @@ if the gate still flags it as unread (status bit ``new``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -59,8 +58,6 @@ from drivers.config.temperature_gate import TemperatureGateConfig
 from drivers.transports.bus_pool import BusPool
 from drivers.transports.errors import TransportError
 from drivers.transports.modbus import BusPriority, ModbusBus, ModbusExceptionError
-
-_LOGGER = logging.getLogger(__name__)
 
 COUNTER_RESTART_DELTA = COUNTER_MODULUS // 2
 """A counter step at least this big is a restart of the gate, not a gap."""
@@ -130,8 +127,7 @@ class TemperatureGateDriver:
             self._answered()
             self.health.count("device_errors")
             reason = exc.reason if isinstance(exc, ModbusExceptionError) else str(exc)
-            if self.health.set_state(DeviceState.ERROR, reason):
-                _LOGGER.warning("device=%s error: %s", self.device_id, reason)
+            self.health.set_state(DeviceState.ERROR, reason)
             return
         except TransportError as exc:
             self._no_answer(exc.reason)
@@ -145,21 +141,18 @@ class TemperatureGateDriver:
 
     def _no_answer(self, reason: str) -> None:
         self.health.count("poll_failures")
-        if self._liveness.failed(self._clock.monotonic()) and self.health.set_state(
-            DeviceState.OFFLINE, reason
-        ):
-            _LOGGER.warning("device=%s offline: %s", self.device_id, reason)
+        if self._liveness.failed(self._clock.monotonic()):
+            self.health.set_state(DeviceState.OFFLINE, reason)
 
     def _handle(self, block: GateBlock) -> None:
         previous, self._last_counter = self._last_counter, block.counter
         if block.sensor_error:
-            if self.health.set_state(DeviceState.ERROR, "sensor error"):
-                _LOGGER.warning("device=%s reports a sensor error", self.device_id)
+            self.health.set_state(DeviceState.ERROR, "sensor error")
         elif self._implausible is not None:
             # Still the implausible reading's error, until a good reading clears it.
             self.health.set_state(DeviceState.ERROR, self._implausible)
-        elif self.health.set_state(DeviceState.ONLINE):
-            _LOGGER.info("device=%s online", self.device_id)
+        else:
+            self.health.set_state(DeviceState.ONLINE)
         if previous is None:
             if block.new:
                 self._reading(block, unseen=0)
@@ -189,13 +182,11 @@ class TemperatureGateDriver:
             # Never a fever: a reading the gate itself doubts, or no body's.
             self.health.count("implausible_readings")
             self._implausible = implausible
-            if self.health.set_state(DeviceState.ERROR, implausible):
-                _LOGGER.warning("device=%s %s", self.device_id, implausible)
+            self.health.set_state(DeviceState.ERROR, implausible)
             return
         if self._implausible is not None:
             self._implausible = None
-            if self.health.set_state(DeviceState.ONLINE):
-                _LOGGER.info("device=%s plausible readings again", self.device_id)
+            self.health.set_state(DeviceState.ONLINE)
         threshold = self.config.fever_threshold_c
         fever = block.celsius >= threshold
         data: dict[str, Any] = {"celsius": block.celsius, "threshold": threshold, "fever": fever}

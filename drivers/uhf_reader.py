@@ -290,7 +290,6 @@ class UhfReaderDriver(SerialDeviceDriver):
             now - self._last_heard,
             self.config.offline_after_s,
             detail="no reply",
-            reason="no_reply",
         )
 
     # readings

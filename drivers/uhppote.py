@@ -615,10 +615,8 @@ class UhppoteDriver:
         self._failures += 1
         self._configured = False  # reconfigure (listener, time) when it is back
         self.health.count("failures")
-        if self._failures >= self.config.offline_after_failures and self.health.set_state(
-            DeviceState.OFFLINE, str(exc)
-        ):
-            _LOGGER.warning("uhppote controller offline: device=%s %s", self.device_id, exc)
+        if self._failures >= self.config.offline_after_failures:
+            self.health.set_state(DeviceState.OFFLINE, str(exc))
 
 
 def _split_serial_value(stored: str | None) -> tuple[int | None, int]:

@@ -110,7 +110,7 @@ async def test_open_signs_sends_over_amqp_and_waits_for_the_result(
     try:
         daemon.start()
         await daemon.wait_for_log("mqtt connected", 60)
-        await daemon.wait_for_log("door node online", 60)
+        await daemon.wait_for_log("device online: device=door-east-1", 60)
         opener = CentralProcess(
             workdir / "open.log",
             "open",

@@ -111,7 +111,7 @@ async def test_an_invalid_file_is_refused_and_the_old_config_stays(tmp_path: Pat
     daemon = Daemon(config)
     daemon.start()
     try:
-        await daemon.wait_for_log("device=temp-gate-1 online")
+        await daemon.wait_for_log("device online: device=temp-gate-1")
         good = config.read_text()
         broken = yaml.safe_load(good)
         broken["devices"][0]["poll_intervl_ms"] = 100  # a typo
