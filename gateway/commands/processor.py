@@ -61,9 +61,13 @@ for the gateway's own faults. Whenever the store cannot write a result (that
 one, a finished command's, a refusal's, an unverified message's), the result
 is still sent, from memory (``ResultQueue.hold``): not durable, so a restart
 before the broker takes it loses it, and logged at ERROR as such. A command
-that ran but whose finished mark failed stays "accepted" in the store, so a
-restart also reports it failed / ``timeout``: a second result for that id,
-after the real one.
+that ran but whose finished mark failed stays "accepted" in the store for a
+while: its mark and audit row wait in memory (``gateway.commands.marks``) and
+``run_finish_retries`` writes them, without the result, every
+``FINISH_RETRY_S`` until the store takes them, then syncs. Only a restart
+before the store recovers (the pending marks are memory, lost at shutdown)
+makes ``report_unfinished`` report it failed / ``timeout``: a second result
+for that id, after the real one.
 
 Longer than 400 lines because every step of a command's life (verify, durable accept,
 execute, audit, result, and the report of commands left unfinished by a crash) stays
@@ -92,6 +96,7 @@ from drivers.base import (
     make_reading,
 )
 from gateway.commands.inbound import InboundCommand, Reply, reply_for
+from gateway.commands.marks import PendingMarks
 from gateway.commands.model import (
     CommandMessage,
     CommandRejected,
@@ -115,6 +120,11 @@ _LOGGER = logging.getLogger(__name__)
 # (seconds): a flood of unsigned messages must not become a flood of fsyncs
 # (issue 9); the outbox's sync interval was their window before.
 QUEUED_RESULT_SYNC_S = 1.0
+
+# While finished marks wait for a failing store, it is retried this often
+# (seconds): a full disk freed by an operator takes minutes, and each attempt
+# is one short failing transaction on the loop.
+FINISH_RETRY_S = 5.0
 
 # Authentic commands refused after the replay check: their id is spent.
 _SPENDS_ID = frozenset({RejectReason.UNKNOWN_DEVICE, RejectReason.NOT_PERMITTED})
@@ -180,6 +190,9 @@ class CommandProcessor:
         self._last_sync_mono = float("-inf")
         # Results by (status, reason), reason "none" for done: for metrics.
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        # Finished marks the store could not write, and the retry loop's wake-up.
+        self.pending_marks = PendingMarks()
+        self._marks_pending = asyncio.Event()
         self._verifier = CommandVerifier(
             config,
             gateway_id=gateway_id,
@@ -357,6 +370,25 @@ class CommandProcessor:
             if self._store.results.committed() > self._store.results.durable:
                 await self._sync_store()  # unless a command's own sync covered them
 
+    async def retry_finished_marks(self) -> int:
+        """Write the finished marks the store could not take, then sync them
+        durable; return how many were written (0: none pending, or the store
+        still fails)."""
+        written = self.pending_marks.write(self._store)
+        if written:
+            await self._sync_store()
+        return written
+
+    async def run_finish_retries(self) -> None:
+        """Every ``FINISH_RETRY_S`` while finished marks are pending, retry them,
+        until cancelled (pending marks are then lost: a restart reports them)."""
+        while True:
+            await self._marks_pending.wait()
+            await asyncio.sleep(FINISH_RETRY_S)
+            await self.retry_finished_marks()
+            if not self.pending_marks:
+                self._marks_pending.clear()
+
     def report_unfinished(self) -> list[CommandResult]:
         """Report commands a previous run accepted but never finished; call once at start-up.
 
@@ -503,11 +535,14 @@ class CommandProcessor:
                     self._store.record(record, answer, keep_id_until=keep_id_until)
             except sqlite3.Error:
                 _LOGGER.exception(
-                    "command store failed; audit row lost, result sent from memory "
-                    "(not durable) id=%s",
+                    "command store failed; %s, result sent from memory (not durable) id=%s",
+                    "finished mark and audit row retried later" if finish else "audit row lost",
                     result.id,
                 )
                 self._store.results.hold(answer)
+                if finish:  # else a restart reports a command that ran as failed
+                    self.pending_marks.add(record)
+                    self._marks_pending.set()
         self.outcomes[
             result.status.value, "none" if result.reason is None else result.reason.value
         ] += 1

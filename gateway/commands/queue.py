@@ -9,7 +9,8 @@ flood of garbage cannot push a real ``door.open`` out (issue 9, item 3).
 ``run`` is the worker: it executes the queued commands one at a time and,
 every ``report_interval_s``, has the processor report the unverified messages
 it counted; a third task syncs the store for results queued without a sync of
-their own (``CommandProcessor.run_syncs``).
+their own (``CommandProcessor.run_syncs``), and a fourth retries the finished
+marks the store failed to write (``CommandProcessor.run_finish_retries``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class CommandQueue:
             group.create_task(self._work(), name="commands-worker")
             group.create_task(self._report(), name="commands-report")
             group.create_task(self._processor.run_syncs(), name="commands-sync")
+            group.create_task(self._processor.run_finish_retries(), name="commands-finish-retry")
 
     async def _work(self) -> None:
         while True:

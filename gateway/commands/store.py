@@ -272,7 +272,11 @@ class CommandStore:
 
     def finish(self, record: AuditRecord, result: list[ResultMessage]) -> None:
         """Mark an accepted command finished, append its audit row and queue its
-        result, in one transaction."""
+        result, in one transaction.
+
+        ``result`` empty: the mark and audit row alone, for a retry after the
+        result was already sent from memory (``gateway.commands.marks``).
+        """
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE executions SET state = 'finished', status = ?, reason = ?, "

@@ -236,6 +236,17 @@ async def test_a_full_disk_still_answers_every_command_from_memory(
                 ("cmd-3", "done", None),
             ]
             await wait_until(lambda: store.results.held == 0)  # PUBACKed
+
+            # Space returns: cmd-3's finished mark, kept in memory, is written
+            # (before, it stayed "accepted" and a restart answered it again).
+            assert [u.id for u in store.unfinished()] == ["cmd-3"]
+            assert door.filler is not None
+            door.filler.unlink()
+            door.filler = None
+            assert await rig.processor.retry_finished_marks() == 1
+            assert store.unfinished() == []
+            assert [row.id for row in store.audit_log()] == ["cmd-1", "cmd-3"]
+            assert store.results.backlog == 0, "no second result queued"
     finally:
         if door.filler is not None:
             door.filler.unlink()

@@ -3,11 +3,14 @@
 The store is a real SQLite file whose connection refuses writes (``PRAGMA
 query_only``: SQLite's own "attempt to write a readonly database"), the error
 a read-only remount or a failing card gives. The result must then come from
-memory (``ResultQueue.hold``), fetchable by the uplink without the database.
+memory (``ResultQueue.hold``), fetchable by the uplink without the database,
+and the finished mark of a command that ran is written once the store takes
+writes again (``gateway.commands.marks``), so no restart reports it a second time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -17,10 +20,12 @@ from typing import Any
 import pytest
 
 from drivers.actions import DeviceAction, DoorOpen
+from gateway.commands import processor as processor_module
+from gateway.commands.marks import PendingMarks
 from gateway.commands.results import ResultQueue
 from gateway.commands.store import CommandStore
 from gateway.outbox.store import BEFORE_ANY_ROW, Lane
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, wait_until
 from tests.unit.test_commands import (
     RECEIVED_MONO,
     T0,
@@ -35,6 +40,11 @@ from tests.unit.test_commands import (
 def fail_writes(store: CommandStore) -> None:
     """From now on every write of the store fails in SQLite itself."""
     store._conn.execute("PRAGMA query_only=ON")  # the real connection
+
+
+def heal_writes(store: CommandStore) -> None:
+    """The store takes writes again (the disk was freed, the card remounted)."""
+    store._conn.execute("PRAGMA query_only=OFF")
 
 
 class BreakingDoor(FakeDoor):
@@ -96,13 +106,138 @@ async def test_store_failing_after_the_door_ran_still_answers_done(
         assert rig.door.calls == [DoorOpen(hold_seconds=5)]
         [(body, topic, _)] = await sent(rig.store.results)
         assert (body["id"], body["status"], body["reason"], topic) == ("cmd-1", "done", None, None)
-        assert "audit row lost, result sent from memory (not durable) id=cmd-1" in caplog.text
+        assert (
+            "finished mark and audit row retried later, result sent from memory (not durable) "
+            "id=cmd-1" in caplog.text
+        )
         assert rig.readings.readings[-1].data["status"] == "done"
-        # Its finished mark is lost with the audit row: a restart reports it
-        # failed / timeout too, after this real answer.
+        # Not written yet: it waits in memory for the store.
         assert [u.id for u in rig.store.unfinished()] == ["cmd-1"]
+        assert len(rig.processor.pending_marks) == 1
     finally:
         rig.store.close()
+
+
+@pytest.fixture
+def broken_rig(tmp_path: Path) -> Iterator[Rig]:
+    """A rig whose store stops taking writes while the door opens."""
+    clock = FakeClock(wall=T0 + 1, mono=RECEIVED_MONO + 0.001)
+    door = BreakingDoor("door-east-1", clock)
+    made = make_rig(tmp_path, clock, door=door)
+    door.store = made.store
+    yield made
+    made.store.close()
+
+
+def executions(store: CommandStore) -> list[tuple[str, str, str | None]]:
+    rows = store._conn.execute("SELECT id, state, status FROM executions ORDER BY id")
+    return [(row[0], row[1], row[2]) for row in rows.fetchall()]
+
+
+def table_rows(store: CommandStore) -> int:
+    return int(store._conn.execute("SELECT count(*) FROM result").fetchone()[0])
+
+
+async def ran_while_the_store_broke(rig: Rig, *command_ids: str) -> None:
+    """Each command accepted, then the store breaks while its door opens."""
+    for command_id in command_ids:
+        heal_writes(rig.store)  # broken again by the door
+        await rig.processor.process(inbound(payload(command_id=command_id)))
+    assert len(rig.door.calls) == len(command_ids)
+
+
+def reported_after_restart(tmp_path: Path) -> list[str | None]:
+    """What a new processor on the same file reports at its start."""
+    again = make_rig(tmp_path)
+    try:
+        return [r.id for r in again.processor.report_unfinished()]
+    finally:
+        again.store.close()
+
+
+async def test_a_finished_mark_is_written_once_the_store_recovers(
+    broken_rig: Rig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the mark was never retried: a restart, even weeks after the store
+    recovered, reported the command failed / timeout after its real result."""
+    caplog.set_level(logging.INFO)
+    store = broken_rig.store
+    await broken_rig.processor.process(inbound(payload()))
+    assert executions(store) == [("cmd-1", "accepted", None)]
+    heal_writes(store)
+    syncs = store.syncs
+
+    assert await broken_rig.processor.retry_finished_marks() == 1
+
+    assert executions(store) == [("cmd-1", "finished", "done")]
+    [row] = store.audit_log()
+    assert (row.id, row.status.value, row.reason) == ("cmd-1", "done", None)
+    assert store.unfinished() == []
+    assert len(broken_rig.processor.pending_marks) == 0
+    assert store.syncs == syncs + 1, "the written mark is synced durable"
+    assert "finished mark written on retry id=cmd-1" in caplog.text
+    # Answered once, from memory: the retry queued no second result.
+    assert table_rows(store) == 0
+    [(body, _, _)] = await sent(store.results)
+    assert (body["id"], body["status"]) == ("cmd-1", "done")
+    assert await broken_rig.processor.retry_finished_marks() == 0  # nothing left
+    assert len(store.audit_log()) == 1
+    assert reported_after_restart(tmp_path) == []
+
+
+async def test_a_finished_mark_stays_pending_while_the_store_fails(
+    broken_rig: Rig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = broken_rig.store
+    await ran_while_the_store_broke(broken_rig, "cmd-1", "cmd-2")
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+
+    assert await broken_rig.processor.retry_finished_marks() == 0
+
+    assert len(broken_rig.processor.pending_marks) == 2
+    assert [u.id for u in store.unfinished()] == ["cmd-1", "cmd-2"]
+    failures = [r for r in caplog.records if "still failing" in r.getMessage()]
+    assert len(failures) == 1, "one line per retry round, not per command"
+    assert "pending=2" in failures[0].getMessage()
+    assert store.audit_log() == []
+    # Restarted now, before the store recovered, the daemon reports them (documented).
+    assert reported_after_restart(tmp_path) == ["cmd-1", "cmd-2"]
+
+
+async def test_the_pending_marks_are_bounded_dropping_the_oldest(
+    broken_rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken_rig.processor.pending_marks = PendingMarks(limit=2)
+    await ran_while_the_store_broke(broken_rig, "cmd-1", "cmd-2", "cmd-3")
+    assert len(broken_rig.processor.pending_marks) == 2
+    assert broken_rig.processor.pending_marks.dropped == 1
+    assert (
+        "finished mark dropped: 2 pending already (the command store is failing); "
+        "a restart reports it failed/timeout id=cmd-1 dropped_total=1" in caplog.text
+    )
+    heal_writes(broken_rig.store)
+    assert await broken_rig.processor.retry_finished_marks() == 2
+    # The dropped one is reported at the next start, as before the retry existed.
+    assert [u.id for u in broken_rig.store.unfinished()] == ["cmd-1"]
+
+
+async def test_the_retry_loop_writes_the_mark_on_its_own(
+    broken_rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_finish_retries`` (the task ``CommandQueue.run`` starts) retries while
+    marks are pending; the interval shortened so the test waits for the fact only."""
+    monkeypatch.setattr(processor_module, "FINISH_RETRY_S", 0.0)
+    retrying = asyncio.create_task(broken_rig.processor.run_finish_retries(), name="retries")
+    try:
+        await broken_rig.processor.process(inbound(payload()))
+        await asyncio.sleep(0)  # a round while the store still fails
+        assert len(broken_rig.processor.pending_marks) == 1
+        heal_writes(broken_rig.store)
+        await wait_until(lambda: not broken_rig.processor.pending_marks)
+        assert broken_rig.store.unfinished() == []
+    finally:
+        retrying.cancel()
 
 
 async def test_store_failing_for_a_refusal_answers_from_memory(rig: Rig) -> None:
