@@ -3,10 +3,16 @@
 Kept apart from ``drivers.transports.modbus`` so that code holding a pool
 (the supervisor, metrics, the driver registry) does not load pymodbus: a
 gateway without a Modbus device never imports it.
+
+The pool makes buses and forgets them; it runs none. Its owner (the
+supervisor) runs each bus's task and, after a config reload, stops the buses
+``release_unused`` hands back: a line no device uses any more is closed, and
+the next device on that port gets a new bus with its own settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
@@ -64,7 +70,16 @@ class BusPool:
             )
         return bus
 
+    def release_unused(self, in_use: Collection[str]) -> list[ModbusBus]:
+        """Forget every bus whose key (``bus_key``) is not in ``in_use``; return them.
+
+        The caller still owns their tasks: it cancels each ``bus.run()``, which
+        closes the port. A later ``get`` for that line makes a new bus.
+        """
+        unused = [key for key in self._buses if key not in in_use]
+        return [self._buses.pop(key) for key in unused]
+
     @property
     def buses(self) -> list[ModbusBus]:
-        """Every bus made so far; the supervisor runs ``bus.run()`` for each."""
+        """Every bus in use; the supervisor runs ``bus.run()`` for each."""
         return list(self._buses.values())

@@ -63,3 +63,15 @@ def test_frame_gap(
     config: ModbusRtuTransportConfig | ModbusTcpTransportConfig, gap_ms: float
 ) -> None:
     assert frame_gap_s(config) * 1000 == pytest.approx(gap_ms, abs=0.001)
+
+
+def test_a_released_line_is_made_anew_with_new_settings() -> None:
+    pool = BusPool()
+    kept = pool.get(rtu(port="/dev/ttyUSB0"))
+    old = pool.get(rtu(port="/dev/ttyUSB1"))
+    assert pool.release_unused({"rtu:/dev/ttyUSB0"}) == [old]
+    assert pool.buses == [kept]
+    new = pool.get(rtu(port="/dev/ttyUSB1", baudrate=19200))  # no conflict with the old bus
+    assert new is not old
+    assert new.config.baudrate == 19200
+    assert pool.release_unused({"rtu:/dev/ttyUSB0", "rtu:/dev/ttyUSB1"}) == []
