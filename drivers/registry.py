@@ -27,7 +27,8 @@ from drivers.config.temperature_gate import TemperatureGateConfig
 from drivers.config.uhf_reader import UhfReaderConfig
 from drivers.config.uhppote import UhppoteConfig
 from drivers.sim.base import SimEndpoint, Simulator
-from drivers.transports.bus_pool import BusPool
+from drivers.transports.bus_pool import BusPool, bus_key
+from drivers.transports.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 
 AnyDeviceConfig = (
     DoorNodeConfig | UhfReaderConfig | TemperatureGateConfig | BleReceiverConfig | UhppoteConfig
@@ -114,6 +115,19 @@ def udp_listen(config: AnyDeviceConfig) -> str | None:
     if not isinstance(config, UhppoteConfig) or config.simulate:
         return None  # a simulated controller listens on a free loopback port (attach)
     return None if config.listen.endswith(":0") else config.listen
+
+
+def modbus_line(config: AnyDeviceConfig) -> str | None:
+    """The ``BusPool`` key of the Modbus line the device is on (None: not a Modbus device).
+
+    Give it the config the driver was built from (a simulated device's, once attached).
+    """
+    if isinstance(config, UhppoteConfig):
+        return None
+    transport = config.transport
+    if isinstance(transport, ModbusRtuTransportConfig | ModbusTcpTransportConfig):
+        return bus_key(transport)
+    return None
 
 
 def door_ids(config: AnyDeviceConfig) -> tuple[str, ...]:

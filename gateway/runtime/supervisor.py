@@ -9,10 +9,14 @@ stages, each with its own budget; their sum stays under systemd's
 
 SIGHUP re-reads the config file. ``gateway.runtime.reload.plan_reload`` decides what
 changed; the supervisor stops the device tasks of removed and changed devices
-(and their simulators), starts new ones in the same task group (with a bus
-task for any Modbus line that is new) and updates ``drivers`` in place, since
-the command processor and the status message read that mapping live. An
-invalid file is refused and the running config stays in force.
+(and their simulators), then releases every Modbus line no running device
+uses (its bus task cancelled, which closes the port, and the bus dropped from
+the pool), then starts new ones in the same task group (with a bus task for
+any Modbus line that is new) and updates ``drivers`` in place, since the
+command processor and the status message read that mapping live. Releasing
+before starting is what lets a line's settings change: when every device on
+it changed, they come back on a new bus. An invalid file is refused and the
+running config stays in force.
 
 Longer than 400 lines because assembling, supervising, reloading and the staged shutdown
 all work on the same task bookkeeping (the task group, the ``drivers`` mapping); what
@@ -31,7 +35,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from drivers.access_rules import DoorAccess
 from drivers.base import DeviceState, Driver, SystemClock
-from drivers.registry import AnyDeviceConfig, DriverDeps, attach, build_driver, make_simulator
+from drivers.registry import (
+    AnyDeviceConfig,
+    DriverDeps,
+    attach,
+    build_driver,
+    make_simulator,
+    modbus_line,
+)
 from drivers.sim.base import Simulator
 from drivers.transports.backoff import Backoff
 from drivers.transports.bus_pool import BusPool
@@ -162,6 +173,9 @@ class Gateway:
         self._group: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._bus_tasks: dict[str, asyncio.Task[None]] = {}
+        # Which Modbus line (BusPool key) each running device is on: a line
+        # none of them is on any more is released at reload.
+        self._device_lines: dict[str, str] = {}
         self._reload_requested = asyncio.Event()
 
     # ------------------------------------------------------------- assembly
@@ -242,10 +256,14 @@ class Gateway:
             clock_trusted=self.clock_sync.is_synced,
         )
         try:
-            return build_driver(attached, deps)
+            driver = build_driver(attached, deps)
         except BaseException:
             await self._stop_simulator(device.id)
             raise
+        line = modbus_line(attached)
+        if line is not None:
+            self._device_lines[device.id] = line
+        return driver
 
     async def _assemble(self) -> None:
         await self.outbox.open()
@@ -392,12 +410,25 @@ class Gateway:
         """Stop one device's task (and its simulator) and forget its driver."""
         task = self._device_tasks.pop(device_id, None)
         self.drivers.pop(device_id, None)
+        self._device_lines.pop(device_id, None)
         if task is not None:
             task.cancel()
             _done, pending = await asyncio.wait({task}, timeout=STOP_DRIVERS_S)
             if pending:
                 _LOGGER.warning("device task did not stop in time: device=%s", device_id)
         await self._stop_simulator(device_id)
+
+    async def _release_unused_buses(self) -> None:
+        """Stop every Modbus line no running device is on: task cancelled, port closed."""
+        for bus in self.buses.release_unused(set(self._device_lines.values())):
+            task = self._bus_tasks.pop(bus.name, None)
+            if task is not None:
+                # The bus's run() closes the port and fails its queue on the way out.
+                task.cancel()
+                _done, pending = await asyncio.wait({task}, timeout=STOP_DRIVERS_S)
+                if pending:
+                    _LOGGER.warning("bus task did not stop in time: bus=%s", bus.name)
+            _LOGGER.info("modbus line released: bus=%s", bus.name)
 
     # --------------------------------------------------------------- reload
 
@@ -454,6 +485,8 @@ class Gateway:
         for device_id in plan.to_stop:
             await self._stop_device(device_id)
             _LOGGER.info("device stopped: device=%s", device_id)
+        # Before any start: a changed device then opens its line anew, with its new settings.
+        await self._release_unused_buses()
         if plan.access_changed:
             self._access = self._access_list(new)
         starting = set(plan.to_start)
