@@ -411,23 +411,17 @@ class Gateway:
         task = self._device_tasks.pop(device_id, None)
         self.drivers.pop(device_id, None)
         self._device_lines.pop(device_id, None)
-        if task is not None:
-            task.cancel()
-            _done, pending = await asyncio.wait({task}, timeout=STOP_DRIVERS_S)
-            if pending:
-                _LOGGER.warning("device task did not stop in time: device=%s", device_id)
+        if task is not None and not await _cancel_within(task, STOP_DRIVERS_S):
+            _LOGGER.warning("device task did not stop in time: device=%s", device_id)
         await self._stop_simulator(device_id)
 
     async def _release_unused_buses(self) -> None:
         """Stop every Modbus line no running device is on: task cancelled, port closed."""
         for bus in self.buses.release_unused(set(self._device_lines.values())):
             task = self._bus_tasks.pop(bus.name, None)
-            if task is not None:
-                # The bus's run() closes the port and fails its queue on the way out.
-                task.cancel()
-                _done, pending = await asyncio.wait({task}, timeout=STOP_DRIVERS_S)
-                if pending:
-                    _LOGGER.warning("bus task did not stop in time: bus=%s", bus.name)
+            # The bus's run() closes the port and fails its queue on the way out.
+            if task is not None and not await _cancel_within(task, STOP_DRIVERS_S):
+                _LOGGER.warning("bus task did not stop in time: bus=%s", bus.name)
             _LOGGER.info("modbus line released: bus=%s", bus.name)
 
     # --------------------------------------------------------------- reload
@@ -630,6 +624,13 @@ def _mark_failed(driver: Driver) -> Callable[[BaseException], None]:
         driver.health.set_state(DeviceState.OFFLINE, f"driver failed: {exc!r}"[:200])
 
     return mark
+
+
+async def _cancel_within(task: asyncio.Task[None], budget_s: float) -> bool:
+    """Cancel ``task`` and wait up to ``budget_s`` for it to end; False if it has not."""
+    task.cancel()
+    _done, pending = await asyncio.wait({task}, timeout=budget_s)
+    return not pending
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
